@@ -1,0 +1,92 @@
+# capkit — one command each: `make run` (the whole study on the embedded data), `make test`, `make bench`.
+# Inside an active conda env or virtualenv the Makefile uses it; otherwise it builds .venv here.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+.DEFAULT_GOAL := help
+
+RUN_DIR  ?= runs/default
+DATA_DIR ?= data/sample
+SEED     ?= 0
+EPOCHS   ?= 12
+ENCODERS ?= efficientnet_lite0 efficientnet_lite2
+DECODERS ?= soft lookback
+TARGETS  ?= text hashtag
+
+ACTIVE_ENV := $(or $(filter-out $(CURDIR)/.venv,$(VIRTUAL_ENV)),$(filter-out base,$(CONDA_DEFAULT_ENV)))
+ifeq ($(ACTIVE_ENV),)
+  PY    := $(CURDIR)/.venv/bin/python
+  STAMP := .venv/.capkit-installed
+else
+  PY    := $(shell command -v python)
+  STAMP := .capkit-env-checked
+endif
+PM := $(PY) -m papermill --cwd $(CURDIR) --log-level WARNING --no-progress-bar
+
+.PHONY: help env java browser data run notebooks train-grid test bench lab clean
+help:
+	@echo "make run    - create the environment, generate data/sample, execute every notebook into $(RUN_DIR)"
+	@echo "make test   - create the environment and run the test suite (smoke notebooks + browser test)"
+	@echo "make bench  - speed benchmark against the study's algorithm (writes runs/bench.json)"
+	@echo "make lab    - open JupyterLab"
+	@echo "environment: $(if $(ACTIVE_ENV),active env '$(ACTIVE_ENV)' ($(PY)),.venv (python3 -m venv))"
+
+java:
+	@command -v java >/dev/null 2>&1 || { echo "ERROR: Java is missing; konlpy's Okt tokenizer and METEOR need it." \
+	  "Install a JDK (Debian/Ubuntu: sudo apt-get install -y default-jdk; conda: conda install -c conda-forge openjdk=17)."; exit 1; }
+
+env: $(STAMP)
+$(STAMP): pyproject.toml | java
+ifeq ($(ACTIVE_ENV),)
+	@test -x .venv/bin/python || python3 -m venv .venv || { echo "ERROR: 'python3 -m venv' failed: install python3-venv (Python >= 3.10)"; exit 1; }
+endif
+	@echo "installing capkit with the notebook and test extras into $(PY) ..."
+	@$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
+	@$(PY) -m pip install -q -e ".[notebook,test]" 2>&1 | grep -v "is ignored" || true
+	@$(PY) -c "import capkit, torch, timm, konlpy, papermill, ipywidgets, playwright" \
+	  || { echo "ERROR: pip install -e '.[notebook,test]' failed; see the messages above"; exit 1; }
+	@$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	@touch $@
+
+# Debian's Chromium for the JupyterLab browser test (playwright drives it; no browser download).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's chromium for the browser test ..."; \
+	    (apt-get install -y -qq chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)) \
+	    || { echo "ERROR: apt-get install chromium failed"; exit 1; }; \
+	  else echo "WARNING: chromium not found and cannot be installed here (need root + apt-get); the browser test will be skipped"; fi; }
+
+data: env
+	@$(PY) -m capkit.sample $(DATA_DIR) --seed $(SEED)
+
+notebooks: env data
+	@mkdir -p $(RUN_DIR) figures
+	$(PM) notebooks/01_data_exploration.ipynb $(RUN_DIR)/01_data_exploration.ipynb -p data_dir $(DATA_DIR) -p run_dir $(RUN_DIR) -p seed $(SEED)
+	$(PM) notebooks/02_vocabulary.ipynb $(RUN_DIR)/02_vocabulary.ipynb -p data_dir $(DATA_DIR) -p run_dir $(RUN_DIR) -p seed $(SEED)
+	@$(MAKE) --no-print-directory train-grid
+	$(PM) notebooks/04_attention.ipynb $(RUN_DIR)/04_attention.ipynb -p data_dir $(DATA_DIR) -p run_dir $(RUN_DIR) -p seed $(SEED)
+	$(PM) notebooks/05_results.ipynb $(RUN_DIR)/05_results.ipynb -p data_dir $(DATA_DIR) -p run_dir $(RUN_DIR) -p seed $(SEED)
+
+# The 2x2 grid (encoder x decoder) for both targets; each executed notebook stays in its run folder.
+train-grid: env data
+	@for enc in $(ENCODERS); do for dec in $(DECODERS); do for tgt in $(TARGETS); do \
+	  run=$$enc-$$dec-$$tgt; mkdir -p $(RUN_DIR)/$$run; echo "== training $$run"; \
+	  $(PM) notebooks/03_train.ipynb $(RUN_DIR)/$$run/03_train.ipynb -p data_dir $(DATA_DIR) -p run_dir $(RUN_DIR) \
+	    -p seed $(SEED) -p encoder $$enc -p decoder $$dec -p target $$tgt -p epochs $(EPOCHS) || exit 1; \
+	done; done; done
+
+run: env data
+	@start=$$(date +%s); $(MAKE) --no-print-directory notebooks; \
+	  echo "make run finished in $$(( $$(date +%s) - start )) s; executed notebooks in $(RUN_DIR), figures in figures/"
+
+test: env browser
+	$(PY) -m pytest -q tests
+
+bench: env data
+	$(PY) bench/run.py --data-dir $(DATA_DIR) --out runs/bench.json
+
+lab: env
+	$(PY) -m jupyter lab notebooks
+
+clean:
+	rm -rf runs data/cache

@@ -1,0 +1,643 @@
+"""Records: one type for every source, the loaders, image opening, the skip report, splits.
+
+Every loader returns ``(records, report)``. A record that cannot be used (missing or broken
+image, no text and no hashtags, an advertising post, ...) is skipped and counted in the
+report under a reason; a file that is structurally wrong (not JSON, a required field missing
+in every record) raises :class:`DataError` naming the file and the record.
+
+Sources (``dataset`` parameter of the notebooks):
+
+- ``sample``: the embedded synthetic dataset (:mod:`capkit.sample`), generated when missing.
+- ``kts``: the Korean Tourist Spot layout
+  ``{total,train,valid,test}/{nature-scene,person-made}/<category>/<category>.json``.
+- ``instagram``: crawled post files (``key``, an image path or URL, ``description``).
+- ``coco``: a COCO captions JSON (``images`` + ``annotations``).
+- ``manifest``: ``manifest.jsonl`` or ``manifest.csv`` (see README, "Bring your own data").
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import random
+import re
+import shutil
+import unicodedata
+import urllib.parse
+import urllib.request
+import warnings
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+SPLITS = ("train", "val", "test")
+DATASETS = ("sample", "kts", "instagram", "coco", "manifest")
+SPLIT_RATIOS = (0.7, 0.1, 0.2)  # as KTS
+MAX_PIXELS = 60_000_000  # larger images are refused as decompression bombs
+AD_WORDS = ("광고", "문의", "연락", "상담")  # the study's advertising filter
+BAD_IMAGE_REASONS = ("missing_image", "empty_image", "truncated_image", "corrupt_image", "decompression_bomb")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class DataError(ValueError):
+    """A data file is structurally wrong; the message names the file and the record."""
+
+
+class BadImage(Exception):
+    """An image that cannot be used; ``reason`` is the skip-report key."""
+
+    def __init__(self, reason: str, path, detail: str = ""):
+        super().__init__(f"{reason}: {path}" + (f" ({detail})" if detail else ""))
+        self.reason, self.path, self.detail = reason, str(path), detail
+
+
+@dataclass
+class Record:
+    """One post: an image with one or more reference texts and its hashtags."""
+
+    key: str
+    image: str  # absolute path (or URL before download)
+    texts: list[str] = field(default_factory=list)
+    hashtags: list[str] = field(default_factory=list)  # normalised, without '#'
+    category: str | None = None
+    split: str | None = None
+    boxes: list[dict] = field(default_factory=list)  # {"label", "word", "box": [x0, y0, x1, y1] in 0..1}
+
+    @property
+    def text(self) -> str:
+        return self.texts[0] if self.texts else ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class LoadReport:
+    """What a loader read, kept and skipped (per reason, with examples naming file and record)."""
+
+    source: str = ""
+    read: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    examples: dict = field(default_factory=dict)  # reason -> ["file#record", ...] (first few)
+    normalised: Counter = field(default_factory=Counter)  # usable images that needed fixing
+    splits: dict = field(default_factory=dict)
+
+    def skip(self, reason: str, where: str) -> None:
+        self.skipped[reason] += 1
+        self.examples.setdefault(reason, [])
+        if len(self.examples[reason]) < 5:
+            self.examples[reason].append(where)
+
+    @property
+    def kept(self) -> int:
+        return self.read - sum(self.skipped.values())
+
+    def to_dict(self) -> dict:
+        return {
+            "source": self.source,
+            "read": self.read,
+            "kept": self.kept,
+            "skipped": dict(sorted(self.skipped.items())),
+            "examples": self.examples,
+            "normalised_images": dict(sorted(self.normalised.items())),
+            "splits": self.splits,
+        }
+
+    def __str__(self) -> str:
+        lines = [f"{self.source}: read {self.read}, kept {self.kept}, skipped {sum(self.skipped.values())}"]
+        for reason, n in sorted(self.skipped.items()):
+            lines.append(f"  {reason:<22} {n:>6}   e.g. {self.examples[reason][0]}")
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- paths, files
+
+
+def project_path(path) -> Path:
+    """Resolve a relative path against the working directory, else the repository root.
+
+    Notebooks run with their own folder as working directory in JupyterLab and with the
+    repository root under ``make``; ``data/sample`` means the same folder in both.
+    """
+    p = Path(path).expanduser()
+    if p.is_absolute() or p.exists() or not (ROOT / "pyproject.toml").exists():
+        return p.resolve()
+    return (ROOT / p).resolve()
+
+
+def decode_text(raw: bytes, name="<bytes>") -> str:
+    """Decode UTF-8 (with or without BOM) or UTF-16 LE/BE (with or without BOM)."""
+    if raw.startswith(b"\xef\xbb\xbf"):
+        return raw[3:].decode("utf-8")
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return raw.decode("utf-16")
+    head = raw[:200]
+    if len(head) >= 4 and head[1::2].count(0) > len(head) // 4:  # ASCII-range chars, high byte 0
+        return raw.decode("utf-16-le")
+    if len(head) >= 4 and head[0::2].count(0) > len(head) // 4:
+        return raw.decode("utf-16-be")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{name}: not UTF-8 or UTF-16 text ({e})") from None
+
+
+def read_json(path):
+    """Read a JSON file in any of the encodings above; a parse error names the file and line."""
+    path = Path(path)
+    text = decode_text(path.read_bytes(), path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+
+
+def read_jsonl(path) -> list:
+    """Read JSON Lines; a bad line names the file and the line number."""
+    path = Path(path)
+    rows = []
+    for n, line in enumerate(decode_text(path.read_bytes(), path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: record at line {n} is not valid JSON: {e.msg}") from None
+        if not isinstance(rows[-1], dict):
+            raise DataError(f"{path}: record at line {n} is not a JSON object")
+    return rows
+
+
+# ----------------------------------------------------------------------------- text fields
+
+HASHTAG_RE = re.compile(r"#([^\s#]+)")
+_TRAILING_PUNCT = ".,!?~…'\")]}>·"
+
+
+def normalize_hashtags(tags) -> list[str]:
+    """A list (or a '#a #b' string) of hashtags -> unique tags without '#', NFC, Latin lowercased."""
+    if tags is None:
+        return []
+    if isinstance(tags, str):
+        tags = HASHTAG_RE.findall(tags) or tags.split()
+    out = []
+    for t in tags:
+        if not isinstance(t, str):
+            continue
+        t = unicodedata.normalize("NFC", t).strip().lstrip("#").rstrip(_TRAILING_PUNCT).lower()
+        if t and t not in out:
+            out.append(t)
+    return out
+
+
+def has_words(text) -> bool:
+    """True when a text holds at least one letter or digit (emoji-only or blank texts are empty)."""
+    return isinstance(text, str) and any(unicodedata.category(ch)[0] in "LN" for ch in text)
+
+
+def clean_text(text: str) -> str:
+    return re.sub(r"\s+", " ", unicodedata.normalize("NFC", text)).strip()
+
+
+def is_korean(tag: str) -> bool:
+    return any("\uac00" <= ch <= "\ud7a3" or "\u3131" <= ch <= "\u318e" for ch in tag)
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def open_image(path, max_pixels: int = MAX_PIXELS, draft: tuple | None = None) -> Image.Image:
+    """Open an image as RGB with its EXIF orientation applied, or raise :class:`BadImage`.
+
+    Grayscale, CMYK, 16-bit, palette and transparent images are converted (transparency on
+    white). ``draft=(w, h)`` lets JPEG decode at a reduced scale (fast checks, thumbnails).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BadImage("missing_image", path)
+    if path.stat().st_size == 0:
+        raise BadImage("empty_image", path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(path)
+            if img.width * img.height > max_pixels:
+                raise BadImage("decompression_bomb", path, f"{img.width}x{img.height} pixels")
+            if draft:
+                img.draft("RGB", draft)
+            img.load()
+        except BadImage:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise BadImage("decompression_bomb", path, str(e)) from None
+        except UnidentifiedImageError:
+            raise BadImage("corrupt_image", path, "not a readable image") from None
+        except OSError as e:
+            reason = "truncated_image" if "truncated" in str(e) else "corrupt_image"
+            raise BadImage(reason, path, str(e)) from None
+        except (SyntaxError, ValueError, EOFError, IndexError) as e:
+            raise BadImage("corrupt_image", path, str(e)) from None
+    return to_rgb(img)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """EXIF-rotate and convert any mode to RGB."""
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # a broken EXIF block must not lose an otherwise good image
+        pass
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        import numpy as np
+
+        a = np.asarray(img, dtype="float64")
+        hi = a.max() or 1.0
+        img = Image.fromarray((a * (255.0 / hi)).clip(0, 255).astype("uint8"), "L")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        rgba = img.convert("RGBA")
+        bg = Image.new("RGB", rgba.size, (255, 255, 255))
+        bg.paste(rgba, mask=rgba.getchannel("A"))
+        return bg
+    return img.convert("RGB")
+
+
+def image_issue(path) -> str | None:
+    """Which normalisation a usable image needed (for the report), or None."""
+    try:
+        with Image.open(path) as img:
+            if img.getexif().get(0x0112, 1) not in (1, None):
+                return "exif_rotated"
+            return None if img.mode == "RGB" else f"mode_{img.mode}"
+    except Exception:
+        return None
+
+
+def check_images(records: list[Record], report: LoadReport, workers: int = 4) -> list[Record]:
+    """Decode every image once (at reduced JPEG scale); drop and count the unusable ones."""
+
+    def check(rec):
+        try:
+            open_image(rec.image, draft=(64, 64))
+        except BadImage as e:
+            return e.reason
+        return image_issue(rec.image) or ""
+
+    with ThreadPoolExecutor(workers) as pool:
+        verdicts = list(pool.map(check, records))
+    kept = []
+    for rec, verdict in zip(records, verdicts):
+        if verdict in BAD_IMAGE_REASONS:
+            report.skip(verdict, f"{rec.image} (record {rec.key})")
+            continue
+        if verdict:
+            report.normalised[verdict] += 1
+        kept.append(rec)
+    return kept
+
+
+def download_images(records: list[Record], dest, report: LoadReport, timeout: float = 20.0) -> None:
+    """Fetch records whose image is a URL into ``dest/<key><ext>`` (kept across runs)."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for rec in records:
+        if not is_url(rec.image):
+            continue
+        ext = Path(urllib.parse.urlparse(rec.image).path).suffix.lower() or ".jpg"
+        target = dest / (safe_name(rec.key) + ext)
+        if not target.exists():
+            tmp = target.with_suffix(target.suffix + ".part")
+            try:
+                with urllib.request.urlopen(rec.image, timeout=timeout) as r, open(tmp, "wb") as f:
+                    shutil.copyfileobj(r, f)
+                tmp.replace(target)
+            except Exception as e:  # a dead link is skipped later as missing_image
+                tmp.unlink(missing_ok=True)
+                report.examples.setdefault("download_failed", []).append(f"{rec.image}: {e}")
+        rec.image = str(target)
+
+
+def is_url(s: str) -> bool:
+    return bool(re.match(r"^(https?|file)://", str(s)))
+
+
+def safe_name(key: str) -> str:
+    name = re.sub(r"[^0-9A-Za-z가-힣_.-]+", "_", key)[:80]
+    return name + "-" + hashlib.sha1(key.encode()).hexdigest()[:8] if name != key else name
+
+
+# ----------------------------------------------------------------------------- splits
+
+
+def assign_splits(records: list[Record], seed: int = 0, ratios=SPLIT_RATIOS) -> None:
+    """Give every record without a split one, deterministically: 7:1:2 within each category."""
+    by_cat: dict = {}
+    for r in records:
+        if r.split is None:
+            by_cat.setdefault(r.category or "", []).append(r)
+    for cat, recs in sorted(by_cat.items()):
+        recs.sort(key=lambda r: r.key)
+        random.Random(f"{seed}/{cat}").shuffle(recs)
+        n = len(recs)
+        n_train = round(n * ratios[0])
+        n_val = round(n * (ratios[0] + ratios[1])) - n_train
+        for i, r in enumerate(recs):
+            r.split = "train" if i < n_train else "val" if i < n_train + n_val else "test"
+
+
+def normalize_split(value) -> str | None:
+    if value is None or value == "":
+        return None
+    v = str(value).strip().lower()
+    v = {"valid": "val", "validation": "val", "dev": "val", "training": "train", "testing": "test"}.get(v, v)
+    return v if v in SPLITS else None
+
+
+def split_counts(records: list[Record]) -> dict:
+    c = Counter(r.split for r in records)
+    return {s: c.get(s, 0) for s in SPLITS}
+
+
+def subsample(records: list[Record], per_split: dict | int, seed: int = 0) -> list[Record]:
+    """A small deterministic subset (``smoke`` runs): the first n of each split after shuffling."""
+    if isinstance(per_split, int):
+        per_split = {s: per_split for s in SPLITS}
+    out = []
+    for s in SPLITS:
+        recs = sorted((r for r in records if r.split == s), key=lambda r: r.key)
+        random.Random(f"{seed}/{s}").shuffle(recs)
+        out += recs[: per_split.get(s, 0)]
+    return out
+
+
+def for_target(records: list[Record], target: str, report: LoadReport | None = None) -> list[Record]:
+    """Keep the records that have what ``target`` ('text' or 'hashtag') needs; count the rest."""
+    if target not in ("text", "hashtag"):
+        raise ValueError(f"target must be 'text' or 'hashtag', not {target!r}")
+    out = []
+    for r in records:
+        ok = bool(r.texts) if target == "text" else bool(r.hashtags)
+        if ok:
+            out.append(r)
+        elif report is not None:
+            report.skip("no_text" if target == "text" else "no_hashtags", r.key)
+    return out
+
+
+# ----------------------------------------------------------------------------- loaders
+
+
+def load(dataset: str, data_dir=None, seed: int = 0, check: bool = True, download: bool = False,
+         workers: int = 4) -> tuple[list[Record], LoadReport]:
+    """Load any source into records. ``check`` decodes every image once to find broken ones."""
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {DATASETS}, not {dataset!r}")
+    data_dir = project_path(data_dir or ("data/sample" if dataset == "sample" else f"data/{dataset}"))
+    if dataset == "sample":
+        from capkit import sample
+
+        if not (data_dir / "manifest.jsonl").exists():  # first use: generate it (the dataset's own seed, 0)
+            sample.generate(data_dir)
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"data_dir {data_dir} does not exist (dataset={dataset!r}); see README, 'Data'")
+    report = LoadReport(source=f"{dataset}:{data_dir}")
+    loader = {"sample": load_manifest, "manifest": load_manifest, "kts": load_kts,
+              "instagram": load_instagram, "coco": load_coco}[dataset]
+    records = loader(data_dir, report)
+    if download:
+        download_images(records, data_dir / "images", report)
+    for r in records:
+        if is_url(r.image):
+            report.skip("image_not_downloaded", f"{r.image} (record {r.key}); load(..., download=True) fetches it")
+    records = [r for r in records if not is_url(r.image)]
+    if check:
+        records = check_images(records, report, workers)
+    records = dedupe_keys(records, report)
+    assign_splits(records, seed)
+    report.splits = split_counts(records)
+    return records, report
+
+
+def dedupe_keys(records: list[Record], report: LoadReport) -> list[Record]:
+    seen, out = set(), []
+    for r in records:
+        if r.key in seen:
+            report.skip("duplicate", r.key)
+        else:
+            seen.add(r.key)
+            out.append(r)
+    return out
+
+
+def make_record(report: LoadReport, where: str, *, key, image, texts, hashtags, category=None,
+                split=None, boxes=None) -> Record | None:
+    """Build a record, or count why it is unusable and return None (the caller counts reads)."""
+    texts = [clean_text(t) for t in texts if has_words(t)]
+    hashtags = normalize_hashtags(hashtags)
+    if not texts and not hashtags:
+        report.skip("no_text_or_hashtags", where)
+        return None
+    return Record(key=str(key), image=str(image), texts=texts, hashtags=hashtags,
+                  category=category, split=normalize_split(split), boxes=list(boxes or []))
+
+
+def require_fields(rows: list, fields: tuple, path) -> None:
+    """A field that no record has is a structural error (names the file and the first record)."""
+    if not isinstance(rows, list):
+        raise DataError(f"{path}: expected a JSON list of records, found {type(rows).__name__}")
+    dicts = [r for r in rows if isinstance(r, dict)]
+    if rows and not dicts:
+        raise DataError(f"{path}: record 0 is {type(rows[0]).__name__}, expected a JSON object")
+    for f in fields:
+        names = f if isinstance(f, tuple) else (f,)
+        if dicts and not any(any(n in r for n in names) for r in dicts):
+            raise DataError(f"{path}: required field {'/'.join(names)!r} is missing in every record "
+                            f"(record 0: {json.dumps(dicts[0], ensure_ascii=False)[:120]})")
+
+
+def text_list(row: dict) -> list:
+    if isinstance(row.get("texts"), list):
+        return [t for t in row["texts"] if isinstance(t, str)]
+    t = row.get("text")
+    if isinstance(t, str) and t.startswith("[") and t.endswith("]"):  # CSV cell holding a JSON list
+        try:
+            return [x for x in json.loads(t) if isinstance(x, str)]
+        except json.JSONDecodeError:
+            pass
+    return [t] if isinstance(t, str) else []
+
+
+def load_manifest(data_dir: Path, report: LoadReport) -> list[Record]:
+    """``manifest.jsonl`` or ``manifest.csv``: image (relative), text/texts, hashtags, split, category."""
+    jl, cs = data_dir / "manifest.jsonl", data_dir / "manifest.csv"
+    if jl.exists():
+        path, rows = jl, read_jsonl(jl)
+    elif cs.exists():
+        path = cs
+        rows = list(csv.DictReader(io.StringIO(decode_text(cs.read_bytes(), cs))))
+    else:
+        raise FileNotFoundError(f"{data_dir}: no manifest.jsonl or manifest.csv")
+    require_fields(rows, ("image",), path)
+    records = []
+    for i, row in enumerate(rows):
+        where = f"{path.name}#{i + 1}"
+        report.read += 1
+        if not row.get("image"):
+            report.skip("missing_field:image", where)
+            continue
+        hashtags = row.get("hashtags")
+        if isinstance(hashtags, str) and hashtags.strip().startswith("["):
+            hashtags = json.loads(hashtags)
+        image = row["image"] if is_url(row["image"]) else data_dir / row["image"]
+        boxes = row.get("boxes") or []
+        rec = make_record(report, where, key=row.get("key") or row["image"], image=image,
+                          texts=text_list(row), hashtags=hashtags, category=row.get("category") or None,
+                          split=row.get("split"), boxes=boxes if isinstance(boxes, list) else [])
+        if rec:
+            records.append(rec)
+    return records
+
+
+KTS_SPLITS = {"train": "train", "valid": "val", "test": "test"}
+
+
+def load_kts(data_dir: Path, report: LoadReport) -> list[Record]:
+    """The KTS release: split folders (or ``total``), two groups, one JSON per category."""
+    split_dirs = [d for d in KTS_SPLITS if (data_dir / d).is_dir()]
+    roots = [(data_dir / d, KTS_SPLITS[d]) for d in split_dirs] or [(data_dir / "total", None)]
+    if not roots[0][0].is_dir():
+        raise FileNotFoundError(f"{data_dir}: expected KTS folders train/ valid/ test/ or total/")
+    records = []
+    for root, split in roots:
+        files = sorted(root.glob("*/*/*.json"))
+        if not files:
+            raise DataError(f"{root}: no <group>/<category>/<category>.json files")
+        for path in files:
+            category = path.parent.name
+            rows = read_json(path)
+            require_fields(rows, ("img_name",), path)
+            for i, row in enumerate(rows):
+                where = f"{path}#{i}"
+                report.read += 1
+                if not isinstance(row, dict) or not row.get("img_name"):
+                    report.skip("missing_field:img_name", where)
+                    continue
+                rec = make_record(report, where, key=f"{category}/{row['img_name']}",
+                                  image=path.parent / "images" / row["img_name"],
+                                  texts=[row.get("text")], hashtags=row.get("hashtag"),
+                                  category=category, split=split)
+                if rec:
+                    records.append(rec)
+    return records
+
+
+IMAGE_FIELDS = ("image", "img_path", "image_path", "img", "img_url", "image_url", "display_url", "url")
+
+
+def parse_instagram(description: str) -> tuple[str, list[str]]:
+    """Split a post description into its text (hashtags removed) and its Korean hashtags."""
+    tags = [t for t in normalize_hashtags(HASHTAG_RE.findall(description)) if is_korean(t)]
+    text = clean_text(HASHTAG_RE.sub(" ", description))
+    return text, tags
+
+
+def load_instagram(data_dir: Path, report: LoadReport) -> list[Record]:
+    """Crawled posts (``*.json`` lists or ``*.jsonl``): Korean hashtags from the description,
+    advertising and hashtag-less posts dropped, duplicates by key removed."""
+    files = sorted(p for p in data_dir.rglob("*") if p.suffix in (".json", ".jsonl") and p.is_file())
+    if not files:
+        raise FileNotFoundError(f"{data_dir}: no *.json or *.jsonl post files")
+    records, seen = [], set()
+    for path in files:
+        rows = read_jsonl(path) if path.suffix == ".jsonl" else read_json(path)
+        if isinstance(rows, dict) and isinstance(rows.get("posts"), list):
+            rows = rows["posts"]
+        require_fields(rows, ("key", "description", IMAGE_FIELDS), path)
+        for i, row in enumerate(rows):
+            where = f"{path}#{i}"
+            report.read += 1
+            image = next((row.get(f) for f in IMAGE_FIELDS if isinstance(row, dict) and row.get(f)), None)
+            desc = row.get("description") if isinstance(row, dict) else None
+            if not image or not isinstance(desc, str) or not row.get("key"):
+                report.skip("missing_field", where)
+                continue
+            if row["key"] in seen:
+                report.skip("duplicate", where)
+                continue
+            seen.add(row["key"])
+            if any(w in desc for w in AD_WORDS):
+                report.skip("advertising", where)
+                continue
+            text, tags = parse_instagram(desc)
+            if not tags:
+                report.skip("no_hashtags", where)
+                continue
+            rec = make_record(report, where, key=row["key"], texts=[text], hashtags=tags,
+                              image=image if is_url(image) else path.parent / image,
+                              category=row.get("category"), split=row.get("split"))
+            if rec:
+                records.append(rec)
+    return records
+
+
+def load_coco(data_dir: Path, report: LoadReport) -> list[Record]:
+    """COCO captions JSON files in ``data_dir``; several captions per image become ``texts``."""
+    files = sorted(p for p in data_dir.glob("*.json"))
+    files = [p for p in files if "caption" in p.name] or files
+    if not files:
+        raise FileNotFoundError(f"{data_dir}: no COCO captions *.json")
+    records = []
+    for path in files:
+        doc = read_json(path)
+        if not isinstance(doc, dict) or "images" not in doc or "annotations" not in doc:
+            raise DataError(f"{path}: a COCO captions file needs top-level 'images' and 'annotations'")
+        require_fields(doc["images"], ("id", "file_name"), f"{path} images")
+        require_fields(doc["annotations"], ("image_id", "caption"), f"{path} annotations")
+        caps: dict = {}
+        for a in doc["annotations"]:
+            if isinstance(a, dict) and isinstance(a.get("caption"), str):
+                caps.setdefault(a.get("image_id"), []).append(a["caption"])
+        subset = re.sub(r"^captions_", "", path.stem)
+        for i, img in enumerate(doc["images"]):
+            where = f"{path}#images[{i}]"
+            report.read += 1
+            if not isinstance(img, dict) or "file_name" not in img:
+                report.skip("missing_field:file_name", where)
+                continue
+            name = img["file_name"]
+            candidates = [data_dir / name, data_dir / "images" / name, data_dir / subset / name]
+            image = next((c for c in candidates if c.exists()), candidates[0])
+            rec = make_record(report, where, key=f"{subset}/{img['id']}", image=image,
+                              texts=caps.get(img["id"], []), hashtags=[], split=img.get("split"))
+            if rec:
+                records.append(rec)
+    return records
+
+
+def records_frame(records: list[Record]):
+    """A pandas DataFrame with one row a record (for exploration)."""
+    import pandas as pd
+
+    return pd.DataFrame([{**r.to_dict(), "text": r.text, "n_texts": len(r.texts),
+                          "n_hashtags": len(r.hashtags)} for r in records])
+
+
+def save_report(report: LoadReport, records: list[Record], path) -> Path:
+    """Write ``data_report.json``: counts per split and category, skipped records per reason."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cats = Counter((r.category or "-", r.split) for r in records)
+    doc = {**report.to_dict(), "records": len(records), "splits": split_counts(records),
+           "categories": {c: {s: cats.get((c, s), 0) for s in SPLITS} for c in sorted({c for c, _ in cats})},
+           "with_text": sum(bool(r.texts) for r in records), "with_hashtags": sum(bool(r.hashtags) for r in records)}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path

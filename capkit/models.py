@@ -1,0 +1,286 @@
+"""Attention decoders: Show, Attend and Tell (soft attention) and the study's Look-Back attention.
+
+One LSTM decoder, two attention modules. Notation (DESIGN.md section 2): image features a_i (i = 1..L, dim D),
+LSTM state h_t, c_t, word embedding E y, attended context z_t.
+
+    e_ti    = w^T relu(W_a a_i + W_h h_{t-1})                      soft attention
+    e_ti    = w^T relu(W_a a_i + W_q [h_{t-1}; z_{t-1}])           look-back attention (the study's form)
+    alpha_t = softmax_i(e_t),   z_t = sum_i alpha_ti a_i
+    beta_t  = sigmoid(f_beta(h_{t-1}))                              gate: a scalar (paper) or one per channel
+    h_t,c_t = LSTM([E y_{t-1}; beta_t * z_t], (h_{t-1}, c_{t-1})),  h_0, c_0 = tanh(W (1/L sum_i a_i) + b)
+    p(y_t)  = softmax(L_o dropout(E y_{t-1} + L_h h_t + L_z beta_t z_t))                       deep output
+    loss    = CE + lambda_att * sum_i (1 - sum_t alpha_ti)^2       doubly stochastic attention
+
+Speed (the study's code recomputed W_a a_i at every step and stepped the full padded batch):
+- W_a a_i does not depend on t: `precompute` runs it once per image.
+- Teacher forcing sorts captions by length and shrinks the active batch as captions end (no work on padding).
+- Everything that does not feed the recurrence runs once over all valid positions, outside the time loop:
+  the embedding's share of the LSTM input gates, and the whole deep output (L_h, L_z and the big L_o).
+  The loop keeps only what is truly sequential: attention, gate, LSTM.
+At the study's sizes (B 32, L 196, D 1024, attention 512, decoder 512, embed 300, vocab 10k) the FLOPs go to
+W_a a (once, 6.6 GFLOP), the LSTM's context/recurrent matmuls (~0.24 GFLOP a step) and L_o (~0.19 GFLOP a
+token... in one big matmul); the per-step attention (relu over [B, L, 512]) is memory-bound, not FLOP-bound.
+
+Incremental decoding for search: `init_state`, `step`, `reorder_state` (used by capkit.decode).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class DecoderConfig:
+    vocab_size: int
+    encoder_dim: int
+    embed_dim: int = 300
+    attention_dim: int = 512
+    decoder_dim: int = 512
+    dropout: float = 0.5
+    attention: str = "soft"  # "soft" (Xu et al. 2015) | "lookback" (the study's Look-Back)
+    gate: str = "scalar"  # "scalar": the paper's beta_t | "channel": one gate per feature channel
+
+    def __post_init__(self):
+        if self.attention not in ("soft", "lookback"):
+            raise ValueError(f"attention must be 'soft' or 'lookback', not {self.attention!r}")
+        if self.gate not in ("scalar", "channel"):
+            raise ValueError(f"gate must be 'scalar' or 'channel', not {self.gate!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DecoderConfig":
+        return cls(**d)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# attention
+
+
+class SoftAttention(nn.Module):
+    """e_ti = w^T relu(W_a a_i + W_h h_{t-1});  alpha_t = softmax(e_t);  z_t = sum_i alpha_ti a_i."""
+
+    def __init__(self, encoder_dim: int, decoder_dim: int, attention_dim: int):
+        super().__init__()
+        self.feat_proj = nn.Linear(encoder_dim, attention_dim)  # W_a (its bias is the only attention bias)
+        self.query_proj = nn.Linear(self.query_dim(encoder_dim, decoder_dim), attention_dim, bias=False)
+        self.score = nn.Linear(attention_dim, 1, bias=False)  # w (a bias would cancel in the softmax)
+
+    @staticmethod
+    def query_dim(encoder_dim: int, decoder_dim: int) -> int:
+        return decoder_dim
+
+    def precompute(self, feats: torch.Tensor) -> torch.Tensor:
+        """W_a a_i + b for every region: [B, L, D] -> [B, L, A]. Once per image, never per step."""
+        return self.feat_proj(feats)
+
+    def query(self, h: torch.Tensor, z_prev: torch.Tensor) -> torch.Tensor:
+        return self.query_proj(h)
+
+    def forward(self, proj, feats, h, z_prev):
+        """proj [B, L, A] from precompute, feats [B, L, D], h [B, H], z_prev [B, D] -> z [B, D], alpha [B, L]."""
+        q = self.query(h, z_prev)  # [B, A]
+        e = torch.relu_(proj + q.unsqueeze(1)) @ self.score.weight.squeeze(0)  # [B, L]
+        alpha = F.softmax(e, dim=1)
+        z = torch.bmm(alpha.unsqueeze(1), feats).squeeze(1)  # [B, D]
+        return z, alpha
+
+
+class LookBackAttention(SoftAttention):
+    """The study's Look-Back attention: e_ti = w^T relu(W_a a_i + W_q [h_{t-1}; z_{t-1}]), z_0 = mean_i a_i.
+
+    The query also sees the previous step's attended context z_{t-1} (before the beta gate), so attention can
+    move coherently from region to region. Deviation from Qin et al. (CVPR 2019, "Look Back and Predict Forward
+    in Image Captioning"): as we read the paper, they add the previous attention result to the attention of the
+    two-layer Up-Down decoder (Anderson et al. 2018: attention driven by the attention-LSTM's current state, tanh
+    scores). The study, and this module, keep the single-LSTM Show-Attend-Tell decoder instead: the query is
+    [h_{t-1}; z_{t-1}] with relu scores, and z_0 is the mean feature.
+    """
+
+    @staticmethod
+    def query_dim(encoder_dim: int, decoder_dim: int) -> int:
+        return decoder_dim + encoder_dim
+
+    def query(self, h: torch.Tensor, z_prev: torch.Tensor) -> torch.Tensor:
+        return self.query_proj(torch.cat([h, z_prev], dim=1))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# decoder
+
+
+class CaptionDecoder(nn.Module):
+    """Show, Attend and Tell LSTM decoder over precomputed encoder features [B, L, D]."""
+
+    def __init__(self, config: DecoderConfig):
+        super().__init__()
+        self.config = cfg = config
+        V, D, E, H, A = cfg.vocab_size, cfg.encoder_dim, cfg.embed_dim, cfg.decoder_dim, cfg.attention_dim
+        self.embedding = nn.Embedding(V, E)
+        attention = SoftAttention if cfg.attention == "soft" else LookBackAttention
+        self.attention = attention(D, H, A)
+        self.init_h = nn.Linear(D, H)  # h_0 = tanh(W mean_i a_i + b)
+        self.init_c = nn.Linear(D, H)
+        self.f_beta = nn.Linear(H, 1 if cfg.gate == "scalar" else D)  # beta_t = sigmoid(f_beta(h_{t-1}))
+        self.lstm = nn.LSTMCell(E + D, H)  # input [E y_{t-1}; beta_t z_t]
+        self.L_h = nn.Linear(H, E)  # deep output: L_o(E y + L_h h + L_z z)
+        self.L_z = nn.Linear(D, E, bias=False)
+        self.L_o = nn.Linear(E, V)
+        # Dropout on the deep-output vector just before L_o: every token's prediction is regularised, and the
+        # recurrence (h, c, attention) stays deterministic, so teacher forcing and step() see the same states.
+        self.dropout = nn.Dropout(cfg.dropout)
+        nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
+        nn.init.uniform_(self.L_o.weight, -0.1, 0.1)
+        nn.init.zeros_(self.L_o.bias)
+
+    # -- embeddings --------------------------------------------------------------------------------------------
+
+    def load_embeddings(self, matrix: torch.Tensor, freeze: bool = True) -> None:
+        """Copy a pretrained [vocab_size, embed_dim] matrix into the embedding (and freeze it by default)."""
+        matrix = torch.as_tensor(matrix, dtype=self.embedding.weight.dtype)
+        if matrix.shape != self.embedding.weight.shape:
+            raise ValueError(f"embedding matrix {tuple(matrix.shape)} != {tuple(self.embedding.weight.shape)}")
+        with torch.no_grad():
+            self.embedding.weight.copy_(matrix)
+        self.freeze_embeddings(freeze)
+
+    def freeze_embeddings(self, freeze: bool = True) -> None:
+        self.embedding.weight.requires_grad_(not freeze)
+
+    # -- pieces shared by forward() and step() -----------------------------------------------------------------
+
+    def _init_hidden(self, feats):
+        mean = feats.mean(dim=1)
+        return torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean)), mean
+
+    def _deep_output(self, emb, h, z):
+        return self.L_o(self.dropout(emb + self.L_h(h) + self.L_z(z)))
+
+    # -- teacher forcing ---------------------------------------------------------------------------------------
+
+    def forward(self, feats: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor):
+        """Teacher forcing.
+
+        feats [B, L, D]; captions [B, T] = <start> w1 .. wn <end> <pad>..; lengths [B] count <start> and <end>.
+        Returns logits [B, T-1, V] predicting captions[:, 1:] and alphas [B, T-1, L]; both are 0 past each length.
+        """
+        B, T = captions.shape
+        logits, alphas, rows = self.forward_packed(feats, captions, lengths)
+        # scatter the packed rows back to [B, T-1, .]; padding stays 0
+        padded_logits = logits.new_zeros(B * (T - 1), logits.size(1)).index_copy(0, rows, logits)
+        padded_alphas = alphas.new_zeros(B * (T - 1), alphas.size(1)).index_copy(0, rows, alphas)
+        return padded_logits.view(B, T - 1, -1), padded_alphas.view(B, T - 1, -1)
+
+    def loss(self, feats, captions, lengths, lambda_att: float = 1.0):
+        """caption_loss(*forward(...)) without building the padded [B, T-1, V] logits (the trainer's fast path)."""
+        B, T = captions.shape
+        logits, alphas, rows = self.forward_packed(feats, captions, lengths)
+        ce = F.cross_entropy(logits, captions[:, 1:].reshape(-1)[rows])
+        alpha_sum = alphas.new_zeros(B, alphas.size(1)).index_add(0, rows // (T - 1), alphas)  # sum_t alpha_ti
+        return _combine(ce, alpha_sum, lambda_att)
+
+    def forward_packed(self, feats: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor):
+        """Teacher forcing on the valid positions only.
+
+        Returns logits [N, V] and alphas [N, L] for the N = sum(lengths - 1) predicted tokens, and rows [N]: the
+        index of each in the flattened [B, T-1] grid (caller's order), i.e. row r predicts captions.view(-1)...
+        captions[rows // (T-1), rows % (T-1) + 1].
+        """
+        B, T = captions.shape
+        steps = (lengths.to(captions.device) - 1).clamp(min=0)  # decoding steps per caption
+        order = torch.argsort(steps, descending=True, stable=True)  # longest first: the active batch is a prefix
+        if not torch.equal(order, torch.arange(B, device=order.device)):
+            feats, captions, steps = feats[order], captions[order], steps[order]
+        n_steps = int(steps[0]) if B else 0
+        # packed layout (time-major, like a PackedSequence): step t holds sorted rows 0..batch_sizes[t]-1
+        valid = torch.arange(n_steps, device=steps.device).unsqueeze(1) < steps.unsqueeze(0)  # [n_steps, B]
+        batch_sizes = valid.sum(1).tolist()
+        emb = self.embedding(captions[:, :n_steps].t()[valid])  # [N, E]: E y_{t-1} of every valid position
+
+        # the embedding's share of the LSTM input gates, for all steps in one matmul (LSTM biases folded in)
+        w_emb, w_ctx = self.lstm.weight_ih.split([self.config.embed_dim, self.config.encoder_dim], dim=1)
+        gates_emb = F.linear(emb, w_emb, self.lstm.bias_ih + self.lstm.bias_hh).split(batch_sizes)
+
+        proj = self.attention.precompute(feats)  # W_a a_i, once
+        h, c, z_prev = self._init_hidden(feats)
+        hs, zs, alphas = [], [], []
+        for t, n in enumerate(batch_sizes):
+            if n < h.size(0):  # captions that ended leave the batch (they are its last rows)
+                h, c, z_prev, proj, feats = h[:n], c[:n], z_prev[:n], proj[:n], feats[:n]
+            z, alpha = self.attention(proj, feats, h, z_prev)
+            z_in = torch.sigmoid(self.f_beta(h)) * z  # beta_t z_t
+            gates = torch.addmm(gates_emb[t], z_in, w_ctx.t()).addmm_(h, self.lstm.weight_hh.t())
+            i, f, g, o = gates.chunk(4, dim=1)  # nn.LSTMCell's gate order
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            hs.append(h)
+            zs.append(z_in)
+            alphas.append(alpha)
+            z_prev = z
+
+        if not batch_sizes:  # every caption empty
+            return emb.new_zeros(0, self.config.vocab_size), emb.new_zeros(0, feats.size(1)), order[:0]
+        # deep output and the big L_o once, over the N valid positions
+        logits = self._deep_output(emb, torch.cat(hs), torch.cat(zs))
+        t_idx, b_idx = valid.nonzero(as_tuple=True)  # row-major = the packed order
+        rows = order[b_idx] * (T - 1) + t_idx
+        return logits, torch.cat(alphas), rows
+
+    # -- incremental decoding ----------------------------------------------------------------------------------
+
+    STATIC_STATE = ("feats", "proj")  # per-image entries: identical for every beam of one image
+
+    def init_state(self, feats: torch.Tensor) -> dict:
+        """Decoding state for feats [B, L, D]: a dict of batch-first tensors."""
+        h, c, mean = self._init_hidden(feats)
+        # z: the previous attended context (z_0 = mean feature); only look-back attention reads it
+        return {"h": h, "c": c, "z": mean, "feats": feats, "proj": self.attention.precompute(feats)}
+
+    def step(self, tokens: torch.Tensor, state: dict):
+        """One decoding step: tokens [B] (y_{t-1}) -> log-probs [B, V], alpha [B, L], new state.
+
+        Computes exactly what forward() computes at the same position (in eval mode).
+        """
+        h, c = state["h"], state["c"]
+        z, alpha = self.attention(state["proj"], state["feats"], h, state["z"])
+        z_in = torch.sigmoid(self.f_beta(h)) * z
+        emb = self.embedding(tokens)
+        h, c = self.lstm(torch.cat([emb, z_in], dim=1), (h, c))
+        logprobs = F.log_softmax(self._deep_output(emb, h, z_in), dim=1)
+        return logprobs, alpha, {**state, "h": h, "c": c, "z": z}
+
+    def reorder_state(self, state: dict, index: torch.Tensor, static: bool = True) -> dict:
+        """index_select every entry along the batch (beam search reordering; B images -> B*k beams).
+
+        static=False leaves the per-image entries (STATIC_STATE) alone: valid, and much cheaper, when `index`
+        only moves beams among the beams of the same image.
+        """
+        return {k: v if (not static and k in self.STATIC_STATE) else v.index_select(0, index) for k, v in state.items()}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# loss
+
+
+def caption_loss(logits, captions, lengths, alphas, lambda_att: float = 1.0):
+    """Mean cross-entropy over real tokens + lambda_att * mean_b sum_i (1 - sum_t alpha_bti)^2.
+
+    logits [B, T-1, V] and alphas [B, T-1, L] from CaptionDecoder.forward (zero past each length, so the t-sum
+    of alphas runs over each caption's valid steps only); targets are captions[:, 1:].
+    Returns (loss, parts) with parts = {"ce", "att", "loss"} as detached tensors.
+    """
+    steps = lengths.to(logits.device) - 1
+    mask = torch.arange(logits.size(1), device=logits.device).unsqueeze(0) < steps.unsqueeze(1)  # [B, T-1]
+    ce = F.cross_entropy(logits[mask], captions[:, 1 : 1 + logits.size(1)][mask])
+    return _combine(ce, alphas.sum(dim=1), lambda_att)
+
+
+def _combine(ce, alpha_sum, lambda_att):
+    att = ((1.0 - alpha_sum) ** 2).sum(dim=1).mean()  # alpha_sum [B, L] = sum_t alpha_ti
+    loss = ce + lambda_att * att
+    return loss, {"ce": ce.detach(), "att": att.detach(), "loss": loss.detach()}

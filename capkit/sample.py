@@ -1,0 +1,1421 @@
+"""The embedded default dataset: a scene grammar, a renderer and a Korean post writer.
+
+Every post is drawn from one scene: a category's landmark, a time of day, a season, a weather and zero to
+three objects. The picture is painted with PIL from the scene; the Instagram-style text and hashtags are
+written from the same scene (so a model can learn them) plus noise that pixels cannot explain (location
+tags, generic tags, emoji, casual endings, synonyms). Every drawn object keeps its box and the Korean word
+that names it, for checking attention against it.
+
+`generate()` writes ``images/<key>.jpg``, ``manifest.jsonl`` and a ``.sample.json`` stamp; the same seed
+gives byte-identical files. `ensure()` generates only when the stamp is missing or differs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import os
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+VERSION = 1
+
+CATEGORIES = ("amusement_park", "palace", "park", "tower", "restaurant", "beach", "cave", "island", "lake",
+              "mountain", "people")
+TIMES = {"day": 0.5, "sunset": 0.25, "night": 0.25}
+SEASONS = {"spring": 1, "summer": 1, "autumn": 1, "winter": 1}  # spring = cherry blossom, winter = snow
+WEATHERS = {"clear": 0.45, "cloudy": 0.25, "rain": 0.15, "fog": 0.15}  # in winter rain falls as "snow"
+
+# object label -> every Korean word the texts use for it (each one Okt token in the generated sentences)
+OBJECT_WORDS = {
+    "person": ("친구", "남친", "여친", "동생"),
+    "dog": ("강아지", "반려견", "멍뭉이"),
+    "cat": ("고양이", "길고양이"),
+    "boat": ("보트", "요트", "배"),
+    "bird": ("갈매기", "새", "비둘기"),
+    "balloon": ("풍선",),
+    "coffee": ("커피", "아메리카노", "라떼"),
+    "bicycle": ("자전거",),
+    "car": ("자동차",),
+    "ice_cream": ("아이스크림",),
+    "umbrella": ("우산",),
+    "cake": ("케이크", "케익"),
+    "snowman": ("눈사람",),
+}
+
+# a narrower choice of words where the place decides it (gulls by the water, pigeons in town)
+PLACE_WORDS = {("bird", c): ("갈매기", "새") for c in ("beach", "island", "lake")}
+PLACE_WORDS.update({("bird", c): ("비둘기", "새") for c in ("park", "palace", "tower", "amusement_park", "people")})
+PLACE_WORDS.update({("bird", c): ("새",) for c in ("cave", "mountain")})
+
+# how plausible each object is per category (relative weights)
+CATEGORY_OBJECTS = {
+    "beach": {"person": 3, "dog": 2, "boat": 2, "bird": 2, "umbrella": 1, "ice_cream": 1, "balloon": 0.5},
+    "palace": {"person": 3, "bird": 1.5, "umbrella": 1, "cat": 1, "balloon": 0.5, "coffee": 1, "ice_cream": 0.5},
+    "park": {"person": 2, "dog": 2, "cat": 1, "bird": 1.5, "balloon": 1, "coffee": 1, "bicycle": 1.5,
+             "ice_cream": 1, "umbrella": 0.5, "snowman": 1.5},
+    "tower": {"person": 2, "bird": 1, "balloon": 1.5, "car": 1.5, "coffee": 1, "umbrella": 0.5},
+    "restaurant": {"coffee": 3, "cake": 2, "ice_cream": 1, "person": 1.5, "cat": 0.5},
+    "cave": {"person": 3, "dog": 1, "bird": 1},
+    "island": {"boat": 3, "bird": 2, "person": 1},
+    "lake": {"boat": 2.5, "bird": 2, "person": 1.5, "dog": 1, "bicycle": 1},
+    "mountain": {"person": 3, "dog": 1.5, "bird": 2, "snowman": 1.5},
+    "amusement_park": {"balloon": 3, "person": 2, "ice_cream": 1.5, "coffee": 0.5, "bird": 0.5},
+    "people": {"coffee": 2.5, "ice_cream": 1.5, "dog": 1, "cat": 1, "balloon": 1, "umbrella": 0.5},
+}
+N_OBJECTS = {0: 0.15, 1: 0.4, 2: 0.3, 3: 0.15}
+
+# ---------------------------------------------------------------------------------------------- the text grammar
+PAST, EO, NOUN = "past", "eo", "noun"  # stem kinds: 다녀왔+어요, 예뻐+요, a finished phrase
+ENDINGS = {
+    PAST: {"어요": 4, "당": 2, "다": 2, "음": 1.5, "네요": 1.5, "어용": 1, "습니다": 0.5},
+    EO: {"요": 4, "": 2, "용": 1},
+    NOUN: {"": 1},
+}
+DECOR = {"": 5, "!": 2, "!!": 1.5, "~": 1, "ㅎㅎ": 1.5, " ㅎㅎ": 1, "ㅋㅋ": 1, " ㅋㅋㅋ": 0.7, ".": 1, " ㅠㅠ": 0.3}
+
+# per category: generic nouns, locations (most frequent first) -> named spots, place hashtags, emoji,
+# sentences about the landmark itself
+PLACES = {
+    "beach": dict(
+        nouns=["바다", "해변", "바닷가"],
+        locs={"부산": ["해운대", "광안리", "송정해수욕장"], "강릉": ["경포해변", "안목해변"],
+              "제주도": ["협재해변", "함덕해변", "월정리해변"], "속초": ["속초해수욕장"],
+              "양양": ["낙산해수욕장", "서피비치"], "태안": ["꽃지해수욕장"], "포항": ["영일대해수욕장"]},
+        tags=["바다", "해변", "바다스타그램", "바닷가", "해수욕장", "오션뷰"],
+        emoji=["🌊", "🏖️", "🐚"],
+        sent=[("파도 소리 들으면서 멍때렸", PAST), ("바다 보니까 속이 뻥 뚫려", EO),
+              ("바닷바람 맞으면서 걸었", PAST), ("모래사장 걷기 좋은 날", NOUN), ("오션뷰 미쳤", PAST)]),
+    "palace": dict(
+        nouns=["고궁", "궁궐"],
+        locs={"서울": ["경복궁", "창덕궁", "덕수궁", "창경궁", "경희궁"], "수원": ["화성행궁"],
+              "경주": ["동궁과월지"]},
+        tags=["고궁", "궁궐", "고궁나들이", "한옥", "궁스타그램"],
+        emoji=["🏯", "✨"],
+        sent=[("단청이 너무 예뻐", EO), ("기와지붕 너무 멋있어", EO), ("고궁 한 바퀴 산책했", PAST),
+              ("옛날 느낌 물씬", NOUN), ("궁궐 산책 코스 추천해", EO)]),
+    "park": dict(
+        nouns=["공원"],
+        locs={"서울": ["한강공원", "서울숲", "올림픽공원", "여의도공원", "북서울꿈의숲"], "부산": ["부산시민공원"],
+              "인천": ["센트럴파크"], "대구": ["달성공원"], "대전": ["한밭수목원"]},
+        tags=["공원", "공원산책", "피크닉", "산책", "산책스타그램"],
+        emoji=["🌳", "🌿", "🚶"],
+        sent=[("공원 한 바퀴 산책했", PAST), ("벤치에 앉아서 쉬었", PAST), ("돗자리 펴고 피크닉", NOUN),
+              ("나무 그늘 아래서 힐링", NOUN), ("산책하기 딱 좋은 공원", NOUN)]),
+    "tower": dict(
+        nouns=["타워", "전망대"],
+        locs={"서울": ["남산타워", "남산서울타워", "서울타워"], "부산": ["부산타워"], "대구": ["83타워"]},
+        tags=["타워", "전망대", "남산", "뷰맛집", "시티뷰"],
+        emoji=["🗼", "🌆"],
+        sent=[("타워 꼭대기까지 올라갔", PAST), ("전망대 뷰 미쳤", PAST), ("케이블카 타고 올라갔", PAST),
+              ("시내가 한눈에 다 보여", EO), ("뷰 맛집 인정", NOUN)]),
+    "restaurant": dict(
+        nouns=["맛집", "레스토랑", "식당"],
+        locs={"서울": ["강남", "홍대", "성수동", "을지로", "연남동", "이태원"], "부산": ["서면", "해리단길"],
+              "전주": ["한옥마을"], "대구": ["동성로"], "제주도": ["애월"]},
+        tags=["맛집", "먹스타그램", "맛스타그램", "맛집추천", "존맛", "레스토랑"],
+        emoji=["🍝", "🍽️", "😋"],
+        sent=[("분위기 좋은 식당 발견했", PAST), ("음식이 다 맛있었", PAST), ("파스타 존맛", NOUN),
+              ("인생 맛집 찾았", PAST), ("여기 분위기 맛집 인정", NOUN)]),
+    "cave": dict(
+        nouns=["동굴"],
+        locs={"제주도": ["만장굴", "협재굴"], "삼척": ["환선굴", "대금굴"], "단양": ["고수동굴"],
+              "광명": ["광명동굴"], "정선": ["화암동굴"]},
+        tags=["동굴", "동굴탐험", "천연동굴", "이색여행"],
+        emoji=["🦇", "🔦"],
+        sent=[("동굴 안이 시원했", PAST), ("조명이 너무 신비로워", EO), ("동굴 탐험 완료", NOUN),
+              ("종유석이 신기했", PAST), ("동굴 속은 다른 세상 같아", EO)]),
+    "island": dict(
+        nouns=["섬"],
+        locs={"제주도": ["우도", "비양도", "가파도"], "가평": ["남이섬"], "거제": ["외도", "지심도"],
+              "통영": ["소매물도", "욕지도"], "울릉도": ["독도"], "인천": ["무의도", "석모도"]},
+        tags=["섬", "섬여행", "섬스타그램", "에메랄드빛바다"],
+        emoji=["🏝️", "🌊"],
+        sent=[("섬 한 바퀴 돌았", PAST), ("섬 풍경이 그림 같아", EO), ("에메랄드빛 바다 실화냐", NOUN),
+              ("섬 여행 최고", NOUN), ("섬까지 가는 길도 예뻤", PAST)]),
+    "lake": dict(
+        nouns=["호수", "호숫가"],
+        locs={"서울": ["석촌호수"], "춘천": ["의암호", "소양호"], "고양": ["일산호수공원"], "제천": ["청풍호"],
+              "대구": ["수성못"], "안동": ["월영교"]},
+        tags=["호수", "호수공원", "호수뷰", "물멍"],
+        emoji=["🦢", "💧"],
+        sent=[("호숫가 따라 산책했", PAST), ("물에 비친 풍경이 너무 예뻐", EO), ("호수 보면서 물멍", NOUN),
+              ("잔잔한 호수 보니까 마음이 편해", EO)]),
+    "mountain": dict(
+        nouns=["산"],
+        locs={"서울": ["북한산", "관악산", "인왕산"], "제주도": ["한라산"], "속초": ["설악산"], "구례": ["지리산"],
+              "광주": ["무등산"], "정읍": ["내장산"]},
+        tags=["등산", "산", "등산스타그램", "등린이", "정상", "산스타그램"],
+        emoji=["⛰️", "🏔️", "🥾"],
+        sent=[("정상까지 올라갔", PAST), ("등산 완료", NOUN), ("산 공기가 너무 좋아", EO),
+              ("힘들었지만 정상 뷰 보니까 다 잊었", PAST), ("등린이 정상 찍었", PAST)]),
+    "amusement_park": dict(
+        nouns=["놀이공원", "놀이동산"],
+        locs={"서울": ["롯데월드"], "용인": ["에버랜드"], "경주": ["경주월드"], "대구": ["이월드"],
+              "과천": ["서울랜드"]},
+        tags=["놀이공원", "놀이동산", "관람차", "롤러코스터", "놀이기구"],
+        emoji=["🎡", "🎢", "🎠"],
+        sent=[("관람차 탔", PAST), ("롤러코스터 타고 소리 질렀", PAST), ("놀이기구 다 탔", PAST),
+              ("동심으로 돌아간 하루", NOUN), ("관람차에서 보는 풍경 최고", NOUN)]),
+    "people": dict(
+        nouns=["셀카"],
+        locs={},  # a selfie borrows a location from any other category
+        tags=["셀카", "셀스타그램", "얼스타그램", "셀피", "셀기꾼", "오늘의나"],
+        emoji=["🤳", "😊", "💕"],
+        sent=[("오늘의 셀카", NOUN), ("셀카 한 장 남겨", EO), ("간만에 셀카", NOUN), ("셀카 찍기 좋은 날", NOUN)]),
+}
+
+# sentences that open a post; {pre} is an optional time/weather/season lead-in, {spot} the place
+INTROS = [("{pre}{spot} 다녀왔", PAST), ("{pre}{spot} 놀러 갔", PAST), ("오랜만에 {pre}{spot} 나들이", NOUN),
+          ("{pre}드디어 {spot} 왔", PAST), ("{loc} 여행 중에 {pre}{spot} 들렀", PAST),
+          ("{pre}{spot}에서 보낸 하루", NOUN), ("주말에 {pre}{spot} 다녀왔", PAST)]
+SELFIE_INTROS = [("{pre}{loc} 놀러 와서 셀카 찍었", PAST), ("{pre}셀카 한 장", NOUN), ("{pre}오늘의 셀카", NOUN),
+                 ("{loc} 여행 기념 셀카", NOUN)]
+
+LEAD_INS = {
+    "time": {"day": ["낮에", "오후에", "점심 먹고"], "sunset": ["해 질 무렵", "노을 질 때", "해 질 녘에"],
+             "night": ["밤에", "늦은 밤", "야경 보러"]},
+    "weather": {"clear": ["날씨 좋은 날", "맑은 날"], "cloudy": ["흐린 날", "구름 낀 날"],
+                "rain": ["비 오는 날", "비 맞으면서"], "fog": ["안개 낀 날"], "snow": ["눈 오는 날", "함박눈 맞으며"]},
+    "season": {"spring": ["벚꽃 필 때", "봄날에", "벚꽃 시즌에"], "summer": ["한여름에", "여름휴가로"],
+               "autumn": ["단풍 시즌에", "가을에"], "winter": ["한겨울에", "눈 쌓인 날"]},
+}
+
+SCENE_SENTS = {
+    "season": {
+        "spring": [("벚꽃이 활짝 피었", PAST), ("벚꽃 보러 왔", PAST), ("벚꽃이 흩날려서 너무 예뻐", EO),
+                   ("봄이 왔나 봐", EO), ("벚꽃 엔딩 각", NOUN), ("꽃비 맞으면서 걸었", PAST)],
+        "summer": [("초록초록한 여름", NOUN), ("더워도 여름이 좋아", EO), ("여름휴가 왔", PAST),
+                   ("푸릇푸릇 여름 느낌", NOUN), ("여름 느낌 가득", NOUN)],
+        "autumn": [("단풍이 예쁘게 물들었", PAST), ("단풍 구경 왔", PAST), ("알록달록 단풍 너무 예뻐", EO),
+                   ("가을 타는 중", NOUN), ("가을이 깊어졌", PAST)],
+        "winter": [("하얀 눈이 소복이 쌓였", PAST), ("온통 눈으로 덮였", PAST), ("설경이 너무 예뻐", EO),
+                   ("겨울왕국이 따로 없네", NOUN), ("추워도 눈 구경은 못 참지", NOUN)],
+    },
+    "time": {
+        "day": [("오후의 여유", NOUN), ("낮에 오길 잘했", PAST)],
+        "sunset": [("노을이 너무 예뻐", EO), ("해 질 녘 하늘 보면서 멍때렸", PAST), ("붉은 노을 보러 왔", PAST),
+                   ("노을 맛집 인정", NOUN), ("일몰 시간 맞춰서 갔", PAST)],
+        "night": [("야경이 진짜 예뻐", EO), ("밤 산책 나왔", PAST), ("반짝반짝 야경 보면서 힐링했", PAST),
+                  ("야경 맛집 인정", NOUN), ("밤에 오니까 분위기 최고", NOUN)],
+    },
+    "weather": {
+        "clear": [("하늘이 너무 맑아", EO), ("파란 하늘 실화냐", NOUN), ("날씨가 다 했", PAST)],
+        "clear_night": [("별이 쏟아질 것 같아", EO), ("밤하늘에 별이 가득", NOUN)],
+        "cloudy": [("구름이 잔뜩 꼈", PAST), ("흐린 날도 운치 있고 좋아", EO), ("구름 낀 하늘", NOUN)],
+        "rain": [("비가 추적추적 내렸", PAST), ("비 오는 날의 감성", NOUN), ("비가 와도 좋아", EO),
+                 ("빗소리 들으면서 걸었", PAST)],
+        "fog": [("안개가 자욱했", PAST), ("안개 때문에 몽환적인 분위기", NOUN), ("안개가 잔뜩 꼈", PAST)],
+        "snow": [("눈이 펑펑 내렸", PAST), ("함박눈 맞으면서 걸었", PAST), ("눈 오는 날 감성", NOUN)],
+    },
+}
+
+# {w} is the object's word; {w|이} adds the right particle (이/가, 은/는, 을/를, 과/와, 이랑/랑, 도)
+OBJECT_SENTS = {
+    "person": [("{w|이랑} 같이 왔", PAST), ("{w|이} 찍어준 사진", NOUN), ("{w|이랑} 수다 떨면서 걸었", PAST),
+               ("{w|과} 함께한 하루", NOUN)],
+    "dog": [("우리 {w|이랑} 산책했", PAST), ("{w|이} 신나서 뛰어다녔", PAST), ("{w|도} 같이 왔", PAST),
+            ("{w} 산책 코스로 딱", NOUN)],
+    "cat": [("{w|이} 반겨줬", PAST), ("귀여운 {w} 발견", NOUN), ("{w|이} 너무 귀여워", EO)],
+    "boat": [("{w} 타고 한 바퀴 돌았", PAST), ("{w|이} 둥둥 떠 있는 풍경", NOUN), ("{w} 위에서 사진 찍었", PAST)],
+    "bird": [("{w|이} 날아다녀", EO), ("{w} 구경하는 재미", NOUN), ("{w|이} 머리 위로 날아갔", PAST)],
+    "balloon": [("{w} 하나 샀", PAST), ("{w} 들고 찰칵", NOUN), ("알록달록 {w|이} 너무 예뻐", EO)],
+    "coffee": [("{w} 한 잔의 여유", NOUN), ("{w} 마시면서 쉬었", PAST), ("{w|은} 못 참지", NOUN),
+               ("{w} 들고 산책", NOUN)],
+    "bicycle": [("{w} 타고 달렸", PAST), ("{w} 빌려서 한 바퀴 돌았", PAST), ("{w} 타기 딱 좋은 날", NOUN)],
+    "car": [("{w} 타고 드라이브 왔", PAST), ("{w} 세워두고 한 컷", NOUN), ("{w|을} 타고 달렸", PAST)],
+    "ice_cream": [("{w} 먹으면서 걸었", PAST), ("{w|은} 못 참지", NOUN), ("{w} 하나씩 들고 산책", NOUN)],
+    "umbrella": [("{w} 쓰고 걸었", PAST), ("{w} 챙기길 잘했", PAST), ("{w} 쓰고 한 컷", NOUN)],
+    "cake": [("디저트로 {w}까지 먹었", PAST), ("{w|이} 진짜 맛있어", EO), ("{w} 비주얼 대박", NOUN)],
+    "snowman": [("{w} 만들었", PAST), ("귀여운 {w} 발견", NOUN), ("{w|이랑} 사진 찍었", PAST)],
+}
+
+FILLERS = [("행복한 하루", NOUN), ("또 오고 싶다", NOUN), ("힐링 제대로 했", PAST), ("사진이 실물을 못 담아", EO),
+           ("다음에 또 와야지", NOUN), ("인생샷 건졌", PAST), ("여기 진짜 추천해", EO), ("주말 순삭", NOUN),
+           ("기록용", NOUN), ("오늘도 수고했어", NOUN)]
+
+SCENE_TAGS = {
+    "season": {"spring": ["벚꽃", "봄", "벚꽃명소", "봄스타그램", "꽃놀이"],
+               "summer": ["여름", "여름휴가", "여름여행", "여름스타그램"],
+               "autumn": ["단풍", "가을", "가을여행", "단풍명소", "가을스타그램"],
+               "winter": ["겨울", "설경", "겨울여행", "눈꽃", "겨울스타그램"]},
+    "time": {"day": ["낮", "오후"], "sunset": ["노을", "일몰", "석양", "노을맛집"],
+             "night": ["야경", "밤", "야경맛집", "밤산책"]},
+    "weather": {"clear": ["맑음", "하늘", "하늘스타그램", "날씨좋다"], "clear_night": ["별", "밤하늘"],
+                "cloudy": ["흐림", "구름"], "rain": ["비오는날", "우중산책", "빗소리"],
+                "fog": ["안개", "안개낀날"], "snow": ["눈오는날", "함박눈"]},
+}
+OBJECT_TAGS = {
+    "person": ["친구", "우정스타그램", "데이트"], "dog": ["강아지", "댕스타그램", "멍스타그램", "반려견"],
+    "cat": ["고양이", "냥스타그램", "길냥이"], "boat": ["요트", "보트", "요트투어"], "bird": ["갈매기", "새"],
+    "balloon": ["풍선"], "coffee": ["커피", "카페", "커피스타그램", "아메리카노"], "bicycle": ["자전거", "라이딩"],
+    "car": ["드라이브", "자동차"], "ice_cream": ["아이스크림"], "umbrella": ["우산"],
+    "cake": ["케이크", "디저트"], "snowman": ["눈사람"],
+}
+# generic tags, most frequent first (drawn with Zipf-like weights 1 / rank)
+GENERIC_TAGS = ["일상", "데일리", "여행", "여행스타그램", "소통", "맞팔", "국내여행", "선팔", "일상스타그램",
+                "좋아요", "주말", "힐링", "감성", "좋반", "나들이", "행복", "사진", "팔로우", "감성사진",
+                "여행에미치다", "휴가", "폰카", "주말나들이", "인스타", "사진스타그램", "럽스타그램", "데이트"]
+EMOJI = {"spring": ["🌸"], "summer": ["☀️", "🌿"], "autumn": ["🍁", "🍂"], "winter": ["❄️", "⛄"],
+         "sunset": ["🌅"], "night": ["🌃", "🌙", "✨"], "rain": ["☔"], "snow": ["❄️"],
+         "dog": ["🐶"], "cat": ["🐱"], "coffee": ["☕"], "ice_cream": ["🍦"], "balloon": ["🎈"],
+         "cake": ["🍰"], "boat": ["⛵"]}
+GENERIC_EMOJI = ["😊", "😍", "💕", "✨", "👍", "🥰", "❤️", "📸"]
+
+# words a post is sure to contain (in text or in a hashtag) for the scene facts it always states
+CUES = {
+    "season": {"spring": ("벚꽃", "봄", "꽃"), "summer": ("여름",), "autumn": ("단풍", "가을"),
+               "winter": ("겨울", "설경", "눈")},
+    "time": {"sunset": ("노을", "해 질", "일몰", "석양"), "night": ("밤", "야경")},
+    "weather": {"rain": ("비 ", "비가", "비오는", "빗", "우중"), "fog": ("안개",),
+                "snow": ("눈 오는", "눈오는", "눈이", "함박눈")},
+}
+
+
+def _pick(rng, weights):
+    """Weighted choice from a dict key -> weight."""
+    keys = list(weights)
+    return rng.choices(keys, weights=[weights[k] for k in keys])[0]
+
+
+def _zipf(rng, items, s=1.0):
+    """Pick from a list whose first items are the most frequent."""
+    return rng.choices(items, weights=[1 / (k + 1) ** s for k in range(len(items))])[0]
+
+
+def _josa(word, particle):
+    """Attach a Korean particle in the form the last syllable asks for (이/가, 은/는, 을/를 ...)."""
+    forms = {"이": ("이", "가"), "은": ("은", "는"), "을": ("을", "를"), "과": ("과", "와"), "이랑": ("이랑", "랑")}
+    if particle not in forms:
+        return word + particle
+    code = ord(word[-1]) - 0xAC00
+    closed = 0 <= code < 11172 and code % 28 != 0
+    return word + forms[particle][0 if closed else 1]
+
+
+def _fill(template, **slots):
+    """Fill {slot} and {slot|particle} fields."""
+    return re.sub(r"\{(\w+)(?:\|(\w+))?\}",
+                  lambda m: _josa(slots[m[1]], m[2]) if m[2] else slots[m[1]], template)
+
+
+def _finish(rng, stem, kind):
+    """Give a stem a casual sentence ending and maybe a decoration."""
+    return stem + _pick(rng, ENDINGS[kind]) + _pick(rng, DECOR)
+
+
+def sample_scene(category, rng):
+    """Draw time, season, weather and object labels for one post."""
+    season = _pick(rng, SEASONS)
+    weather = _pick(rng, WEATHERS)
+    if season == "winter" and weather == "rain":
+        weather = "snow"
+    weights = dict(CATEGORY_OBJECTS[category])
+    if season != "winter":
+        weights.pop("snowman", None)
+    if "umbrella" in weights and weather in ("rain", "snow"):
+        weights["umbrella"] *= 5
+    if "ice_cream" in weights and season == "winter":
+        weights["ice_cream"] *= 0.3
+    n = _pick(rng, N_OBJECTS)
+    objects = [_pick(rng, weights) for _ in range(n)]
+    return {"time": _pick(rng, TIMES), "season": season, "weather": weather, "objects": objects}
+
+
+def _weather_key(scene):
+    return "clear_night" if scene["weather"] == "clear" and scene["time"] == "night" else scene["weather"]
+
+
+def write_post(category, scene, rng):
+    """Write (text, hashtags, words) for a scene; words maps each object label to the word used for it."""
+    place = PLACES[category]
+    locs = list(place["locs"]) or [loc for p in PLACES.values() for loc in p["locs"]][:12]
+    loc = _zipf(rng, locs)
+    spots = place["locs"].get(loc, [])
+    named = bool(spots) and rng.random() < 0.65
+    if category == "restaurant":
+        spot = f"{rng.choice(spots)} {rng.choice(place['nouns'])}"
+    else:
+        spot = rng.choice(spots) if named else rng.choice(place["nouns"])
+    labels = list(dict.fromkeys(scene["objects"]))
+    words = {lab: rng.choice(PLACE_WORDS.get((lab, category), OBJECT_WORDS[lab])) for lab in labels}
+    wkey = _weather_key(scene)
+    values = {"time": scene["time"], "season": scene["season"], "weather": scene["weather"]}
+    must = {"category", "season"} | ({"time"} if scene["time"] != "day" else set())
+    must |= {"weather"} if scene["weather"] in ("rain", "fog", "snow") else set()
+
+    # the opening sentence, maybe led in by one or two scene facts
+    n_sent = _pick(rng, {1: 0.05, 2: 0.3, 3: 0.45, 4: 0.2})
+    intro = rng.choice(SELFIE_INTROS if category == "people" else INTROS)
+    leads = [f for f in ("season", "weather", "time") if rng.random() < (0.5 if n_sent < 3 else 0.3)][:2]
+    leads = leads if "{pre}" in intro[0] else []
+    pre = "".join(rng.choice(LEAD_INS[f][values[f]]) + " " for f in leads)
+    opener = (_fill(intro[0], pre=pre, spot=spot, loc=loc), intro[1], {"category", *leads})
+    place_sents = list(place["sent"])
+    rng.shuffle(place_sents)
+    if rng.random() < 0.25:
+        opener = (*place_sents.pop(), set())
+
+    pool = []  # (priority, stem, kind, facts)
+    for fact in ("season", "time", "weather"):
+        if fact not in leads:
+            key = wkey if fact == "weather" else values[fact]
+            stem, kind = rng.choice(SCENE_SENTS[fact][key])
+            pool.append((rng.random() + (0 if fact in must else 0.5), stem, kind, {fact}))
+    for lab in labels:
+        options = OBJECT_SENTS[lab]
+        if category == "restaurant":  # nobody walks at the table
+            options = [o for o in options if "산책" not in o[0] and "걸었" not in o[0]]
+        stem, kind = rng.choice(options)
+        pool.append((rng.random() * 0.5, _fill(stem, w=words[lab]), kind, {"obj:" + lab}))
+    stem, kind = place_sents[0]
+    pool.append((rng.random() + 0.3, stem, kind, set()))  # about the place, but names no place
+    stem, kind = rng.choice(FILLERS)
+    pool.append((rng.random() + 0.4, stem, kind, set()))
+    pool.sort(key=lambda item: item[0])
+    chosen = [opener] + [(s, k, f) for _, s, k, f in pool[: n_sent - 1]]
+    if rng.random() < 0.2 and len(chosen) > 1:
+        chosen.append(chosen.pop(0))  # sometimes the place comes last
+    said = set().union(*(f for _, _, f in chosen))
+    text = " ".join(_finish(rng, s, k) for s, k, _ in chosen)
+    if rng.random() < 0.55:
+        pool_e = [e for key in (scene["season"], scene["time"], scene["weather"], *labels)
+                  for e in EMOJI.get(key, [])] + place["emoji"] + GENERIC_EMOJI
+        text += " " + "".join(rng.choice(pool_e) for _ in range(rng.choice((1, 1, 2, 3))))
+
+    # hashtags: grounded ones (forced for facts the text left out), then location and generic noise
+    tags = []
+    if rng.random() < 0.75:
+        tags.append(loc)
+    if category != "people" and rng.random() < 0.55:
+        tags.append(spot.replace(" ", ""))
+    if rng.random() < 0.3 and category != "restaurant":
+        tags.append(loc + "여행")
+    if "category" not in said or rng.random() < 0.9:
+        tags += rng.sample(place["tags"], rng.choice((1, 1, 2, 3)))
+    for fact, p in (("season", 0.6), ("time", 0.55), ("weather", 0.45)):
+        if fact == "time" and values["time"] == "day" and rng.random() < 0.7:
+            continue
+        if fact == "weather" and wkey in ("clear", "cloudy") and rng.random() < 0.5:
+            continue
+        if (fact in must and fact not in said) or rng.random() < p:
+            key = wkey if fact == "weather" else values[fact]
+            tags += rng.sample(SCENE_TAGS[fact][key], rng.choice((1, 1, 2)))
+    for lab in labels:
+        if rng.random() < 0.35:
+            tags.append(rng.choice(OBJECT_TAGS[lab]))
+    n_generic = _pick(rng, {0: 1, 1: 1.5, 2: 2, 3: 2, 4: 1.5, 5: 1, 6: 0.7, 7: 0.5, 8: 0.3})
+    tags += [_zipf(rng, GENERIC_TAGS, 1.1) for _ in range(n_generic)]
+    tags = list(dict.fromkeys(tags))[:15]
+    while len(tags) < 3:
+        tags = list(dict.fromkeys(tags + [_zipf(rng, GENERIC_TAGS, 1.1)]))
+    if rng.random() < 0.3:
+        rng.shuffle(tags)
+    return text, tags, words
+
+
+# -------------------------------------------------------------------------------------------------- the renderer
+SKY_TOP = {"day": (70, 130, 220), "sunset": (70, 70, 150), "night": (8, 12, 38)}
+SKY_LOW = {"day": (175, 212, 245), "sunset": (250, 160, 90), "night": (35, 45, 95)}
+WEATHER_GREY = {"clear": (None, 0), "cloudy": ((165, 170, 180), 0.55), "rain": ((110, 115, 125), 0.75),
+                "fog": ((215, 218, 222), 0.75), "snow": ((190, 194, 202), 0.7)}
+TINT = {"day": (1.0, 1.0, 1.0), "sunset": (1.0, 0.78, 0.66), "night": (0.34, 0.38, 0.56)}
+WEATHER_TINT = {"clear": 1.0, "cloudy": 0.9, "rain": 0.78, "fog": 0.95, "snow": 0.92}
+LEAF = {"spring": [(248, 188, 208), (240, 165, 192), (252, 216, 228)],
+        "summer": [(45, 125, 50), (62, 148, 62), (35, 104, 45)],
+        "autumn": [(228, 112, 35), (204, 56, 40), (236, 182, 45), (190, 90, 30)],
+        "winter": [(236, 239, 246)]}
+GROUND = {"spring": (128, 182, 96), "summer": (76, 150, 62), "autumn": (178, 146, 82), "winter": (232, 236, 243)}
+VIVID = [(220, 50, 50), (40, 90, 200), (250, 200, 40), (240, 240, 240), (40, 160, 90), (240, 120, 170),
+         (30, 30, 35), (150, 80, 190), (250, 130, 40)]
+
+
+def _mix(a, b, t):
+    return tuple(int(round(x + (y - x) * t)) for x, y in zip(a, b))
+
+
+class Pen:
+    """ImageDraw with the scene's light applied: colours are tinted unless drawn as lights (k=0)."""
+
+    def __init__(self, img, scene):
+        self.img, self.d, self.W = img, ImageDraw.Draw(img), img.width
+        self.hz, self.night, self.taken, self.category = img.width / 2, scene["time"] == "night", [], ""
+        w = WEATHER_TINT[scene["weather"]]
+        self.tint = tuple(t * w for t in TINT[scene["time"]])
+
+    def c(self, rgb, k=1.0):
+        return tuple(min(255, int(v * (1 - k + k * t))) for v, t in zip(rgb, self.tint))
+
+    def rect(self, box, rgb, k=1.0):
+        self.d.rectangle(box, fill=self.c(rgb, k))
+
+    def ell(self, box, rgb, k=1.0):
+        self.d.ellipse(box, fill=self.c(rgb, k))
+
+    def circ(self, x, y, r, rgb, k=1.0):
+        self.d.ellipse((x - r, y - r, x + r, y + r), fill=self.c(rgb, k))
+
+    def poly(self, pts, rgb, k=1.0):
+        self.d.polygon(pts, fill=self.c(rgb, k))
+
+    def line(self, pts, rgb, width, k=1.0):
+        self.d.line(pts, fill=self.c(rgb, k), width=max(1, int(width)))
+
+
+def draw_sky(img, scene, horizon, rng):
+    """Fill the image with the sky of the scene's time and weather, with sun, moon, stars and clouds."""
+    W = img.width
+    top, low = np.array(SKY_TOP[scene["time"]], float), np.array(SKY_LOW[scene["time"]], float)
+    grey, amount = WEATHER_GREY[scene["weather"]]
+    if grey is not None:
+        g = np.array(grey, float) * (0.45 if scene["time"] == "night" else 0.85 if scene["time"] == "sunset" else 1)
+        top, low = top + (g - top) * amount, low + (g - low) * amount * 0.85
+    t = np.clip(np.arange(W) / max(horizon, 1), 0, 1)[:, None]
+    col = top * (1 - t) + low * t
+    if scene["time"] == "sunset" and grey is None:
+        glow = np.exp(-((1 - t) ** 2) / 0.05)
+        col = col + (np.array([255, 205, 120.0]) - col) * glow * 0.6
+    img.paste(Image.fromarray(np.repeat(col.clip(0, 255).astype(np.uint8)[:, None, :], W, axis=1)))
+    d = ImageDraw.Draw(img)
+    clear = scene["weather"] == "clear"
+    if scene["time"] == "night" and clear:
+        for _ in range(rng.randint(40, 90)):
+            x, y, r = rng.uniform(0, W), rng.uniform(0, horizon * 0.9), rng.choice((0.6, 0.8, 1.2)) * W / 448
+            d.ellipse((x - r, y - r, x + r, y + r), fill=(255, 255, 235))
+    if scene["time"] == "night" and (clear or rng.random() < 0.3):
+        x, y, r = rng.uniform(0.15, 0.85) * W, rng.uniform(0.08, 0.22) * W, rng.uniform(0.03, 0.045) * W
+        d.ellipse((x - r, y - r, x + r, y + r), fill=(250, 245, 215))
+        if rng.random() < 0.6:
+            o = r * 0.55
+            sky = tuple(int(v) for v in col[int(min(y, W - 1))])
+            d.ellipse((x - r + o, y - r - o * 0.3, x + r + o, y + r - o * 0.3), fill=sky)
+    elif scene["time"] == "sunset" and scene["weather"] in ("clear", "cloudy"):
+        x, y, r = rng.uniform(0.2, 0.8) * W, horizon - rng.uniform(0.0, 0.08) * W, rng.uniform(0.06, 0.09) * W
+        d.ellipse((x - r, y - r, x + r, y + r), fill=(255, 150, 70))
+    elif scene["time"] == "day" and clear and rng.random() < 0.6:
+        x, y, r = rng.uniform(0.1, 0.9) * W, rng.uniform(0.06, 0.2) * W, 0.035 * W
+        d.ellipse((x - r * 1.8, y - r * 1.8, x + r * 1.8, y + r * 1.8), fill=(230, 240, 250))
+        d.ellipse((x - r, y - r, x + r, y + r), fill=(255, 252, 225))
+    n = {"clear": rng.randint(0, 2), "cloudy": rng.randint(4, 7), "rain": rng.randint(5, 8),
+         "fog": 0, "snow": rng.randint(3, 6)}[scene["weather"]]
+    base = {"day": (245, 247, 250), "sunset": (240, 180, 170), "night": (70, 72, 85)}[scene["time"]]
+    if scene["weather"] in ("rain", "snow"):
+        base = _mix(base, (90, 95, 105), 0.5)
+    for _ in range(n):
+        cx, cy, s = rng.uniform(0, W), rng.uniform(0.03, 0.75) * horizon, rng.uniform(0.05, 0.1) * W
+        shade = _mix(base, (120, 125, 135), rng.uniform(0, 0.35))
+        for _ in range(5):
+            ox, oy, rr = rng.uniform(-1.6, 1.6) * s, rng.uniform(-0.4, 0.3) * s, rng.uniform(0.5, 0.9) * s
+            d.ellipse((cx + ox - rr * 1.3, cy + oy - rr * 0.7, cx + ox + rr * 1.3, cy + oy + rr * 0.7), fill=shade)
+
+
+def tree(pen, x, yb, h, season, rng, pine=False):
+    """A tree whose crown shows the season (pink blossom, green, red/yellow leaves, bare with snow)."""
+    trunk = (95, 65, 40)
+    if pine:
+        pen.rect((x - h * 0.04, yb - h * 0.25, x + h * 0.04, yb), trunk)
+        for i in range(3):
+            y0, w = yb - h * (0.2 + 0.27 * i), h * (0.36 - 0.09 * i)
+            pen.poly([(x - w, y0), (x + w, y0), (x, y0 - h * 0.42)], (30, 90, 55))
+            if season == "winter":
+                pen.poly([(x - w * 0.4, y0 - h * 0.25), (x + w * 0.4, y0 - h * 0.25), (x, y0 - h * 0.42)],
+                         (240, 243, 248))
+        return
+    pen.poly([(x - h * 0.05, yb), (x + h * 0.05, yb), (x + h * 0.03, yb - h * 0.5), (x - h * 0.03, yb - h * 0.5)],
+             trunk)
+    cy = yb - h * 0.64
+    if season == "winter":
+        for _ in range(6):
+            a = rng.uniform(-2.6, -0.5)
+            pen.line([(x, yb - h * 0.45), (x + math.cos(a) * h * 0.33, cy + math.sin(a) * h * 0.25)], trunk, h * 0.03)
+        for _ in range(5):
+            pen.ell((x + rng.uniform(-0.3, 0.2) * h, cy + rng.uniform(-0.25, 0.0) * h, x + rng.uniform(0.22, 0.32) * h,
+                     cy + rng.uniform(0.02, 0.05) * h), (240, 243, 248))
+        return
+    for _ in range(6):
+        r = rng.uniform(0.16, 0.24) * h
+        pen.circ(x + rng.uniform(-0.2, 0.2) * h, cy + rng.uniform(-0.15, 0.12) * h, r, rng.choice(LEAF[season]))
+
+
+def ground_band(pen, y0, season, rng, colour=None):
+    """Fill from y0 to the bottom with season ground and a few tufts."""
+    W = pen.W
+    col = colour or GROUND[season]
+    pen.rect((0, y0, W, W), col)
+    for _ in range(12):
+        x, y = rng.uniform(0, W), rng.uniform(y0, W)
+        pen.ell((x - W * 0.04, y - W * 0.006, x + W * 0.04, y + W * 0.006), _mix(col, (0, 0, 0), 0.1))
+
+
+def side_trees(pen, scene, rng, yb, n, scale=0.35):
+    """A few trees near the left and right edges."""
+    W = pen.W
+    for i in range(n):
+        x = (rng.uniform(-0.02, 0.18) if i % 2 == 0 else rng.uniform(0.82, 1.02)) * W
+        tree(pen, x, yb + rng.uniform(0, 0.04) * W, rng.uniform(0.8, 1.2) * scale * W, scene["season"], rng,
+             pine=i > 0 and rng.random() < 0.2)  # the first tree always shows the season
+
+
+def treeline(pen, y, season, rng, colour_dark=0.25, scale=1.0):
+    """A row of small crowns along a horizon."""
+    W = pen.W
+    x = -W * 0.02
+    while x < W * 1.02:
+        r = rng.uniform(0.025, 0.045) * W * scale
+        col = _mix(rng.choice(LEAF[season]), (20, 40, 20), colour_dark)
+        if season == "winter":
+            col = rng.choice([(225, 230, 238), (120, 110, 100)])
+        pen.circ(x, y - r * 0.6, r, col)
+        x += r * 1.2
+
+
+def light_glow(pen, x, y, r, rgb):
+    """A soft light at night (drawn untinted)."""
+    pen.circ(x, y, r * 2.2, _mix(rgb, pen.c((30, 30, 40)), 0.6), k=0)
+    pen.circ(x, y, r, rgb, k=0)
+
+
+# --- landmarks: each draws its category over the sky and returns the regions where objects may stand:
+# name -> (x0, x1, y0, y1) in pixels, the band of allowed base points (bottom-centre; centre for the sky)
+
+def draw_beach(pen, scene, rng):
+    W = pen.W
+    hz, shore = pen.hz, pen.hz + rng.uniform(0.16, 0.26) * W
+    pen.rect((0, hz, W, shore), (40, 110, 180))
+    pen.rect((0, hz, W, hz + 0.02 * W), (30, 85, 150))
+    for _ in range(14):
+        x, y = rng.uniform(0, W), rng.uniform(hz + 0.03 * W, shore - 0.02 * W)
+        pen.line([(x, y), (x + rng.uniform(0.05, 0.12) * W, y)], (150, 200, 230), W * 0.005)
+    sand = (232, 212, 165) if scene["season"] != "winter" else (228, 226, 222)
+    pts = [(0, W)] + [(x, shore + math.sin(x / W * 9 + rng.random()) * 0.01 * W) for x in np.linspace(0, W, 12)]
+    pen.poly(pts + [(W, W)], sand)
+    pen.line(pts[1:], (245, 250, 255), W * 0.012)
+    if scene["season"] == "winter":
+        for _ in range(10):
+            x, y = rng.uniform(0, W), rng.uniform(shore, W)
+            pen.ell((x - W * 0.06, y - W * 0.012, x + W * 0.06, y + W * 0.012), (245, 247, 250))
+    side_trees(pen, scene, rng, shore + 0.08 * W, rng.choice((1, 1, 2)), 0.42)
+    return {"ground": (0.08 * W, 0.92 * W, shore + 0.06 * W, 0.98 * W), "water": (0.1 * W, 0.9 * W, hz + 0.05 * W,
+            shore - 0.01 * W), "sky": (0.1 * W, 0.9 * W, 0.08 * W, hz - 0.12 * W)}
+
+
+def draw_palace(pen, scene, rng):
+    W, hz = pen.W, pen.hz
+    snow = scene["season"] == "winter"
+    if rng.random() < 0.6:  # a mountain behind the palace
+        px = rng.uniform(0.2, 0.8) * W
+        pen.poly([(px - 0.6 * W, hz), (px, hz - rng.uniform(0.18, 0.28) * W), (px + 0.6 * W, hz)], (90, 110, 105))
+    ground_band(pen, hz, scene["season"], rng, (235, 238, 244) if snow else (200, 188, 165))
+    cx, bw = rng.uniform(0.38, 0.62) * W, rng.uniform(0.5, 0.72) * W
+    base_top, k = hz - 0.05 * W, (0.35 if scene["time"] == "night" else 1.0)
+    pen.rect((cx - bw / 2 - 0.03 * W, base_top, cx + bw / 2 + 0.03 * W, hz), (175, 170, 160), k)
+    body_top = base_top - rng.uniform(0.12, 0.17) * W
+    pen.rect((cx - bw / 2, body_top, cx + bw / 2, base_top), (215, 195, 150), k)
+    for i in range(6):
+        x = cx - bw / 2 + bw * i / 5
+        pen.rect((x - 0.012 * W, body_top, x + 0.012 * W, base_top), (165, 40, 35), k)
+    if rng.random() < 0.5:  # a gate: arched doors in the stone base
+        for i in (-1, 0, 1):
+            x = cx + i * bw * 0.28
+            pen.rect((x - 0.04 * W, body_top + 0.05 * W, x + 0.04 * W, base_top), (110, 40, 30), k)
+    pen.rect((cx - bw / 2, body_top - 0.03 * W, cx + bw / 2, body_top), (45, 125, 105), k)
+    for i in range(10):
+        x = cx - bw / 2 + bw * (i + 0.5) / 10
+        pen.circ(x, body_top - 0.015 * W, 0.006 * W, (230, 80, 60) if i % 2 else (240, 200, 80), k)
+    rw, up, ry = bw * 1.3, 0.05 * W, body_top - rng.uniform(0.09, 0.13) * W
+    eave = body_top - 0.025 * W
+    lower = [(cx - rw / 2, eave - up)] + [(cx + rw / 2 * t, eave - up * abs(t) ** 3) for t in np.linspace(-0.9, 0.9, 9)]
+    roof = lower + [(cx + rw / 2, eave - up), (cx + rw * 0.33, ry), (cx - rw * 0.33, ry)]
+    pen.poly(roof, (68, 68, 74), k)
+    pen.line([(cx - rw * 0.35, ry), (cx + rw * 0.35, ry)], (40, 40, 45), 0.018 * W, k)
+    if snow:
+        pen.poly([(cx - rw * 0.33, ry), (cx + rw * 0.33, ry), (cx + rw * 0.4, ry + 0.03 * W),
+                  (cx - rw * 0.4, ry + 0.03 * W)], (240, 243, 248), k)
+    if scene["time"] == "night":
+        for i in range(5):
+            x = cx - bw / 2 + bw * (i + 0.5) / 5
+            light_glow(pen, x, base_top - 0.04 * W, 0.012 * W, (255, 200, 110))
+    side_trees(pen, scene, rng, hz + 0.03 * W, rng.choice((1, 2, 2)), 0.4)
+    return {"ground": (0.05 * W, 0.95 * W, hz + 0.1 * W, 0.98 * W), "sky": (0.1 * W, 0.9 * W, 0.07 * W, ry - 0.05 * W)}
+
+
+def draw_park(pen, scene, rng):
+    W, hz = pen.W, pen.hz
+    treeline(pen, hz + 0.01 * W, scene["season"], rng)
+    ground_band(pen, hz, scene["season"], rng)
+    x0 = rng.uniform(0.3, 0.7) * W
+    pen.poly([(x0 - 0.02 * W, hz), (x0 + 0.02 * W, hz), (x0 + 0.3 * W, W), (x0 - 0.25 * W, W)],
+             (205, 190, 160) if scene["season"] != "winter" else (215, 215, 215))
+    side_trees(pen, scene, rng, hz + 0.18 * W, rng.choice((2, 3, 4)), 0.5)
+    bx, by = rng.uniform(0.1, 0.7) * W, hz + rng.uniform(0.06, 0.12) * W
+    pen.rect((bx, by - 0.07 * W, bx + 0.2 * W, by - 0.055 * W), (125, 80, 45))
+    pen.rect((bx, by - 0.04 * W, bx + 0.2 * W, by - 0.025 * W), (125, 80, 45))
+    for lx in (bx + 0.02 * W, bx + 0.17 * W):
+        pen.rect((lx, by - 0.025 * W, lx + 0.01 * W, by), (50, 50, 50))
+    lx = rng.uniform(0.05, 0.95) * W
+    pen.rect((lx - 0.006 * W, hz - 0.2 * W, lx + 0.006 * W, hz + 0.08 * W), (45, 45, 50))
+    if scene["time"] == "night":
+        light_glow(pen, lx, hz - 0.21 * W, 0.015 * W, (255, 225, 150))
+    else:
+        pen.circ(lx, hz - 0.21 * W, 0.014 * W, (235, 235, 220))
+    return {"ground": (0.05 * W, 0.95 * W, hz + 0.12 * W, 0.98 * W), "sky": (0.1 * W, 0.9 * W, 0.07 * W, hz - 0.15 * W)}
+
+
+def draw_tower(pen, scene, rng):
+    W, hz = pen.W, pen.hz
+    night = scene["time"] == "night"
+    x = 0.0
+    while x < W:  # city skyline
+        bw, bh = rng.uniform(0.04, 0.09) * W, rng.uniform(0.05, 0.16) * W
+        pen.rect((x, hz - bh, x + bw, hz), _mix((105, 115, 135), (60, 65, 80), rng.random()))
+        if night:
+            for _ in range(int(bh / W * 40)):
+                wx, wy = x + rng.uniform(0.1, 0.8) * bw, hz - rng.uniform(0.1, 0.9) * bh
+                pen.rect((wx, wy, wx + 0.008 * W, wy + 0.008 * W), (255, 220, 130), k=0)
+        x += bw
+    cx, top = rng.uniform(0.35, 0.65) * W, hz - rng.uniform(0.16, 0.22) * W
+    hill = GROUND[scene["season"]]
+    pen.ell((cx - 0.45 * W, top, cx + 0.45 * W, hz + 0.35 * W), _mix(hill, (0, 0, 0), 0.2))
+    for _ in range(14):
+        a = rng.uniform(math.pi * 1.05, math.pi * 1.95)
+        pen.circ(cx + math.cos(a) * 0.38 * W, hz + 0.06 * W + math.sin(a) * (hz + 0.06 * W - top) * 0.85,
+                 0.025 * W, rng.choice(LEAF[scene["season"]]))
+    k = 0.3 if night else 1.0
+    body = (225, 225, 230) if not night else (120, 160, 255)
+    pen.poly([(cx - 0.025 * W, top + 0.01 * W), (cx + 0.025 * W, top + 0.01 * W), (cx + 0.014 * W, top - 0.3 * W),
+              (cx - 0.014 * W, top - 0.3 * W)], body, k)
+    py = top - rng.uniform(0.3, 0.34) * W
+    pen.rect((cx - 0.06 * W, py, cx + 0.06 * W, py + 0.05 * W), (215, 215, 220), k)
+    pen.rect((cx - 0.05 * W, py - 0.02 * W, cx + 0.05 * W, py), (190, 190, 200), k)
+    pen.rect((cx - 0.006 * W, py - 0.12 * W, cx + 0.006 * W, py - 0.02 * W), (200, 60, 60), k)
+    if night:
+        for i in range(6):
+            pen.rect((cx - 0.05 * W + i * 0.018 * W, py + 0.015 * W, cx - 0.04 * W + i * 0.018 * W, py + 0.03 * W),
+                     (255, 230, 140), k=0)
+    plaza = hz + rng.uniform(0.1, 0.14) * W
+    pen.rect((0, plaza, W, W), (180, 175, 168) if scene["season"] != "winter" else (230, 233, 238))
+    pen.line([(0, plaza), (W, plaza)], (90, 90, 95), 0.01 * W)
+    return {"ground": (0.05 * W, 0.95 * W, plaza + 0.08 * W, 0.98 * W), "sky": (0.08 * W, 0.92 * W, 0.07 * W,
+            hz - 0.3 * W)}
+
+
+def outside_view(pen, scene, rng, y, scale=0.5):
+    """Ground and a tree seen through a window or a cave mouth."""
+    ground_band(pen, y, scene["season"], rng)
+    tree(pen, rng.uniform(0.25, 0.75) * pen.W, y + 0.03 * pen.W, scale * pen.W, scene["season"], rng)
+    weather_fx(pen, scene, rng)
+
+
+def draw_restaurant(pen, scene, rng):
+    W = pen.W
+    wx0, wy0 = rng.uniform(0.06, 0.4) * W, rng.uniform(0.05, 0.1) * W
+    wx1, wy1 = wx0 + rng.uniform(0.38, 0.5) * W, wy0 + rng.uniform(0.32, 0.4) * W
+    outside_view(pen, scene, rng, wy1 - 0.1 * W, 0.3)
+    pen.tint, saved = tuple(0.75 + 0.25 * t for t in pen.tint), pen.tint  # lamps light the room
+    wall = rng.choice([(225, 205, 175), (238, 232, 222), (170, 120, 85), (200, 215, 205)])
+    for box in ((0, 0, W, wy0), (0, wy1, W, W), (0, wy0, wx0, wy1), (wx1, wy0, W, wy1)):
+        pen.rect(box, wall)
+    frame = (90, 60, 40)
+    for box in ((wx0, wy0, wx1, wy0 + 0.012 * W), (wx0, wy1 - 0.012 * W, wx1, wy1), (wx0, wy0, wx0 + 0.012 * W, wy1),
+                (wx1 - 0.012 * W, wy0, wx1, wy1), ((wx0 + wx1) / 2 - 0.006 * W, wy0, (wx0 + wx1) / 2 + 0.006 * W, wy1)):
+        pen.rect(box, frame)
+    spots = [x for x in (wx0 / 2, (wx1 + W) / 2) if x > 0.06 * W and x < 0.94 * W] or [(wx0 + wx1) / 2]
+    for lx in rng.sample(spots, rng.randint(1, len(spots))):
+        pen.line([(lx, 0), (lx, 0.12 * W)], (40, 40, 40), 0.006 * W)
+        pen.poly([(lx - 0.05 * W, 0.18 * W), (lx + 0.05 * W, 0.18 * W), (lx + 0.02 * W, 0.12 * W),
+                  (lx - 0.02 * W, 0.12 * W)], (40, 40, 45))
+        light_glow(pen, lx, 0.19 * W, 0.02 * W, (255, 225, 150))
+    ty = rng.uniform(0.55, 0.62) * W
+    table = rng.choice([(150, 100, 60), (225, 225, 220), (110, 75, 50)])
+    pen.rect((0, ty, W, W), table)
+    pen.rect((0, ty, W, ty + 0.015 * W), _mix(table, (0, 0, 0), 0.2))
+    taken = []
+    for _ in range(rng.randint(1, 2)):  # plates of food are part of the place, not objects
+        px, py, r = rng.uniform(0.15, 0.85) * W, rng.uniform(ty + 0.12 * W, 0.9 * W), rng.uniform(0.1, 0.14) * W
+        pen.ell((px - r, py - r * 0.55, px + r, py + r * 0.55), (248, 248, 245))
+        food = rng.choice([(235, 200, 110), (120, 60, 40), (90, 160, 70), (210, 80, 50)])
+        for _ in range(6):
+            fx, fy = px + rng.uniform(-0.5, 0.5) * r, py + rng.uniform(-0.25, 0.25) * r
+            pen.circ(fx, fy, r * 0.22, _mix(food, (255, 255, 255), rng.uniform(0, 0.3)))
+        taken.append((px - r, py - r * 0.55, px + r, py + r * 0.55))
+    pen.tint = saved
+    pen.taken = taken
+    table = (0.1 * W, 0.9 * W, ty + 0.14 * W, 0.97 * W)
+    return {"table": table, "ground": table, "seat": (0.15 * W, 0.85 * W, ty + 0.01 * W,
+            ty + 0.02 * W), "sky": (0.25 * W, 0.75 * W, 0.25 * W, 0.35 * W)}
+
+
+def draw_cave(pen, scene, rng):
+    W = pen.W
+    outside_view(pen, scene, rng, pen.hz, 0.45)
+    cx, cy = rng.uniform(0.38, 0.62) * W, rng.uniform(0.38, 0.48) * W
+    rx, ry = rng.uniform(0.26, 0.34) * W, rng.uniform(0.27, 0.35) * W
+    mask = Image.new("L", (W, W), 255)
+    md = ImageDraw.Draw(mask)
+    pts = []
+    for i in range(24):
+        a = 2 * math.pi * i / 24
+        j = rng.uniform(0.88, 1.08)
+        pts.append((cx + math.cos(a) * rx * j, cy + math.sin(a) * ry * j * (1.15 if math.sin(a) > 0 else 1)))
+    md.polygon(pts, fill=0)
+    rock = Image.new("RGB", (W, W), (62, 52, 46))
+    rd = ImageDraw.Draw(rock)
+    for _ in range(40):
+        x, y, r = rng.uniform(0, W), rng.uniform(0, W), rng.uniform(0.03, 0.09) * W
+        rd.ellipse((x - r, y - r * 0.7, x + r, y + r * 0.7), fill=_mix((62, 52, 46), rng.choice(
+            [(30, 25, 22), (110, 95, 80)]), rng.uniform(0.2, 0.5)))
+    for _ in range(rng.randint(2, 4)):  # coloured show lights
+        x, y, r = rng.choice((rng.uniform(0, 0.2), rng.uniform(0.8, 1.0))) * W, rng.uniform(0.2, 0.9) * W, 0.12 * W
+        col = rng.choice([(150, 70, 200), (60, 150, 220), (60, 190, 120), (230, 160, 60)])
+        rd.ellipse((x - r, y - r, x + r, y + r), fill=_mix((62, 52, 46), col, 0.45))
+        rd.ellipse((x - r * 0.5, y - r * 0.5, x + r * 0.5, y + r * 0.5), fill=_mix((62, 52, 46), col, 0.75))
+    for i in range(rng.randint(4, 8)):  # stalactites along the top of the mouth
+        x, w, h = cx + rng.uniform(-0.8, 0.8) * rx, rng.uniform(0.015, 0.03) * W, rng.uniform(0.05, 0.12) * W
+        y = cy - ry * math.sqrt(max(0.0, 1 - ((x - cx) / rx) ** 2)) - 0.02 * W
+        rd.polygon([(x - w, y), (x + w, y), (x, y + h)], fill=(80, 68, 58))
+        md.polygon([(x - w, y), (x + w, y), (x, y + h)], fill=255)
+    floor = cy + ry * 0.75
+    rd.rectangle((0, floor, W, W), fill=(96, 84, 72))
+    md.rectangle((0, floor, W, W), fill=255)
+    pen.img.paste(rock, (0, 0), mask)
+    return {"ground": (0.1 * W, 0.9 * W, floor + 0.05 * W, 0.98 * W), "sky": (cx - rx * 0.6, cx + rx * 0.6,
+            cy - ry * 0.5, cy - ry * 0.1)}
+
+
+def draw_island(pen, scene, rng):
+    W, hz = pen.W, pen.hz
+    pen.rect((0, hz, W, W), (32, 95, 160))
+    for i in range(8):
+        y = hz + (W - hz) * i / 8
+        pen.rect((0, y, W, y + (W - hz) / 8 + 1), _mix((32, 95, 160), (40, 170, 175), i / 8))
+    for n in range(3 if rng.random() < 0.6 else 1):
+        ix, iw, ih = rng.uniform(0.2, 0.8) * W, rng.uniform(0.25, 0.5) * W, rng.uniform(0.1, 0.22) * W
+        if n > 0:  # smaller islets
+            iw, ih = iw * 0.4, ih * 0.4
+        base = hz + rng.uniform(0.01, 0.05) * W
+        pts = [(ix - iw / 2, base)] + [(ix + iw / 2 * t, base - ih * (1 - t * t) ** 0.6 * rng.uniform(0.9, 1.05))
+                                       for t in np.linspace(-0.9, 0.9, 10)] + [(ix + iw / 2, base)]
+        pen.poly(pts, _mix(GROUND[scene["season"]], (0, 0, 0), 0.25))
+        pen.rect((ix - iw / 2, base - 0.015 * W, ix + iw / 2, base), (120, 100, 80))
+        for _ in range(int(iw / W * 25)):
+            t = rng.uniform(-0.8, 0.8)
+            pen.circ(ix + iw / 2 * t, base - ih * (1 - t * t) ** 0.6 * rng.uniform(0.3, 0.9), 0.02 * W,
+                     rng.choice(LEAF[scene["season"]]))
+        if n == 0 and rng.random() < 0.5:  # a lighthouse
+            lx, ly = ix + iw * rng.uniform(-0.3, 0.3), base - ih * 0.5
+            pen.rect((lx - 0.012 * W, ly - 0.11 * W, lx + 0.012 * W, ly), (245, 245, 245))
+            pen.rect((lx - 0.016 * W, ly - 0.13 * W, lx + 0.016 * W, ly - 0.11 * W), (200, 40, 40))
+            if scene["time"] == "night":
+                light_glow(pen, lx, ly - 0.12 * W, 0.012 * W, (255, 240, 170))
+    for _ in range(12):
+        x, y = rng.uniform(0, W), rng.uniform(hz + 0.1 * W, W)
+        pen.line([(x, y), (x + rng.uniform(0.04, 0.1) * W, y)], (150, 210, 225), W * 0.005)
+    bottom = 0.97 * W
+    if "person" in scene["objects"] or rng.random() < 0.3:  # a rocky shore in front
+        bottom = rng.uniform(0.84, 0.88) * W
+        pts = [(x, bottom + rng.uniform(-0.015, 0.015) * W) for x in np.linspace(0, W, 10)]
+        pen.poly([(0, W)] + pts + [(W, W)], (150, 130, 105) if scene["season"] != "winter" else (230, 233, 240))
+    return {"water": (0.1 * W, 0.9 * W, hz + 0.14 * W, bottom - 0.02 * W), "sky": (0.08 * W, 0.92 * W, 0.07 * W,
+            hz - 0.2 * W), "ground": (0.1 * W, 0.9 * W, bottom + 0.06 * W, 0.98 * W)}
+
+
+def draw_lake(pen, scene, rng):
+    W, hz = pen.W, pen.hz
+    hills = _mix(GROUND[scene["season"]], (40, 60, 70), 0.45)
+    pen.ell((-0.3 * W, hz - 0.12 * W, 0.6 * W, hz + 0.1 * W), hills)
+    pen.ell((0.3 * W, hz - 0.09 * W, 1.3 * W, hz + 0.1 * W), hills)
+    treeline(pen, hz, scene["season"], rng, 0.15, 1.2)
+    near = rng.uniform(0.78, 0.86) * W
+    sky_low = pen.c(SKY_LOW[scene["time"]]) if scene["weather"] == "clear" else pen.c((150, 155, 165))
+    water = _mix(sky_low, (30, 70, 100), 0.45)
+    pen.rect((0, hz, W, near), water, k=0)
+    depth = int(min(near - hz, hz))
+    reflect = pen.img.crop((0, int(hz) - depth, W, int(hz))).transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+    pen.img.paste(Image.blend(reflect, Image.new("RGB", reflect.size, water), 0.55), (0, int(hz)))
+    for _ in range(16):
+        x, y = rng.uniform(0, W), rng.uniform(hz + 0.01 * W, near)
+        pen.line([(x, y), (x + rng.uniform(0.05, 0.15) * W, y)], _mix(water, (255, 255, 255), 0.35), W * 0.004, k=0)
+    ground_band(pen, near, scene["season"], rng)
+    side_trees(pen, scene, rng, near + 0.06 * W, rng.choice((0, 1, 1, 2)), 0.45)
+    return {"water": (0.1 * W, 0.9 * W, hz + 0.08 * W, near - 0.02 * W), "ground": (0.1 * W, 0.9 * W,
+            near + 0.05 * W, 0.98 * W), "sky": (0.1 * W, 0.9 * W, 0.07 * W, hz - 0.18 * W)}
+
+
+def draw_mountain(pen, scene, rng):
+    W, hz = pen.W, pen.hz
+    snow = scene["season"] == "winter"
+    for layer in range(2):
+        base = hz + layer * 0.12 * W
+        col = (120, 135, 160) if layer == 0 else _mix(GROUND[scene["season"]], (30, 50, 40), 0.3)
+        peaks = [(-0.1 * W, base + 0.1 * W)]
+        x = -0.1 * W
+        while x < 1.1 * W:
+            x += rng.uniform(0.15, 0.3) * W
+            peaks.append((x, base - rng.uniform(0.15, 0.32) * W * (1.2 - layer * 0.4)))
+            x += rng.uniform(0.1, 0.2) * W
+            peaks.append((x, base - rng.uniform(0.0, 0.08) * W))
+        pen.poly(peaks + [(1.2 * W, W), (-0.2 * W, W)], col)
+        if layer == 0 or snow:
+            for (x0, y0), (x1, y1), (x2, y2) in zip(peaks, peaks[1:], peaks[2:]):
+                if y1 < y0 and y1 < y2:
+                    d = 0.35 if snow else 0.18
+                    pen.poly([(x1, y1), (x1 + (x2 - x1) * d, y1 + (y2 - y1) * d),
+                              (x1 + (x0 - x1) * d, y1 + (y0 - y1) * d)], (240, 243, 248))
+        if layer == 1:
+            for _ in range(30):
+                x, y = rng.uniform(0, W), rng.uniform(base - 0.05 * W, base + 0.2 * W)
+                pen.circ(x, y, rng.uniform(0.012, 0.022) * W, rng.choice(LEAF[scene["season"]] if not snow
+                                                                         else [(30, 80, 50), (240, 243, 248)]))
+    ridge = rng.uniform(0.76, 0.84) * W
+    rock = (125, 115, 105) if not snow else (235, 238, 244)
+    pen.poly([(0, ridge + 0.03 * W), (0.4 * W, ridge), (0.7 * W, ridge + 0.02 * W), (W, ridge - 0.02 * W), (W, W),
+              (0, W)], rock)
+    for _ in range(6):
+        x, y = rng.uniform(0, W), rng.uniform(ridge + 0.03 * W, W)
+        pen.ell((x - 0.05 * W, y - 0.02 * W, x + 0.05 * W, y + 0.02 * W), _mix(rock, (60, 55, 50), 0.3))
+    return {"ground": (0.08 * W, 0.92 * W, ridge + 0.06 * W, 0.98 * W), "sky": (0.08 * W, 0.92 * W, 0.07 * W,
+            hz - 0.32 * W)}
+
+
+def draw_amusement_park(pen, scene, rng):
+    W, hz = pen.W, pen.hz
+    night = scene["time"] == "night"
+    ground_band(pen, hz, scene["season"], rng, (238, 240, 245) if scene["season"] == "winter" else (190, 180, 172))
+    side = rng.choice((-1, 1))
+    cx, r = (0.5 + side * rng.uniform(0.15, 0.25)) * W, rng.uniform(0.22, 0.3) * W
+    cy = hz - r - 0.03 * W
+    pen.poly([(cx, cy), (cx - r * 0.5, hz), (cx - r * 0.42, hz)], (200, 200, 210))
+    pen.poly([(cx, cy), (cx + r * 0.5, hz), (cx + r * 0.42, hz)], (200, 200, 210))
+    for i in range(12):
+        a = 2 * math.pi * i / 12
+        pen.line([(cx, cy), (cx + math.cos(a) * r, cy + math.sin(a) * r)], (225, 225, 235), 0.006 * W)
+    pen.d.ellipse((cx - r, cy - r, cx + r, cy + r), outline=pen.c((240, 240, 250)), width=int(0.012 * W))
+    for i in range(12):
+        a = 2 * math.pi * (i + 0.5) / 12
+        gx, gy = cx + math.cos(a) * r, cy + math.sin(a) * r
+        pen.rect((gx - 0.018 * W, gy, gx + 0.018 * W, gy + 0.03 * W), VIVID[i % len(VIVID)], 0.4 if night else 1)
+        if night:
+            light_glow(pen, cx + math.cos(a - 0.26) * r, cy + math.sin(a - 0.26) * r, 0.006 * W,
+                       rng.choice([(255, 120, 200), (120, 220, 255), (255, 240, 120)]))
+    x0, x1 = (0.0, 0.45) if side > 0 else (0.55, 1.0)
+    xs = np.linspace(x0 * W, x1 * W, 24)
+    amp, y_base = rng.uniform(0.1, 0.18) * W, hz - rng.uniform(0.06, 0.12) * W
+    phase = rng.uniform(0, 2 * math.pi)
+    track = [(x, y_base - amp * (0.5 + 0.5 * math.sin((x / W) * 14 + phase))) for x in xs]
+    for x, y in track[::3]:
+        pen.line([(x, y), (x, hz)], (150, 150, 160), 0.006 * W)
+    pen.line(track, (230, 60, 60) if rng.random() < 0.5 else (60, 90, 220), 0.014 * W)
+    if night:
+        for x, y in track[::2]:
+            light_glow(pen, x, y, 0.005 * W, (255, 230, 130))
+    side_trees(pen, scene, rng, hz + 0.02 * W, 1, 0.3)
+    tx = (0.5 - side * rng.uniform(0.05, 0.3)) * W  # a carousel tent
+    pen.rect((tx - 0.08 * W, hz - 0.08 * W, tx + 0.08 * W, hz), (240, 220, 180))
+    for i in range(4):
+        pen.poly([(tx, hz - 0.16 * W), (tx - 0.1 * W + i * 0.05 * W, hz - 0.08 * W),
+                  (tx - 0.075 * W + i * 0.05 * W, hz - 0.08 * W)], (220, 50, 60))
+        pen.poly([(tx, hz - 0.16 * W), (tx - 0.075 * W + i * 0.05 * W, hz - 0.08 * W),
+                  (tx - 0.05 * W + i * 0.05 * W, hz - 0.08 * W)], (250, 250, 250))
+    return {"ground": (0.05 * W, 0.95 * W, hz + 0.12 * W, 0.98 * W), "sky": (0.1 * W, 0.9 * W, 0.07 * W,
+            hz - 0.2 * W)}
+
+
+def draw_people(pen, scene, rng):
+    W, hz = pen.W, pen.hz
+    ground_band(pen, hz, scene["season"], rng)
+    side_trees(pen, scene, rng, hz + 0.05 * W, rng.choice((1, 2, 2, 3)), 0.55)
+    pen.img.paste(pen.img.filter(ImageFilter.GaussianBlur(W * 0.006)))  # background out of focus
+    cx, cy, r = rng.uniform(0.38, 0.62) * W, rng.uniform(0.36, 0.46) * W, rng.uniform(0.17, 0.22) * W
+    k = 0.35  # the face is lit (a flash or a phone screen)
+    skin = rng.choice([(244, 214, 190), (230, 196, 165), (210, 170, 135)])
+    hair = rng.choice([(30, 25, 25), (60, 40, 30), (120, 80, 50), (170, 130, 90)])
+    shirt = rng.choice(VIVID)
+    if rng.random() < 0.55:  # long hair falls behind the shoulders
+        pen.ell((cx - r * 1.2, cy - r * 1.15, cx + r * 1.2, cy + r * 1.9), hair, k)
+    pen.ell((cx - r * 2.2, cy + r * 1.15, cx + r * 2.2, cy + r * 4.0), shirt, k)
+    pen.rect((cx - r * 0.35, cy + r * 0.6, cx + r * 0.35, cy + r * 1.4), _mix(skin, (0, 0, 0), 0.08), k)
+    pen.ell((cx - r * 0.9, cy - r * 1.05, cx + r * 0.9, cy + r * 1.05), skin, k)
+    pen.d.chord((cx - r * 1.0, cy - r * 1.2, cx + r * 1.0, cy + r * 0.3), 180, 360, fill=pen.c(hair, k))
+    if scene["season"] == "winter" and rng.random() < 0.5:  # a knit beanie
+        pen.d.chord((cx - r * 1.05, cy - r * 1.35, cx + r * 1.05, cy + r * 0.1), 180, 360,
+                    fill=pen.c(rng.choice(VIVID), k))
+    for s in (-1, 1):
+        ex, ey = cx + s * r * 0.38, cy + r * 0.02
+        pen.ell((ex - r * 0.12, ey - r * 0.09, ex + r * 0.12, ey + r * 0.09), (35, 30, 30), k)
+        pen.circ(ex + r * 0.03, ey - r * 0.03, r * 0.03, (255, 255, 255), k)
+        pen.ell((ex - r * 0.22, ey + r * 0.16, ex + r * 0.02, ey + r * 0.3), (240, 160, 160), k) if s < 0 else \
+            pen.ell((ex - r * 0.02, ey + r * 0.16, ex + r * 0.22, ey + r * 0.3), (240, 160, 160), k)
+    pen.d.chord((cx - r * 0.3, cy + r * 0.3, cx + r * 0.3, cy + r * 0.7), 0, 180, fill=pen.c((200, 70, 80), k))
+    pen.taken = [(cx - r * 1.1, cy - r * 1.2, cx + r * 1.1, cy + r * 1.3)]
+    return {"ground": (0.05 * W, 0.95 * W, 0.95 * W, 1.0 * W), "sky": (0.05 * W, 0.95 * W, 0.1 * W, 0.3 * W),
+            "scale": 1.5}
+
+
+LANDMARKS = {"beach": (draw_beach, (0.36, 0.48)), "palace": (draw_palace, (0.58, 0.66)),
+             "park": (draw_park, (0.45, 0.55)), "tower": (draw_tower, (0.6, 0.66)),
+             "restaurant": (draw_restaurant, (0.5, 0.5)), "cave": (draw_cave, (0.55, 0.62)),
+             "island": (draw_island, (0.42, 0.52)), "lake": (draw_lake, (0.42, 0.52)),
+             "mountain": (draw_mountain, (0.5, 0.58)), "amusement_park": (draw_amusement_park, (0.62, 0.72)),
+             "people": (draw_people, (0.6, 0.7))}
+
+
+# --- objects: each draws at bottom-centre (x, yb) with height h and returns its box (x0, y0, x1, y1)
+def obj_person(pen, x, yb, h, rng, k, upper=False):
+    skin = rng.choice([(244, 214, 190), (230, 196, 165), (210, 170, 135)])
+    shirt, pants = rng.choice(VIVID), rng.choice([(50, 70, 120), (30, 30, 35), (200, 185, 150), (90, 90, 95)])
+    hair = rng.choice([(30, 25, 25), (70, 45, 30), (140, 95, 60)])
+    r = h * (0.2 if upper else 0.11)
+    hy = yb - h + r
+    w = h * (0.5 if upper else 0.2)
+    ty1 = yb if upper else yb - h * 0.42
+    pen.poly([(x - w * 0.8, hy + r * 1.1), (x + w * 0.8, hy + r * 1.1), (x + w, ty1), (x - w, ty1)], shirt, k)
+    for s in (-1, 1):
+        if not upper:
+            pen.rect((x + s * w * 0.45 - h * 0.045, ty1, x + s * w * 0.45 + h * 0.045, yb), pants, k)
+            pen.line([(x + s * w * 0.85, hy + r * 1.4), (x + s * w * 1.15, ty1 + h * 0.03)], skin, h * 0.06, k)
+    pen.circ(x, hy, r, skin, k)
+    pen.d.chord((x - r * 1.05, hy - r * 1.1, x + r * 1.05, hy + r * 0.5), 180, 360, fill=pen.c(hair, k))
+    half = max(w * 1.15, r)
+    return (x - half, yb - h, x + half, yb)
+
+
+def obj_dog(pen, x, yb, h, rng, k):
+    fur = rng.choice([(165, 110, 60), (215, 180, 130), (245, 242, 235), (120, 80, 45)])
+    dark = _mix(fur, (40, 25, 15), 0.5)
+    f = rng.choice((-1, 1))
+    w = h * 1.35
+    by0, by1 = yb - h * 0.7, yb - h * 0.3
+    pen.line([(x - f * w * 0.35, by0 + h * 0.1), (x - f * w * 0.5, by0 - h * 0.15)], fur, h * 0.08, k)
+    for lx in (-0.3, -0.15, 0.15, 0.3):
+        pen.rect((x + lx * w - h * 0.05, by1 - h * 0.05, x + lx * w + h * 0.05, yb), fur, k)
+    pen.ell((x - w * 0.38, by0, x + w * 0.38, by1), fur, k)
+    hx, hy, hr = x + f * w * 0.36, yb - h * 0.78, h * 0.22
+    pen.circ(hx, hy, hr, fur, k)
+    pen.ell((hx + f * hr * 0.5 - hr * 0.35, hy + hr * 0.05, hx + f * hr * 0.5 + hr * 0.35, hy + hr * 0.55),
+            _mix(fur, (255, 255, 255), 0.2), k)
+    pen.circ(hx + f * hr * 0.95, hy + hr * 0.2, hr * 0.18, (25, 20, 20), k)
+    pen.ell((hx - f * hr * 0.6 - hr * 0.25, hy - hr * 0.6, hx - f * hr * 0.6 + hr * 0.25, hy + hr * 0.6), dark, k)
+    pen.circ(hx + f * hr * 0.35, hy - hr * 0.25, hr * 0.12, (20, 20, 20), k)
+    return (x - w * 0.52, yb - h, x + w * 0.52, yb)
+
+
+def obj_cat(pen, x, yb, h, rng, k):
+    fur = rng.choice([(235, 145, 55), (125, 125, 130), (35, 35, 40), (240, 240, 240)])
+    w = h * 0.6
+    pen.line([(x + w * 0.35, yb - h * 0.05), (x + w * 0.75, yb - h * 0.1), (x + w * 0.8, yb - h * 0.4)],
+             fur, h * 0.07, k)
+    pen.ell((x - w * 0.45, yb - h * 0.62, x + w * 0.45, yb), fur, k)
+    hy, hr = yb - h * 0.7, h * 0.2
+    for s in (-1, 1):
+        pen.poly([(x + s * hr * 0.95, hy - hr * 0.2), (x + s * hr * 0.2, hy - hr * 0.8), (x + s * hr * 0.85,
+                  hy - hr * 1.5)], fur, k)
+    pen.circ(x, hy, hr, fur, k)
+    for s in (-1, 1):
+        pen.ell((x + s * hr * 0.4 - hr * 0.15, hy - hr * 0.2, x + s * hr * 0.4 + hr * 0.15, hy + hr * 0.1),
+                (110, 200, 90), k)
+    if fur[0] > 200 and fur[1] < 200:  # tabby stripes
+        for i in range(3):
+            y = yb - h * (0.45 - 0.12 * i)
+            pen.line([(x - w * 0.3, y), (x - w * 0.1, y + h * 0.03)], (190, 100, 30), h * 0.03, k)
+    return (x - w * 0.5, yb - h, x + w * 0.85, yb)
+
+
+def obj_boat(pen, x, yb, h, rng, k):
+    w = h * 1.7
+    hull = rng.choice([(245, 245, 245), (200, 45, 45), (40, 80, 170), (240, 200, 50)])
+    pen.poly([(x - w / 2, yb - h * 0.35), (x + w / 2, yb - h * 0.35), (x + w * 0.35, yb), (x - w * 0.35, yb)], hull, k)
+    pen.rect((x - w / 2, yb - h * 0.35, x + w / 2, yb - h * 0.29), _mix(hull, (0, 0, 0), 0.35), k)
+    if rng.random() < 0.5:  # sail boat
+        pen.line([(x, yb - h * 0.35), (x, yb - h)], (80, 70, 60), h * 0.04, k)
+        pen.poly([(x + h * 0.03, yb - h * 0.97), (x + h * 0.03, yb - h * 0.42), (x + w * 0.42, yb - h * 0.42)],
+                 (250, 250, 250), k)
+        pen.poly([(x - h * 0.03, yb - h * 0.85), (x - h * 0.03, yb - h * 0.42), (x - w * 0.3, yb - h * 0.42)],
+                 (235, 235, 240), k)
+    else:  # motor boat with a cabin
+        pen.rect((x - w * 0.25, yb - h * 0.75, x + w * 0.15, yb - h * 0.35), (240, 240, 240), k)
+        pen.rect((x - w * 0.2, yb - h * 0.68, x + w * 0.1, yb - h * 0.52), (90, 150, 200), k)
+        if pen.night:
+            light_glow(pen, x - w * 0.05, yb - h * 0.6, h * 0.06, (255, 230, 150))
+    return (x - w / 2, yb - h, x + w / 2, yb)
+
+
+def obj_bird(pen, x, yb, h, rng, k):
+    w = h * 1.7
+    cy = yb - h * 0.5
+    water = pen.category in ("beach", "island", "lake")
+    dark = [(120, 125, 135), (60, 60, 70), (150, 150, 160)] if not pen.night else [(200, 200, 205)]
+    body = rng.choice([(250, 250, 250)] if water else dark)
+    tip = (25, 25, 30) if body[0] > 100 else (200, 200, 205)
+    up = rng.uniform(-0.2, 0.2)
+    for s in (-1, 1):
+        pen.poly([(x, cy), (x + s * w * 0.25, cy - h * (0.45 + up)), (x + s * w * 0.5, cy - h * (0.25 + up)),
+                  (x + s * w * 0.3, cy - h * (0.2 + up)), (x + s * w * 0.1, cy + h * 0.15)], body, k)
+        pen.poly([(x + s * w * 0.4, cy - h * (0.3 + up)), (x + s * w * 0.5, cy - h * (0.25 + up)),
+                  (x + s * w * 0.42, cy - h * (0.2 + up))], tip, k)
+    pen.ell((x - w * 0.14, cy - h * 0.12, x + w * 0.14, cy + h * 0.2), body, k)
+    pen.poly([(x + w * 0.12, cy), (x + w * 0.2, cy + h * 0.05), (x + w * 0.12, cy + h * 0.1)], (240, 180, 40), k)
+    return (x - w / 2, yb - h, x + w / 2, yb)
+
+
+def obj_balloon(pen, x, yb, h, rng, k):
+    col = rng.choice([(230, 40, 50), (250, 120, 180), (250, 210, 40), (70, 170, 240), (150, 80, 210)])
+    bw, bh = h * 0.55, h * 0.62
+    pen.line([(x, yb - h + bh), (x + h * 0.05, yb - h * 0.2), (x, yb)], (230, 230, 230), max(1, h * 0.02), 0.5)
+    pen.ell((x - bw / 2, yb - h, x + bw / 2, yb - h + bh), col, k * 0.5)
+    pen.poly([(x, yb - h + bh * 0.95), (x - h * 0.04, yb - h + bh * 1.08), (x + h * 0.04, yb - h + bh * 1.08)], col,
+             k * 0.5)
+    pen.ell((x - bw * 0.28, yb - h + bh * 0.15, x - bw * 0.1, yb - h + bh * 0.4), (255, 255, 255), k * 0.5)
+    return (x - bw / 2, yb - h, x + bw / 2, yb)
+
+
+def obj_coffee(pen, x, yb, h, rng, k):
+    if rng.random() < 0.6:  # iced americano to go: a clear cup, dark coffee, ice, a straw
+        w = h * 0.55
+        pen.line([(x + w * 0.1, yb - h * 0.78), (x + w * 0.3, yb - h)], rng.choice([(40, 160, 80), (30, 30, 30)]),
+                 h * 0.06, k)
+        pen.poly([(x - w / 2, yb - h * 0.78), (x + w / 2, yb - h * 0.78), (x + w * 0.38, yb), (x - w * 0.38, yb)],
+                 (225, 230, 235), k)
+        pen.poly([(x - w * 0.46, yb - h * 0.66), (x + w * 0.46, yb - h * 0.66), (x + w * 0.36, yb - h * 0.03),
+                  (x - w * 0.36, yb - h * 0.03)], (75, 42, 25), k)
+        for _ in range(3):
+            ix, iy = x + rng.uniform(-0.25, 0.15) * w, yb - rng.uniform(0.35, 0.62) * h
+            pen.rect((ix, iy, ix + w * 0.18, iy + w * 0.18), (190, 170, 160), k)
+        pen.rect((x - w * 0.43, yb - h * 0.45, x + w * 0.43, yb - h * 0.3), (190, 150, 100), k)
+        pen.ell((x - w / 2, yb - h * 0.84, x + w / 2, yb - h * 0.72), (250, 250, 250), k)
+        return (x - w / 2, yb - h, x + w / 2, yb)
+    w = h * 1.1  # a latte in a mug on a saucer
+    pen.ell((x - w / 2, yb - h * 0.18, x + w / 2, yb), (245, 245, 245), k)
+    pen.d.arc((x + w * 0.12, yb - h * 0.8, x + w * 0.5, yb - h * 0.35), 270, 90, fill=pen.c((240, 240, 240), k),
+              width=max(1, int(h * 0.08)))
+    pen.rect((x - w * 0.32, yb - h * 0.85, x + w * 0.32, yb - h * 0.12), (245, 245, 245), k)
+    pen.ell((x - w * 0.32, yb - h * 0.95, x + w * 0.32, yb - h * 0.75), (195, 140, 90), k)
+    pen.ell((x - w * 0.12, yb - h * 0.9, x + w * 0.12, yb - h * 0.8), (250, 235, 215), k)
+    return (x - w / 2, yb - h, x + w / 2, yb)
+
+
+def obj_bicycle(pen, x, yb, h, rng, k):
+    w = h * 1.6
+    r = h * 0.33
+    frame = rng.choice([(220, 50, 50), (40, 150, 140), (40, 80, 200), (240, 200, 40)])
+    for s in (-1, 1):
+        pen.d.ellipse((x + s * w * 0.29 - r, yb - 2 * r, x + s * w * 0.29 + r, yb), outline=pen.c((30, 30, 30), k),
+                      width=max(1, int(h * 0.07)))
+    a, b, c, d = (x - w * 0.29, yb - r), (x, yb - r), (x - w * 0.08, yb - h * 0.72), (x + w * 0.2, yb - h * 0.78)
+    pen.line([a, b, c, a], frame, h * 0.06, k)
+    pen.line([b, d, (x + w * 0.29, yb - r)], frame, h * 0.06, k)
+    pen.line([(c[0] - w * 0.07, c[1]), (c[0] + w * 0.05, c[1])], (30, 30, 30), h * 0.07, k)
+    pen.line([(d[0] - w * 0.03, d[1] - h * 0.1), (d[0] + w * 0.06, d[1] - h * 0.1), d], (30, 30, 30), h * 0.05, k)
+    return (x - w * 0.29 - r, yb - h * 0.9, x + w * 0.29 + r, yb)
+
+
+def obj_car(pen, x, yb, h, rng, k):
+    w = h * 2.0
+    body = rng.choice([(200, 40, 40), (245, 245, 245), (40, 70, 160), (30, 30, 35), (230, 190, 40)])
+    pen.poly([(x - w * 0.28, yb - h * 0.55), (x - w * 0.18, yb - h), (x + w * 0.2, yb - h),
+              (x + w * 0.32, yb - h * 0.55)], body, k)
+    pen.poly([(x - w * 0.22, yb - h * 0.58), (x - w * 0.15, yb - h * 0.9), (x + w * 0.17, yb - h * 0.9),
+              (x + w * 0.26, yb - h * 0.58)], (150, 190, 220), k)
+    pen.rect((x - w / 2, yb - h * 0.58, x + w / 2, yb - h * 0.2), body, k)
+    for s in (-1, 1):
+        pen.circ(x + s * w * 0.3, yb - h * 0.18, h * 0.18, (25, 25, 25), k)
+        pen.circ(x + s * w * 0.3, yb - h * 0.18, h * 0.08, (170, 170, 170), k)
+    lamp = (255, 240, 170) if pen.night else (240, 230, 180)
+    pen.rect((x + w * 0.44, yb - h * 0.52, x + w / 2, yb - h * 0.42), lamp, 0 if pen.night else k)
+    return (x - w / 2, yb - h, x + w / 2, yb)
+
+
+def obj_ice_cream(pen, x, yb, h, rng, k):
+    w = h * 0.5
+    pen.poly([(x - w * 0.4, yb - h * 0.55), (x + w * 0.4, yb - h * 0.55), (x, yb)], (215, 165, 95), k)
+    pen.line([(x - w * 0.25, yb - h * 0.5), (x + w * 0.1, yb - h * 0.15)], (170, 120, 60), h * 0.02, k)
+    pen.line([(x + w * 0.25, yb - h * 0.5), (x - w * 0.1, yb - h * 0.15)], (170, 120, 60), h * 0.02, k)
+    if rng.random() < 0.5:  # soft serve swirl
+        for i, s in enumerate((0.5, 0.4, 0.28, 0.15)):
+            y = yb - h * (0.6 + 0.11 * i)
+            pen.ell((x - w * s, y - h * 0.07, x + w * s, y + h * 0.07), (252, 250, 240), k)
+    else:  # scoops
+        cols = rng.sample([(250, 170, 190), (160, 230, 200), (110, 70, 45), (252, 245, 225)], 2)
+        pen.circ(x, yb - h * 0.62, w * 0.45, cols[0], k)
+        pen.circ(x, yb - h * 0.82, w * 0.38, cols[1], k)
+    return (x - w / 2, yb - h, x + w / 2, yb)
+
+
+def obj_umbrella(pen, x, yb, h, rng, k):
+    w = h * 1.1
+    col = rng.choice([(230, 50, 60), (40, 90, 200), (250, 200, 40), (235, 235, 240), (40, 150, 90)])
+    pen.line([(x, yb - h * 0.75), (x, yb - h * 0.05)], (50, 40, 35), h * 0.04, k)
+    pen.d.arc((x - h * 0.1, yb - h * 0.12, x, yb), 0, 180, fill=pen.c((50, 40, 35), k), width=max(1, int(h * 0.04)))
+    pen.d.pieslice((x - w / 2, yb - h, x + w / 2, yb - h * 0.45), 180, 360, fill=pen.c(col, k))
+    for i in range(4):
+        sx = x - w / 2 + w * (i + 0.5) / 4
+        pen.circ(sx, yb - h * 0.725, w * 0.125, _mix(col, (0, 0, 0), 0.15) if i % 2 else col, k)
+    pen.d.pieslice((x - w / 2, yb - h, x + w / 2, yb - h * 0.45), 180, 360, fill=pen.c(col, k))
+    return (x - w / 2, yb - h, x + w / 2, yb)
+
+
+def obj_cake(pen, x, yb, h, rng, k):
+    w = h * 1.2
+    cream = rng.choice([(252, 250, 245), (250, 215, 225), (120, 75, 50)])
+    pen.ell((x - w / 2, yb - h * 0.22, x + w / 2, yb), (245, 245, 245), k)
+    pen.rect((x - w * 0.35, yb - h * 0.7, x + w * 0.35, yb - h * 0.15), cream, k)
+    pen.rect((x - w * 0.35, yb - h * 0.45, x + w * 0.35, yb - h * 0.38), (240, 150, 170), k)
+    pen.ell((x - w * 0.35, yb - h * 0.8, x + w * 0.35, yb - h * 0.6), _mix(cream, (255, 255, 255), 0.3), k)
+    for i in range(4):
+        pen.circ(x - w * 0.24 + i * w * 0.16, yb - h * 0.82, h * 0.08, (215, 30, 45), k)
+    return (x - w / 2, yb - h, x + w / 2, yb)
+
+
+def obj_snowman(pen, x, yb, h, rng, k):
+    w = h * 0.65
+    white = (248, 250, 255)
+    pen.line([(x - w * 0.2, yb - h * 0.55), (x - w * 0.55, yb - h * 0.75)], (110, 70, 40), h * 0.03, k)
+    pen.line([(x + w * 0.2, yb - h * 0.55), (x + w * 0.55, yb - h * 0.75)], (110, 70, 40), h * 0.03, k)
+    pen.circ(x, yb - h * 0.27, h * 0.27, white, k * 0.6)
+    pen.circ(x, yb - h * 0.66, h * 0.19, white, k * 0.6)
+    pen.rect((x - h * 0.17, yb - h * 0.53, x + h * 0.17, yb - h * 0.47), rng.choice(VIVID[:3]), k)
+    pen.rect((x - h * 0.14, yb - h * 0.95, x + h * 0.14, yb - h * 0.8), (25, 25, 30), k)
+    pen.rect((x - h * 0.2, yb - h * 0.83, x + h * 0.2, yb - h * 0.8), (25, 25, 30), k)
+    pen.poly([(x, yb - h * 0.66), (x + h * 0.15, yb - h * 0.64), (x, yb - h * 0.62)], (245, 130, 30), k)
+    for s in (-1, 1):
+        pen.circ(x + s * h * 0.07, yb - h * 0.72, h * 0.025, (20, 20, 20), k)
+    return (x - w * 0.55, yb - h, x + w * 0.55, yb)
+
+
+# label -> (draw, width / height, height range as a fraction of the image, region)
+OBJECTS = {
+    "person": (obj_person, 0.42, (0.25, 0.45), "ground"),
+    "dog": (obj_dog, 1.4, (0.13, 0.22), "ground"),
+    "cat": (obj_cat, 0.75, (0.15, 0.26), "ground"),
+    "boat": (obj_boat, 1.7, (0.11, 0.2), "water"),
+    "bird": (obj_bird, 1.7, (0.09, 0.15), "sky"),
+    "balloon": (obj_balloon, 0.55, (0.18, 0.3), "sky"),
+    "coffee": (obj_coffee, 0.6, (0.15, 0.28), "ground"),
+    "bicycle": (obj_bicycle, 1.8, (0.14, 0.22), "ground"),
+    "car": (obj_car, 2.0, (0.12, 0.19), "ground"),
+    "ice_cream": (obj_ice_cream, 0.5, (0.17, 0.28), "ground"),
+    "umbrella": (obj_umbrella, 1.1, (0.2, 0.32), "ground"),
+    "cake": (obj_cake, 1.2, (0.13, 0.2), "ground"),
+    "snowman": (obj_snowman, 0.65, (0.2, 0.34), "ground"),
+}
+
+
+def _overlap(a, b):
+    """Intersection area over the smaller box's area."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    return w * h / max(1e-6, min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1])))
+
+
+def place_objects(pen, labels, regions, rng):
+    """Choose a spot and a size for every object (far first), draw them, return [(label, box)]."""
+    W = pen.W
+    plans, taken = [], list(pen.taken)
+    for label in labels:
+        draw, aspect, (lo, hi), region = OBJECTS[label]
+        if region == "ground" and label in ("coffee", "cake", "ice_cream") and "table" in regions:
+            region, lo, hi = "table", lo * 1.3, hi * 1.3
+        if label == "person" and "seat" in regions:
+            region, lo, hi = "seat", lo * 0.6, hi * 0.6
+        x0, x1, y0, y1 = regions[region] if region in regions else regions["ground"]
+        y0 = min(y0, y1 - 0.02 * W)
+        best = None
+        for _ in range(20):
+            yb = rng.uniform(y0, y1)
+            depth = (yb - y0) / (y1 - y0) if region in ("ground", "water") else 0.5
+            h = rng.uniform(lo, hi) * W * (0.75 + 0.45 * depth) * regions.get("scale", 1.0)
+            if region == "sky":
+                yb += h / 2
+            w = h * aspect
+            x = rng.uniform(max(x0, w / 2), min(x1, W - w / 2)) if min(x1, W - w / 2) > max(x0, w / 2) else W / 2
+            box = (x - w / 2, yb - h, x + w / 2, yb)
+            worst = max([_overlap(box, t) for t in taken] + [0.0])
+            if best is None or worst < best[0]:
+                best = (worst, label, x, yb, h, box)
+            if worst < 0.1:
+                break
+        taken.append(best[5])
+        plans.append(best[1:5])
+    out = []
+    for label, x, yb, h in sorted(plans, key=lambda p: p[2]):
+        draw = OBJECTS[label][0]
+        k = 0.3 if pen.category in ("restaurant", "cave", "people") else 0.55 if pen.night else 0.8  # lamps, flash
+        box = draw(pen, x, yb, h, rng, k, upper=True) if label == "person" and "seat" in regions else \
+            draw(pen, x, yb, h, rng, k)
+        out.append((label, box))
+    return out
+
+
+def weather_fx(pen, scene, rng):
+    """Fog, rain streaks, falling snow, petals and leaves over the whole picture."""
+    W = pen.W
+    if scene["weather"] == "fog":
+        fog = Image.new("RGB", (W, W), pen.c((215, 218, 222), 0.5))
+        pen.img.paste(Image.blend(pen.img, fog, rng.uniform(0.35, 0.5)))
+        pen.d = ImageDraw.Draw(pen.img)
+    if scene["weather"] == "rain":
+        dx = rng.uniform(-0.3, 0.1)
+        for _ in range(rng.randint(70, 120)):
+            x, y, ln = rng.uniform(-0.1, 1.1) * W, rng.uniform(0, 1) * W, rng.uniform(0.04, 0.08) * W
+            pen.line([(x, y), (x + dx * ln, y + ln)], (200, 205, 215), W / 448 * 1.5, k=0.3)
+    fall = {"snow": ((250, 250, 255), rng.randint(90, 160), 0.006)}.get(scene["weather"])
+    if fall is None and scene["season"] == "spring" and scene["weather"] != "rain":
+        fall = ((250, 200, 215), rng.randint(15, 40), 0.005)
+    if fall is None and scene["season"] == "autumn" and rng.random() < 0.5:
+        fall = ((225, 120, 40), rng.randint(8, 20), 0.006)
+    if fall:
+        col, n, s = fall
+        for _ in range(n):
+            x, y, r = rng.uniform(0, W), rng.uniform(0, W), rng.uniform(0.5, 1.3) * s * W
+            pen.ell((x - r, y - r * 0.8, x + r, y + r * 0.8), col, k=0.4)
+
+
+def render(category, scene, rng, size):
+    """Paint one scene; returns (RGB image of size x size, [(label, box in pixels of that image)])."""
+    ss = 2  # draw at twice the size and shrink: smooth edges
+    W = size * ss
+    img = Image.new("RGB", (W, W))
+    draw, (h0, h1) = LANDMARKS[category]
+    pen = Pen(img, scene)
+    pen.category = category
+    pen.hz = rng.uniform(h0, h1) * W
+    draw_sky(img, scene, pen.hz, rng)
+    regions = draw(pen, scene, rng)
+    objects = place_objects(pen, scene["objects"], regions, rng)
+    if category not in ("restaurant", "cave"):
+        weather_fx(pen, scene, rng)
+    img = img.reduce(ss)
+    return img, [(label, tuple(v / ss for v in box)) for label, box in objects]
+
+
+def finish_photo(img, nprng):
+    """Camera look: a random filter (warm, cool, faded, vivid or none) and sensor noise."""
+    a = np.asarray(img, dtype=np.float32)
+    f = nprng.integers(0, 5)
+    if f == 1:
+        a = a * np.array([1.06, 1.0, 0.9], np.float32)
+    elif f == 2:
+        a = a * np.array([0.92, 1.0, 1.07], np.float32)
+    elif f == 3:
+        a = a * 0.85 + 30
+    elif f == 4:
+        m = a.mean(axis=2, keepdims=True)
+        a = m + (a - m) * 1.2
+    a = a + nprng.standard_normal(a.shape, dtype=np.float32) * 3.0
+    return Image.fromarray(np.clip(a, 0, 255, out=a).astype(np.uint8))
+
+
+# ------------------------------------------------------------------------------------------------- the dataset
+def make_post(category, index, seed, size):
+    """Everything about one post, from seeds that depend only on (seed, category, index)."""
+    tag = f"capkit-sample:{seed}:{category}:{index}"
+    scene = sample_scene(category, random.Random(tag + ":scene"))
+    text, hashtags, words = write_post(category, scene, random.Random(tag + ":text"))
+    img, objects = render(category, scene, random.Random(tag + ":draw"), size)
+    img = finish_photo(img, np.random.default_rng([seed, CATEGORIES.index(category), index]))
+    boxes = []
+    for label, box in objects:
+        x0, y0, x1, y1 = (min(1.0, max(0.0, v / size)) for v in box)
+        boxes.append({"label": label, "word": words[label], "box": [round(x0, 4), round(y0, 4), round(x1, 4),
+                                                                     round(y1, 4)]})
+    scene = dict(scene, objects=[b["label"] for b in boxes])
+    key = f"{category}-{index:04d}"
+    record = {"key": key, "image": f"images/{key}.jpg", "text": text, "hashtags": hashtags, "split": None,
+              "category": category, "boxes": boxes, "scene": scene}
+    return record, img
+
+
+def _work(job):
+    category, index, seed, size, out_dir = job
+    record, img = make_post(category, index, seed, size)
+    img.save(Path(out_dir) / record["image"], "JPEG", quality=90)
+    return record
+
+
+def split_of(n, seed, category):
+    """A 7:1:2 train/val/test split of a category's indexes, fixed by the seed."""
+    order = list(range(n))
+    random.Random(f"capkit-sample:{seed}:{category}:split").shuffle(order)
+    n_train, n_val = round(n * 0.7), round(n * 0.1)
+    names = {}
+    for rank, i in enumerate(order):
+        names[i] = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
+    return names
+
+
+def _stamp(seed, n_per_category, size):
+    return {"seed": seed, "n_per_category": n_per_category, "size": size, "version": VERSION}
+
+
+def generate(out_dir, n_per_category=200, seed=0, size=224, workers=None):
+    """Write the dataset into out_dir (images, manifest.jsonl, .sample.json stamp last); returns out_dir."""
+    if size < 224:
+        raise ValueError(f"size must be at least 224, got {size}")
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    for name in (".sample.json", "manifest.jsonl"):  # a run that dies now leaves nothing that looks complete
+        (out / name).unlink(missing_ok=True)
+    jobs = [(c, i, seed, size, str(out)) for c in CATEGORIES for i in range(n_per_category)]
+    workers = workers or (min(4, os.cpu_count() or 1) if len(jobs) >= 200 else 1)
+    if workers > 1:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            records = pool.map(_work, jobs, chunksize=16)
+    else:
+        records = [_work(j) for j in jobs]
+    splits = {c: split_of(n_per_category, seed, c) for c in CATEGORIES}
+    keep = set()
+    for r in records:
+        r["split"] = splits[r["category"]][int(r["key"].rsplit("-", 1)[1])]
+        keep.add(Path(r["image"]).name)
+    for old in (out / "images").glob("*.jpg"):  # images of an earlier, larger run
+        if old.name not in keep and re.fullmatch(r"[a-z_]+-\d{4,}\.jpg", old.name):
+            old.unlink()
+    tmp = out / "manifest.jsonl.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    os.replace(tmp, out / "manifest.jsonl")
+    tmp = out / ".sample.json.tmp"
+    tmp.write_text(json.dumps(_stamp(seed, n_per_category, size)), encoding="utf-8")
+    os.replace(tmp, out / ".sample.json")
+    return out
+
+
+def ensure(out_dir, n_per_category=200, seed=0, size=224):
+    """Generate the dataset only when its stamp is missing or differs; returns out_dir."""
+    out = Path(out_dir)
+    try:
+        stamp = json.loads((out / ".sample.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        stamp = None
+    if stamp != _stamp(seed, n_per_category, size) or not (out / "manifest.jsonl").is_file():
+        generate(out, n_per_category, seed, size)
+    return out
+
+
+def main(argv=None) -> None:
+    """``python -m capkit.sample data/sample [--seed 0] [--n-per-category 200]``: generate when missing."""
+    import argparse
+    import time
+
+    ap = argparse.ArgumentParser(description="Generate the embedded synthetic dataset (skipped when up to date).")
+    ap.add_argument("out_dir", nargs="?", default="data/sample")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--n-per-category", type=int, default=200)
+    ap.add_argument("--size", type=int, default=224)
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    ensure(args.out_dir, args.n_per_category, args.seed, args.size)
+    n = sum(1 for _ in open(Path(args.out_dir) / "manifest.jsonl", encoding="utf-8"))
+    print(f"{args.out_dir}: {n} posts over {len(CATEGORIES)} categories (seed {args.seed}), "
+          f"ready in {time.perf_counter() - t0:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

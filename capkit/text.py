@@ -1,0 +1,875 @@
+"""Korean text layer: tokenizers, detokenizer, token cache, vocabularies, word vectors.
+
+Tokenizers (chosen by name, see `get_tokenizer`):
+
+- ``okt``: konlpy Okt ``pos(text, norm=True, join=True)``, tokens such as ``바다/Noun``, as the study did.
+  Hashtags inside a text are cut out first and kept whole (``#부산/Hashtag``); Okt alone splits some of them
+  (``#2019`` -> ``#`` + ``2019``, ``#부산#해운대`` -> three tokens).
+- ``okt_morph``: the same tokens without the part of speech (``바다``).
+- ``whitespace``: NFC, then ``str.split()``; for text that is already tokenized.
+
+This module imports no other capkit module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import time
+import unicodedata
+from collections import Counter
+from dataclasses import asdict, dataclass
+from itertools import chain
+from pathlib import Path
+
+TEXT_LAYER_VERSION = "1"  # bump when the token output of a tokenizer changes (invalidates token caches)
+TOKENIZERS = ("okt", "okt_morph", "whitespace")
+JAVA_HINT = (
+    "install a Java JDK (Debian/Ubuntu: `apt-get install default-jdk`; conda: "
+    "`conda install -c conda-forge openjdk`), then make sure `java` is on PATH or JAVA_HOME points at it"
+)
+HASHTAG_RE = re.compile(r"(?<![/&])#\w+")  # not inside a URL (/#part) or an HTML entity (&#39;)
+
+
+class TokenizerUnavailable(RuntimeError):
+    """A tokenizer cannot run on this machine (for Okt: no usable Java)."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tokenizers
+
+
+class Tokenizer:
+    """A named callable: ``tokenizer(text) -> list[str]``; ``version`` keys the token cache."""
+
+    def __init__(self, name: str, func, version: str):
+        self.name = name
+        self.func = func
+        self.version = version
+
+    def __call__(self, text: str) -> list[str]:
+        if not text:
+            return []
+        return self.func(text)
+
+    def __repr__(self) -> str:
+        return f"Tokenizer({self.name!r}, version={self.version!r})"
+
+
+_OKT = None  # the process-wide Okt instance (starting the JVM takes ~1-2 s)
+
+
+def _find_jvm():
+    """Return the JVM library path, or raise TokenizerUnavailable saying what to install."""
+    try:
+        import jpype
+    except ImportError as err:
+        raise TokenizerUnavailable(
+            "the `okt` tokenizer needs konlpy and JPype1 (`pip install konlpy`) and Java: " + JAVA_HINT
+        ) from err
+    if jpype.isJVMStarted():
+        return None
+    try:
+        return jpype.getDefaultJVMPath()
+    except Exception as err:  # jpype's JVMNotFoundException / JVMNotSupportedException
+        raise TokenizerUnavailable(
+            f"the `okt` tokenizer needs Java, but no Java virtual machine was found ({err}). "
+            f"To fix: {JAVA_HINT}. The `whitespace` tokenizer works without Java."
+        ) from err
+
+
+def _okt():
+    """The Okt instance, created on first use."""
+    global _OKT
+    if _OKT is None:
+        jvm_path = _find_jvm()
+        try:
+            from konlpy.tag import Okt
+
+            _OKT = Okt(jvmpath=jvm_path)
+        except Exception as err:
+            raise TokenizerUnavailable(
+                f"the `okt` tokenizer could not start Java ({type(err).__name__}: {err}). To fix: {JAVA_HINT}."
+            ) from err
+    return _OKT
+
+
+def _okt_tokens(text: str) -> list[str]:
+    """Okt ``word/POS`` tokens, with hashtags cut out first and kept whole."""
+    text = unicodedata.normalize("NFC", text)
+    okt = _okt()
+    tokens, start = [], 0
+    for match in HASHTAG_RE.finditer(text):
+        piece = text[start : match.start()]
+        if piece.strip():
+            tokens += okt.pos(piece, norm=True, join=True)
+        tokens.append(match.group() + "/Hashtag")
+        start = match.end()
+    piece = text[start:]
+    if piece.strip():
+        tokens += okt.pos(piece, norm=True, join=True)
+    return tokens
+
+
+def _okt_morph_tokens(text: str) -> list[str]:
+    return [token.rsplit("/", 1)[0] for token in _okt_tokens(text)]
+
+
+def _whitespace_tokens(text: str) -> list[str]:
+    return unicodedata.normalize("NFC", text).split()
+
+
+def _konlpy_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("konlpy")
+    except Exception:
+        return "unknown"
+
+
+def get_tokenizer(name: str) -> Tokenizer:
+    """Return the tokenizer called `name` (one of TOKENIZERS).
+
+    ``okt`` and ``okt_morph`` raise TokenizerUnavailable at once when no Java can be found; Okt itself starts
+    on the first call and is shared by the whole process.
+    """
+    if name == "whitespace":
+        return Tokenizer("whitespace", _whitespace_tokens, TEXT_LAYER_VERSION)
+    if name in ("okt", "okt_morph"):
+        if _OKT is None:
+            _find_jvm()
+        func = _okt_tokens if name == "okt" else _okt_morph_tokens
+        return Tokenizer(name, func, f"konlpy-{_konlpy_version()}.{TEXT_LAYER_VERSION}")
+    raise ValueError(f"unknown tokenizer {name!r}; choose one of {', '.join(TOKENIZERS)}")
+
+
+def hashtag_tokens(hashtags) -> list[str]:
+    """Normalise a post's hashtags into whole tokens: no '#', NFC, lower case, no empties, no repeats.
+
+    An entry holding several tags (``"#부산 #해운대"`` or ``"#부산#해운대"``) gives each of them, since a hashtag
+    cannot contain '#' or white space; a single string is read as one such entry.
+    """
+    if isinstance(hashtags, str):
+        hashtags = [hashtags]
+    out, seen = [], set()
+    for entry in hashtags or []:
+        for tag in re.split(r"[#\s]+", unicodedata.normalize("NFC", str(entry))):
+            tag = tag.lower()
+            if tag and tag not in seen:
+                seen.add(tag)
+                out.append(tag)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Detokenization
+
+OKT_TAGS = frozenset(
+    "Adjective Adverb Alpha Conjunction Determiner Eomi Exclamation Foreign Hashtag Josa KoreanParticle Modifier "
+    "Noun Number PreEomi Punctuation ScreenName Suffix Unknown Verb VerbPrefix Email URL".split()
+)
+DROP_WHEN_READING = frozenset({"<pad>", "<start>", "<end>"})
+ATTACH_TAGS = frozenset({"Josa", "Eomi", "PreEomi", "Suffix"})
+OPENERS = frozenset("([{<“‘「『【《〈")
+QUOTES = frozenset("\"'")
+SPACED_PUNCT = frozenset({"-", "–", "—", "|", "/", "&", "+", "=", "@"})
+COUNTERS = frozenset(
+    "개 곳 명 분 시 초 번 살 잔 장 층 일 월 년 주 박 인 원 차 회 대 권 병 마리 그릇 인분 시간 주년 번째 가지 박스 km kg".split()
+)
+HA_FIRST = frozenset("하한할함합해했됐되된될됨됩돼")  # first syllables of 하다 / 되다 forms
+HA_SHORT = frozenset({"해", "함", "됨", "돼", "됐", "했"})
+AUX_PREV_LAST = frozenset("아어여해워와줘쳐봐져혀")  # a verb ending in -아/-어 ...
+AUX_FIRST = ("보", "봐", "봤", "볼", "봅", "줘", "줬", "주", "줄", "버", "놓", "둬", "싶")  # ... then a helper verb
+FINAL_SYLLABLES = frozenset("요다해당음죠네야지어아까니용듯함임")  # how a predicate often ends, for tokens without POS
+ALWAYS_ATTACH = frozenset({"요"})  # the polite ending, whatever Okt calls it
+DEMONSTRATIVE_NOUNS = frozenset("거 것 곳 쪽 건 게".split())
+SURFACE_ATTACH = frozenset(  # common particles and endings, for tokens without a part of speech
+    "은 는 이 가 을 를 에 엔 에서 의 도 랑 이랑 와 과 로 으로 까지 부터 한테 에게 께 처럼 보다 만큼 요 에요 이에요 예요 "
+    "이야 야 죠 이다 이네 이라 들 째".split()
+)
+
+
+def split_token(token: str) -> tuple[str, str | None]:
+    """``'바다/Noun'`` -> ``('바다', 'Noun')``; a token without a known Okt tag -> ``(token, None)``."""
+    surface, sep, tag = token.rpartition("/")
+    if sep and surface and tag in OKT_TAGS:
+        return surface, tag
+    return token, None
+
+
+def _is_emoji(s: str) -> bool:
+    """Symbols outside ASCII (emoji, hearts, ☕), with their joiners and variation selectors."""
+    return bool(s) and all(
+        ord(ch) > 127 and (unicodedata.category(ch) in ("So", "Sk", "Mn", "Cf") or 0x1F000 <= ord(ch) <= 0x1FAFF)
+        for ch in s
+    )
+
+
+def _is_punct(s: str) -> bool:
+    return bool(s) and all(
+        unicodedata.category(ch).startswith("P") or (ord(ch) < 128 and not ch.isalnum() and not ch.isspace())
+        for ch in s
+    )
+
+
+def _is_hangul(s: str) -> bool:
+    return bool(s) and all("가" <= ch <= "힣" for ch in s)
+
+
+def _is_jamo_laugh(s: str) -> bool:
+    """ㅋㅋ, ㅎㅎ, ㅠㅠ, ㅜㅜ and the like (Hangul compatibility jamo only)."""
+    return bool(s) and all("ㄱ" <= ch <= "ㅣ" for ch in s)
+
+
+def _is_emoticon(s: str) -> bool:
+    """Western emoticons such as ``:)`` ``;D`` ``=)``, which stand apart."""
+    return len(s) >= 2 and s[0] in ":;=" and not s[1].isspace()
+
+
+def rule_glue(prev_surface: str, prev_tag: str | None, surface: str, tag: str | None) -> bool:
+    """Whether `surface` is written without a space after the previous token, by hand-written rules."""
+    if prev_surface in OPENERS:
+        return True
+    if surface in OPENERS:
+        return False
+    predicate = prev_tag in ("Verb", "Adjective", "Eomi", "PreEomi") or (
+        prev_tag is None and _is_hangul(prev_surface) and prev_surface[-1] in FINAL_SYLLABLES
+    )
+    if _is_emoji(surface):
+        # a run of emoji stays together; after a predicate it closes the sentence (좋아요😍), else it stands apart
+        return _is_emoji(prev_surface) or predicate
+    if tag == "Punctuation" or (tag is None and _is_punct(surface)):
+        return not (surface in SPACED_PUNCT or _is_emoticon(surface))
+    if tag in ATTACH_TAGS:
+        return True
+    if tag == "KoreanParticle" or (tag is None and _is_jamo_laugh(surface)):
+        return surface[0] in "ㅋㅎ" and _is_hangul(prev_surface[-1:])  # 좋아요ㅋㅋ, 발견ㅋㅋ, but 맛있다 ㅠㅠ
+    if surface in ALWAYS_ATTACH:
+        return True
+    if prev_tag == "Determiner" and prev_surface in ("이", "그", "저") and surface in DEMONSTRATIVE_NOUNS:
+        return True  # 이거, 그곳
+    if tag == "Foreign" and _is_hangul(surface):
+        return True  # Okt labels some endings after numbers as Foreign ("12,000원 이라")
+    prev_is_number = prev_tag == "Number" or (prev_tag is None and prev_surface[-1:].isdigit())
+    if prev_is_number and tag in ("Noun", None) and surface in COUNTERS:
+        return True
+    if tag in ("Verb", "Adjective") and prev_tag == "Noun" and len(prev_surface) >= 2:
+        if surface in HA_SHORT or (len(surface) >= 2 and surface[0] in HA_FIRST):
+            return True  # 공부 + 했어요, 인정 + 합니다
+    if tag in ("Verb", "Adjective") and prev_tag == "Verb" and prev_surface[-1:] in AUX_PREV_LAST:
+        return surface.startswith(AUX_FIRST)  # 찍어 + 봤어요
+    if tag is None and surface in SURFACE_ATTACH and _is_hangul(prev_surface):
+        return True
+    return False
+
+
+def _render(tokens, glue) -> str:
+    """Join tokens, asking ``glue(prev_token, token)`` at each boundary; quotes open and close in turn."""
+    out, prev, quote_open, after_opener = [], None, False, False
+    for token in tokens:
+        if token in DROP_WHEN_READING:
+            continue
+        surface, _ = split_token(token)
+        if prev is None:
+            glued = True
+        elif surface in QUOTES:
+            glued = quote_open  # a closing quote sticks to the word before it
+        else:
+            glued = after_opener or glue(prev, token)
+        after_opener = surface in QUOTES and not quote_open
+        if surface in QUOTES:
+            quote_open = not quote_open
+        out.append(surface if glued else " " + surface)
+        prev = token
+    return "".join(out)
+
+
+def _rule_glue_tokens(prev: str, token: str) -> bool:
+    return rule_glue(*split_token(prev), *split_token(token))
+
+
+def detokenize(tokens, tokenizer: str | None = None) -> str:
+    """Readable text from tokens (``word/POS`` or surface forms), spacing by rules only.
+
+    ``<pad>``, ``<start>`` and ``<end>`` are dropped; ``<unk>`` is shown. For ``tokenizer="whitespace"`` the
+    tokens are simply joined with spaces. A fitted `Detokenizer` usually spaces better.
+    """
+    if tokenizer == "whitespace":
+        return " ".join(t for t in tokens if t not in DROP_WHEN_READING)
+    return _render(tokens, _rule_glue_tokens)
+
+
+def glue_flags(text: str, surfaces) -> list[bool | None]:
+    """For each token surface, whether it is glued to the previous one in `text` (None: first, or not found).
+
+    Okt's normalisation may change a token (``되나욬`` -> ``되나요``, ``ㅋㅋㅋㅋㅋ`` -> ``ㅋㅋㅋ``); such a token
+    is not found and gets None, and the next token is searched a little further on.
+    """
+    text = unicodedata.normalize("NFC", text)
+    flags, cursor = [], 0
+    for i, surface in enumerate(surfaces):
+        j = cursor
+        while j < len(text) and text[j].isspace():
+            j += 1
+        k = j if text.startswith(surface, j) else text.find(surface, j, j + len(surface) + 10)
+        if k < 0 or not surface:
+            flags.append(None)
+            continue
+        flags.append(None if i == 0 else (k > 0 and not text[k - 1].isspace()))
+        cursor = k + len(surface)
+    return flags
+
+
+class Detokenizer:
+    """Spacing learned from training texts: how often each token is glued to the one before it.
+
+    A boundary is decided by the first of these that was seen at least `min_count` times with a clear majority:
+    the token pair, then the token alone; else by `rule_glue`. (Counts per pair of parts of speech were tried
+    as a third level: they are too coarse, e.g. Noun + Verb is glued for 공부 + 했어요 but not for 커피 + 마셔요,
+    and overrode the more specific rules.)
+    """
+
+    def __init__(self, min_count: int = 2):
+        self.min_count = min_count
+        self.pairs: dict[str, list[int]] = {}  # "prev\ttoken" -> [glued, seen]
+        self.tokens: dict[str, list[int]] = {}
+
+    @classmethod
+    def fit(cls, texts, token_lists, min_count: int = 2) -> "Detokenizer":
+        """Learn from texts and their tokens (from the training split only)."""
+        det = cls(min_count)
+        for text, tokens in zip(texts, token_lists):
+            det.update(text, tokens)
+        return det
+
+    def update(self, text: str, tokens) -> int:
+        """Count the boundaries of one text; return how many were aligned."""
+        flags = glue_flags(text, [split_token(t)[0] for t in tokens])
+        aligned = 0
+        for i in range(1, len(tokens)):
+            if flags[i] is None:
+                continue
+            aligned += 1
+            for table, key in ((self.pairs, tokens[i - 1] + "\t" + tokens[i]), (self.tokens, tokens[i])):
+                count = table.setdefault(key, [0, 0])
+                count[0] += int(flags[i])
+                count[1] += 1
+        return aligned
+
+    def glue(self, prev: str, token: str) -> bool:
+        """Whether `token` is written right after `prev`, without a space."""
+        for table, key in ((self.pairs, prev + "\t" + token), (self.tokens, token)):
+            glued, seen = table.get(key, (0, 0))
+            if seen >= self.min_count and 2 * glued != seen:
+                return 2 * glued > seen
+        return _rule_glue_tokens(prev, token)
+
+    def __call__(self, tokens) -> str:
+        """Readable text from tokens (``<pad>``/``<start>``/``<end>`` dropped)."""
+        return _render(tokens, self.glue)
+
+    def to_dict(self) -> dict:
+        return {"format": "capkit.detokenizer/1", "min_count": self.min_count,
+                "pairs": self.pairs, "tokens": self.tokens}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Detokenizer":
+        det = cls(d["min_count"])
+        det.pairs, det.tokens = d["pairs"], d["tokens"]
+        return det
+
+    def save(self, path) -> None:
+        write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path) -> "Detokenizer":
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def write_json(path, obj) -> None:
+    """Write JSON through a temporary file and a rename, so a killed process leaves no half file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Token cache
+
+
+@dataclass
+class TokenizeStats:
+    """What one `tokenize_all` call did: unique texts found in the cache (hits) or tokenized (misses)."""
+
+    tokenizer: str
+    texts: int = 0
+    unique: int = 0
+    hits: int = 0
+    misses: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else float("inf")
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "tokens_per_second": self.tokens_per_second}
+
+
+class Tokenized(list):
+    """The token lists of `tokenize_all`, one per text, with the call's `stats` (a TokenizeStats)."""
+
+    stats: TokenizeStats
+
+
+_CACHE_FILE = "tokens.sqlite"
+_COMMIT_EVERY = 256
+
+
+def _open_cache(cache_dir) -> sqlite3.Connection:
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(Path(cache_dir) / _CACHE_FILE, timeout=60)
+    with con:
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS tokens (tokenizer TEXT, text TEXT, tokens TEXT, PRIMARY KEY (tokenizer, text))"
+        )
+    return con
+
+
+def tokenize_all(texts, tokenizer, cache_dir=None, progress: bool = False) -> Tokenized:
+    """Tokenize many texts, reusing the on-disk cache in `cache_dir` (a sqlite file) when given.
+
+    `tokenizer` is a Tokenizer or a name. The cache is keyed by (tokenizer name and version, text); new entries
+    are committed every few hundred texts in sqlite transactions, so a killed run keeps what it committed and
+    never leaves a broken cache. Returns a list of token lists with a ``.stats`` attribute.
+    """
+    if isinstance(tokenizer, str):
+        tokenizer = get_tokenizer(tokenizer)
+    started = time.perf_counter()
+    texts = ["" if t is None else str(t) for t in texts]
+    unique = list(dict.fromkeys(texts))
+    key = f"{tokenizer.name}@{tokenizer.version}"
+    found: dict[str, list[str]] = {}
+    con = _open_cache(cache_dir) if cache_dir is not None else None
+    try:
+        if con is not None:
+            for i in range(0, len(unique), 500):
+                chunk = unique[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = con.execute(
+                    f"SELECT text, tokens FROM tokens WHERE tokenizer = ? AND text IN ({marks})", [key, *chunk]
+                )
+                found.update((text, json.loads(tokens)) for text, tokens in rows)
+        hits = len(found)
+        missing = [t for t in unique if t not in found]
+        if progress:
+            from tqdm.auto import tqdm
+
+            missing = tqdm(missing, desc=f"tokenizing ({tokenizer.name})", unit="text")
+        pending = []
+        for text in missing:
+            found[text] = tokenizer(text)
+            pending.append((key, text, json.dumps(found[text], ensure_ascii=False)))
+            if con is not None and len(pending) >= _COMMIT_EVERY:
+                with con:
+                    con.executemany("INSERT OR REPLACE INTO tokens VALUES (?, ?, ?)", pending)
+                pending = []
+        if con is not None and pending:
+            with con:
+                con.executemany("INSERT OR REPLACE INTO tokens VALUES (?, ?, ?)", pending)
+    finally:
+        if con is not None:
+            con.close()
+    result = Tokenized(list(found[t]) for t in texts)
+    result.stats = TokenizeStats(
+        tokenizer=key, texts=len(texts), unique=len(unique), hits=hits, misses=len(unique) - hits,
+        tokens=sum(len(r) for r in result), seconds=time.perf_counter() - started,
+    )
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Vocabulary
+
+SPECIALS = ("<pad>", "<unk>", "<start>", "<end>")
+PAD_ID, UNK_ID, START_ID, END_ID = 0, 1, 2, 3
+
+
+class Vocab:
+    """Token <-> id map with ``<pad>``=0, ``<unk>``=1, ``<start>``=2, ``<end>``=3, and the settings that made it."""
+
+    def __init__(self, itos, freqs=None, settings=None, counts=None):
+        if tuple(itos[: len(SPECIALS)]) != SPECIALS:
+            raise ValueError(f"a vocabulary must start with {SPECIALS}")
+        self.itos = list(itos)
+        self.stoi = {token: i for i, token in enumerate(self.itos)}
+        self.freqs = list(freqs) if freqs is not None else [0] * len(self.itos)
+        self.settings = dict(settings or {})
+        self.counts = dict(counts or {})
+
+    @classmethod
+    def build(cls, token_lists, min_freq: int = 5, max_size: int | None = None) -> "Vocab":
+        """Keep tokens seen at least `min_freq` times, most frequent first (ties: by token), at most `max_size`
+        of them (specials not counted). Pass the training split only."""
+        counter = Counter()
+        n_lists = 0
+        for tokens in token_lists:
+            counter.update(tokens)
+            n_lists += 1
+        for special in SPECIALS:
+            counter.pop(special, None)
+        kept = sorted((item for item in counter.items() if item[1] >= min_freq), key=lambda kv: (-kv[1], kv[0]))
+        if max_size is not None:
+            kept = kept[:max_size]
+        n_tokens = sum(counter.values())
+        counts = {
+            "token_lists": n_lists, "tokens": n_tokens, "types": len(counter), "kept_types": len(kept),
+            "kept_token_share": sum(f for _, f in kept) / n_tokens if n_tokens else 0.0,
+        }
+        return cls(
+            list(SPECIALS) + [t for t, _ in kept], [0] * len(SPECIALS) + [f for _, f in kept],
+            {"min_freq": min_freq, "max_size": max_size}, counts,
+        )
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def __contains__(self, token) -> bool:
+        return token in self.stoi
+
+    def encode(self, tokens, max_len: int | None = None) -> list[int]:
+        """``<start>`` + ids of the first `max_len` tokens (unknown -> ``<unk>``) + ``<end>``."""
+        tokens = list(tokens)[:max_len] if max_len is not None else tokens
+        return [START_ID] + [self.stoi.get(t, UNK_ID) for t in tokens] + [END_ID]
+
+    def decode(self, ids, keep_unk: bool = True) -> list[str]:
+        """Tokens up to the first ``<end>``, without ``<pad>``/``<start>`` (and ``<unk>`` unless `keep_unk`)."""
+        out = []
+        for i in ids:
+            i = int(i)
+            if i == END_ID:
+                break
+            if i in (PAD_ID, START_ID) or (i == UNK_ID and not keep_unk):
+                continue
+            out.append(self.itos[i])
+        return out
+
+    def to_dict(self) -> dict:
+        return {"format": "capkit.vocab/1", "settings": self.settings, "counts": self.counts,
+                "itos": self.itos, "freqs": self.freqs}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Vocab":
+        return cls(d["itos"], d.get("freqs"), d.get("settings"), d.get("counts"))
+
+    def save(self, path, **settings) -> None:
+        """Write JSON; `settings` (tokenizer, split, ...) are stored with min_freq and max_size."""
+        self.settings.update(settings)
+        write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path) -> "Vocab":
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+    def __repr__(self) -> str:
+        return f"Vocab(size={len(self)}, settings={self.settings})"
+
+
+def oov_rate(vocab: Vocab, token_lists) -> float:
+    """Share of tokens in `token_lists` that the vocabulary does not hold (0.0 for no tokens)."""
+    total = oov = 0
+    for tokens in token_lists:
+        total += len(tokens)
+        oov += sum(1 for t in tokens if t not in vocab.stoi)
+    return oov / total if total else 0.0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Corpus statistics (what notebooks/02_vocabulary.ipynb shows). The tables are pandas DataFrames.
+
+SPLIT_ORDER = ("train", "val", "test")
+
+
+@dataclass
+class Corpus:
+    """A dataset's texts with their tokens and its hashtags, per split (made by `tokenize_records`)."""
+
+    tokenizer: str
+    texts: dict  # split -> raw texts (a post with several texts gives each of them)
+    tokens: dict  # split -> token lists, aligned with `texts`
+    hashtags: dict  # split -> hashtag token lists (`hashtag_tokens`), one per post that has hashtags
+    stats: TokenizeStats
+
+    @property
+    def splits(self) -> list[str]:
+        return list(self.texts)
+
+    def sizes(self):
+        """Per split: posts with hashtags, texts, tokens, hashtags (a DataFrame)."""
+        import pandas as pd
+
+        return pd.DataFrame({s: {"texts": len(self.texts[s]), "tokens": sum(map(len, self.tokens[s])),
+                                 "posts with hashtags": len(self.hashtags[s]),
+                                 "hashtags": sum(map(len, self.hashtags[s]))} for s in self.splits})
+
+
+def tokenize_records(records, tokenizer="okt", cache_dir=None, progress: bool = False) -> Corpus:
+    """Tokenize the texts of records (anything with ``.texts``, ``.hashtags`` and ``.split``) through the cache.
+
+    Splits come in the order train, val, test, then any other. Hashtags are `hashtag_tokens`, never split.
+    """
+    if isinstance(tokenizer, str):
+        tokenizer = get_tokenizer(tokenizer)
+    records = list(records)
+    present = {r.split for r in records}
+    splits = [s for s in SPLIT_ORDER if s in present] + sorted(present - set(SPLIT_ORDER), key=str)
+    texts = {s: [t for r in records if r.split == s for t in r.texts] for s in splits}
+    flat = tokenize_all([t for s in splits for t in texts[s]], tokenizer, cache_dir, progress=progress)
+    tokens, i = {}, 0
+    for s in splits:
+        tokens[s] = [list(t) for t in flat[i : i + len(texts[s])]]
+        i += len(texts[s])
+    hashtags = {s: [tags for r in records if r.split == s if (tags := hashtag_tokens(r.hashtags))] for s in splits}
+    return Corpus(tokenizer.name, texts, tokens, hashtags, flat.stats)
+
+
+def pos_distribution(token_lists, examples: int = 4):
+    """Tokens per part of speech (``word/POS`` tokens; ``-`` for tokens without a tag), most frequent first.
+
+    Columns: tokens, share (of all tokens), types (distinct tokens), examples (the most frequent surfaces).
+    """
+    import pandas as pd
+
+    counts = Counter(chain.from_iterable(token_lists))
+    rows: dict[str, dict] = {}
+    for token, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        surface, tag = split_token(token)
+        row = rows.setdefault(tag or "-", {"tokens": 0, "types": 0, "examples": []})
+        row["tokens"] += n
+        row["types"] += 1
+        if len(row["examples"]) < examples:
+            row["examples"].append(surface)
+    total = sum(counts.values())
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=["tokens", "types", "examples"])
+    table.insert(1, "share", table["tokens"] / total if total else 0.0)
+    table["examples"] = table["examples"].map(", ".join)
+    return table.sort_values("tokens", ascending=False, kind="stable").rename_axis("pos")
+
+
+def top_tokens(token_lists, n: int = 20, pos=None):
+    """The `n` most frequent tokens (ties: by token): count, share of all tokens, and `docs`, the number of lists
+    (texts, or posts for hashtags) holding the token, with `doc_share`. ``word/POS`` tokens get surface and pos.
+    `pos` (a set of Okt tags) keeps only tokens with those parts of speech (shares stay of all tokens)."""
+    import pandas as pd
+
+    token_lists = list(token_lists)
+    counts = Counter(chain.from_iterable(token_lists))
+    docs = Counter(chain.from_iterable(set(tokens) for tokens in token_lists))
+    total = sum(counts.values())
+    rows = []
+    for token, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        if len(rows) == n:
+            break
+        surface, tag = split_token(token)
+        if pos is not None and tag not in pos:
+            continue
+        row = {"token": token} if tag is None else {"token": token, "surface": surface, "pos": tag}
+        rows.append({**row, "count": count, "share": count / total, "docs": docs[token],
+                     "doc_share": docs[token] / len(token_lists)})
+    table = pd.DataFrame(rows, columns=["token", "surface", "pos", "count", "share", "docs", "doc_share"])
+    table.index = pd.RangeIndex(1, len(table) + 1, name="rank")
+    return table.dropna(axis=1, how="all")
+
+
+def vocab_coverage(train_lists, eval_lists: dict, min_freqs=range(1, 11), max_size: int | None = None):
+    """Vocabulary size and coverage against ``min_freq``, the vocabularies built from `train_lists` only.
+
+    `eval_lists` maps a split name to its token lists. Columns: vocab_size (with the 4 specials), kept_types,
+    train_coverage (share of training tokens the vocabulary holds), then ``oov_<split>`` for each split.
+    """
+    import pandas as pd
+
+    train_lists = list(train_lists)
+    rows = []
+    for min_freq in min_freqs:
+        vocab = Vocab.build(train_lists, min_freq=min_freq, max_size=max_size)
+        row = {"min_freq": min_freq, "vocab_size": len(vocab), "kept_types": vocab.counts["kept_types"],
+               "train_coverage": vocab.counts["kept_token_share"]}
+        row.update({f"oov_{split}": oov_rate(vocab, lists) for split, lists in eval_lists.items()})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("min_freq")
+
+
+def vocab_summary(vocab: Vocab, eval_lists: dict) -> dict:
+    """A vocabulary's size (with specials), its build counts (`Vocab.counts`) and ``oov_<split>`` for each split
+    of `eval_lists` (split name -> token lists)."""
+    return {"size": len(vocab), **vocab.counts,
+            **{f"oov_{split}": oov_rate(vocab, lists) for split, lists in eval_lists.items()}}
+
+
+def top_oov(vocab: Vocab, token_lists, n: int = 15):
+    """The `n` most frequent tokens of `token_lists` that `vocab` lacks, with their count (a DataFrame)."""
+    import pandas as pd
+
+    counts = Counter(t for tokens in token_lists for t in tokens if t not in vocab.stoi)
+    rows = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+    return pd.DataFrame(rows, columns=["token", "count"])
+
+
+def _folded(text: str) -> str:
+    return " ".join(unicodedata.normalize("NFC", text).split())
+
+
+def roundtrip_examples(texts, token_lists, detokenizer=None, n: int = 8, seed: int | None = None):
+    """`n` texts (the first ones, or a random choice by `seed`, kept in order) next to their tokens and the
+    readable text made back from the tokens.
+
+    `detokenizer` is a fitted Detokenizer (or any callable tokens -> text); None uses the rules (`detokenize`).
+    ``identical``: the readable text equals the source with white space folded (Okt's normalisation, such as
+    ㅋㅋㅋㅋㅋ -> ㅋㅋㅋ, makes some differ by design).
+    """
+    import pandas as pd
+
+    import random
+
+    detokenizer = detokenizer or detokenize
+    pairs = list(zip(texts, token_lists))
+    if seed is not None and len(pairs) > n:
+        pairs = [pairs[i] for i in sorted(random.Random(seed).sample(range(len(pairs)), n))]
+    rows = []
+    for source, tokens in pairs[:n]:
+        readable = detokenizer(tokens)
+        rows.append({"text": source, "tokens": " ".join(tokens), "readable": readable,
+                     "identical": readable == _folded(source)})
+    return pd.DataFrame(rows)
+
+
+def spacing_scores(texts, token_lists, detokenizers: dict):
+    """How well each detokenizer (name -> callable tokens -> text) restores the spacing of the source texts.
+
+    Columns: texts; identical (share of texts given back exactly, white space folded); boundaries (token
+    boundaries that can be aligned in the source and the output); boundary_accuracy (share of those spaced
+    as in the source).
+    """
+    import pandas as pd
+
+    texts, token_lists = list(texts), list(token_lists)
+    rows = {}
+    for name, detok in detokenizers.items():
+        same = right = seen = 0
+        for source, tokens in zip(texts, token_lists):
+            tokens = [t for t in tokens if t not in DROP_WHEN_READING]
+            readable = detok(tokens)
+            same += readable == _folded(source)
+            surfaces = [split_token(t)[0] for t in tokens]
+            for truth, guess in zip(glue_flags(source, surfaces), glue_flags(readable, surfaces)):
+                if truth is not None and guess is not None:
+                    seen += 1
+                    right += truth == guess
+        rows[name] = {"texts": len(texts), "identical": same / len(texts) if texts else 0.0,
+                      "boundaries": seen, "boundary_accuracy": right / seen if seen else 0.0}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def cache_speedup(texts, tokenizer="okt", cache_dir=None, warmup: int = 200):
+    """Tokenize `texts` twice through `tokenize_all`: cold (an empty cache) and again from that cache.
+
+    First, untimed, the tokenizer runs on up to `warmup` of the texts without the cache: Okt's JVM start and its
+    just-in-time compilation (the first few hundred texts run ~4x slower) are left out, so ``cold`` is the
+    steady rate of a long run whatever this process tokenized before. `cache_dir` (default: a temporary
+    folder, deleted afterwards) must hold no cache for these texts. Rows cold and cached; columns as
+    TokenizeStats plus ``speedup`` (tokens per second relative to the cold run).
+    """
+    import tempfile
+
+    import pandas as pd
+
+    if isinstance(tokenizer, str):
+        tokenizer = get_tokenizer(tokenizer)
+    texts = list(texts)
+    for text in ["준비 완료"] + texts[:warmup]:
+        tokenizer(text)
+    with tempfile.TemporaryDirectory(prefix="capkit-tokens-") as tmp:
+        where = Path(cache_dir) if cache_dir is not None else Path(tmp)
+        cold = tokenize_all(texts, tokenizer, where).stats
+        if cold.hits:
+            raise ValueError(f"{where} already caches some of these texts: the cold run would not be cold")
+        cached = tokenize_all(texts, tokenizer, where).stats
+    table = pd.DataFrame([cold.as_dict(), cached.as_dict()], index=["cold", "cached"])
+    table["speedup"] = table["tokens_per_second"] / table.loc["cold", "tokens_per_second"]
+    return table
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pretrained word vectors
+
+
+def _vector_keys(token: str) -> list[str]:
+    """Words to look for in a .vec file, best first: the token, its surface form, without '#', lower case."""
+    surface, _ = split_token(token)
+    keys = [token, surface, surface.lstrip("#"), surface.lower(), surface.lstrip("#").lower()]
+    return [k for k in dict.fromkeys(keys) if k]
+
+
+def load_word_vectors(vec_path, vocab: Vocab, dim: int | None = None, seed: int = 0, init_std: float = 0.1,
+                      max_words: int | None = None):
+    """Embedding matrix [len(vocab), dim] from a fastText ``.vec`` text file, read line by line.
+
+    A vocabulary token matches the file's word exactly, else by its surface form (``바다/Noun`` -> ``바다``),
+    then without a leading '#', then in lower case. Rows not found get N(0, init_std) values from `seed`;
+    the ``<pad>`` row is zero. `max_words` stops after that many vectors (files list frequent words first).
+    Returns (matrix, report) with report ``{found, total, coverage, dim, path}``; total excludes the specials.
+    """
+    import torch
+
+    wanted: dict[str, list[tuple[int, int]]] = {}  # file word -> [(row, rank of this key for that row)]
+    for row, token in enumerate(vocab.itos):
+        if token in SPECIALS:
+            continue
+        for rank, key in enumerate(_vector_keys(token)):
+            wanted.setdefault(key, []).append((row, rank))
+    best_rank = {}
+    vectors = {}
+    with open(vec_path, encoding="utf-8", errors="replace") as f:
+        first = f.readline().split()
+        if len(first) == 2 and all(p.isdigit() for p in first):
+            file_dim, lines = int(first[1]), []
+        else:  # no header: the first line is already a vector
+            file_dim, lines = len(first) - 1, [" ".join(first)]
+        if dim is not None and dim != file_dim:
+            raise ValueError(f"{vec_path} holds {file_dim}-dimensional vectors, not {dim}")
+        dim = file_dim
+        for n, line in enumerate(chain(lines, f)):
+            if max_words is not None and n >= max_words:
+                break
+            word = line.split(" ", 1)[0]
+            if word not in wanted:
+                continue
+            parts = line.rstrip().split(" ")
+            if len(parts) > dim + 1:  # a word with spaces in it
+                word = " ".join(parts[: len(parts) - dim])
+                if word not in wanted:
+                    continue
+            values = [float(v) for v in parts[-dim:]]
+            if len(values) != dim:
+                continue
+            for row, rank in wanted[word]:
+                if rank < best_rank.get(row, len(_vector_keys(vocab.itos[row]))):
+                    best_rank[row] = rank
+                    vectors[row] = values
+    generator = torch.Generator().manual_seed(seed)
+    matrix = torch.randn(len(vocab), dim, generator=generator) * init_std
+    matrix[PAD_ID] = 0.0
+    for row, values in vectors.items():
+        matrix[row] = torch.tensor(values, dtype=torch.float32)
+    total = sum(1 for t in vocab.itos if t not in SPECIALS)
+    report = {"found": len(vectors), "total": total, "coverage": len(vectors) / total if total else 0.0,
+              "dim": dim, "path": str(vec_path)}
+    return matrix, report
+

@@ -1,0 +1,551 @@
+"""Training: the run folder, data preparation, the training loop, checkpoints, test predictions.
+
+A run is one (encoder, decoder, target) model. ``train(config)`` does it all; the notebook
+``03_train`` calls the same steps one by one (:func:`prepare`, :func:`fit`, :func:`test`).
+
+Run folder ``run_dir/<run_name>/``: ``config.json``, ``vocab.json``, ``detokenizer.json``,
+``last.pt`` and ``best.pt`` (weights, optimiser, config and vocabulary; loaded with
+``weights_only=True``), ``history.json``, ``curves.png``, ``metrics.json``, ``predictions.jsonl``.
+Every file is written through a temporary file and a rename: a killed run leaves the previous
+complete version, and ``train`` with the same config resumes from ``last.pt``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from capkit import data as D
+from capkit import decode, encoders, metrics, models, text
+
+CKPT_FORMAT = "capkit-checkpoint-1"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run. Defaults are the study's settings (DESIGN.md section 1)."""
+
+    dataset: str = "sample"
+    data_dir: str = "data/sample"
+    run_dir: str = "runs/default"
+    run_name: str = ""  # default: <encoder>-<decoder>-<target>
+    seed: int = 0
+    smoke: bool = False  # tiny model and data, for tests
+    encoder: str = "efficientnet_lite0"
+    encoder_weights: str = "pretrained"  # "random" only when asked for (tests)
+    decoder: str = "soft"  # "soft" | "lookback"
+    target: str = "text"  # "text" | "hashtag"
+    tokenizer: str = "okt"
+    min_freq: int = 5
+    max_vocab: int | None = None
+    max_len: int = 30  # text tokens; hashtags use max_hashtags
+    max_hashtags: int = 25
+    embed_dim: int = 300
+    attention_dim: int = 512
+    decoder_dim: int = 512
+    dropout: float = 0.5
+    gate: str = "scalar"
+    lambda_att: float = 1.0
+    epochs: int = 40
+    patience: int = 5
+    batch_size: int = 32
+    lr: float = 5e-4
+    grad_clip: float = 5.0
+    beam_size: int = 3  # test decoding; validation is greedy
+    device: str = "auto"  # "auto": CUDA (bf16 autocast) when present, else CPU
+    word_vectors: str | None = None  # a fastText .vec file
+    freeze_embeddings: bool = False
+    cache_dir: str = "data/cache"
+    smoke_records: int = 24  # smoke: records in val and test (train gets twice as many)
+
+    def __post_init__(self):
+        if self.target not in ("text", "hashtag"):
+            raise ValueError(f"target must be 'text' or 'hashtag', not {self.target!r}")
+        if self.decoder not in ("soft", "lookback"):
+            raise ValueError(f"decoder must be 'soft' or 'lookback', not {self.decoder!r}")
+        if self.encoder not in encoders.ENCODERS:
+            raise ValueError(f"encoder must be one of {sorted(encoders.ENCODERS)}, not {self.encoder!r}")
+        if not self.run_name:
+            self.run_name = f"{self.encoder}-{self.decoder}-{self.target}"
+        if self.smoke:  # small enough to train in seconds on a laptop CPU
+            self.embed_dim, self.attention_dim, self.decoder_dim = 32, 32, 64
+            self.min_freq = min(self.min_freq, 1)
+
+    @property
+    def path(self) -> Path:
+        return D.project_path(self.run_dir) / self.run_name
+
+    @property
+    def decode_len(self) -> int:
+        return self.max_len if self.target == "text" else self.max_hashtags
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def same_run(self, other: "TrainConfig") -> bool:
+        """Whether a checkpoint made with ``other`` can be resumed by this config (epochs may grow)."""
+        a, b = self.to_dict(), other.to_dict()
+        for k in ("epochs", "patience", "device", "beam_size", "cache_dir", "data_dir", "run_dir"):
+            a.pop(k), b.pop(k)
+        return a == b
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------- data preparation
+
+
+@dataclass
+class Prepared:
+    """Everything a run reads: records per split, token lists, vocabulary, features."""
+
+    config: TrainConfig
+    records: dict  # split -> list[Record]
+    tokens: dict  # split -> list of reference token lists per record (text: all texts; hashtags: one list)
+    vocab: text.Vocab
+    detok: text.Detokenizer | None
+    store: encoders.FeatureStore
+    report: D.LoadReport
+    feats: torch.Tensor | None = None  # all features in memory (float16) when they fit
+    info: dict = field(default_factory=dict)
+
+    def features(self, images) -> torch.Tensor:
+        if self.feats is None:
+            return self.store[images]
+        return self.feats[torch.from_numpy(self.store.rows(images))].float()
+
+    def pairs(self, split: str) -> list[tuple[str, list[int]]]:
+        """(image, token ids with <start>/<end>) for training: one pair per reference text."""
+        n = self.config.decode_len
+        return [(r.image, self.vocab.encode(toks, max_len=n))
+                for r, refs in zip(self.records[split], self.tokens[split]) for toks in refs if toks]
+
+
+def reference_tokens(records, config: TrainConfig, progress: bool = False) -> tuple[list, object]:
+    """Per record, the list of its reference token lists (texts tokenized, or its hashtags)."""
+    if config.target == "hashtag":
+        return [[text.hashtag_tokens(r.hashtags)[: config.max_hashtags]] for r in records], None
+    flat = [t for r in records for t in r.texts]
+    toks = text.tokenize_all(flat, config.tokenizer, cache_dir=D.project_path(config.cache_dir) / "tokens",
+                             progress=progress)
+    out, i = [], 0
+    for r in records:
+        out.append([list(t) for t in toks[i:i + len(r.texts)]])
+        i += len(r.texts)
+    return out, toks.stats
+
+
+def prepare(config: TrainConfig, progress: bool = True) -> Prepared:
+    """Load the data, tokenize, build the vocabulary (train split only), extract/cached features."""
+    set_seed(config.seed)
+    records, report = D.load(config.dataset, config.data_dir, seed=config.seed)
+    records = D.for_target(records, config.target, report)
+    if config.smoke:
+        n = config.smoke_records
+        records = D.subsample(records, {"train": 2 * n, "val": n, "test": n}, seed=config.seed)
+    by_split = {s: [r for r in records if r.split == s] for s in D.SPLITS}
+    for s in ("train", "val"):
+        if not by_split[s]:
+            raise ValueError(f"{config.dataset}:{config.data_dir} has no {s} records for target {config.target!r}")
+    tokens, stats = {}, {}
+    for s in D.SPLITS:
+        tokens[s], st = reference_tokens(by_split[s], config, progress)
+        stats[s] = st.as_dict() if st else None
+    train_lists = [t for refs in tokens["train"] for t in refs]
+    vocab = text.Vocab.build(train_lists, min_freq=config.min_freq, max_size=config.max_vocab)
+    detok = None
+    if config.target == "text":
+        detok = text.Detokenizer.fit([t for r in by_split["train"] for t in r.texts], train_lists)
+    images = [r.image for s in D.SPLITS for r in by_split[s]]
+    store = encoders.extract_features(config.encoder, images, config.cache_dir, weights=config.encoder_weights,
+                                      device=str(resolve_device(config.device)), progress=progress)
+    feats = None
+    if store.feats.nbytes < 2 * 2**30:
+        feats = torch.from_numpy(np.array(store.feats))  # a private copy in RAM
+    info = {"records": {s: len(v) for s, v in by_split.items()}, "vocab_size": len(vocab),
+            "oov_rate": {s: text.oov_rate(vocab, [t for refs in tokens[s] for t in refs]) for s in ("val", "test")},
+            "tokenize": stats, "features": {"file": store.path.name, "failed": len(store.failed)}}
+    return Prepared(config, by_split, tokens, vocab, detok, store, report, feats, info)
+
+
+def batches(pairs, batch_size: int, generator: torch.Generator | None = None):
+    """Shuffled (when a generator is given) batches of (images, captions [B, T], lengths [B])."""
+    order = torch.randperm(len(pairs), generator=generator).tolist() if generator else range(len(pairs))
+    order = list(order)
+    for i in range(0, len(order), batch_size):
+        chunk = [pairs[j] for j in order[i:i + batch_size]]
+        lengths = torch.tensor([len(ids) for _, ids in chunk])
+        caps = torch.zeros(len(chunk), int(lengths.max()), dtype=torch.long)
+        for k, (_, ids) in enumerate(chunk):
+            caps[k, : len(ids)] = torch.tensor(ids)
+        yield [img for img, _ in chunk], caps, lengths
+
+
+# ----------------------------------------------------------------------------- model and checkpoints
+
+
+def build_model(config: TrainConfig, vocab_size: int) -> models.CaptionDecoder:
+    dcfg = models.DecoderConfig(
+        vocab_size=vocab_size, encoder_dim=encoders.ENCODERS[config.encoder].dim, embed_dim=config.embed_dim,
+        attention_dim=config.attention_dim, decoder_dim=config.decoder_dim, dropout=config.dropout,
+        attention=config.decoder, gate=config.gate)
+    return models.CaptionDecoder(dcfg)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is not a plain capkit checkpoint (e.g. holds pickled objects) or is damaged."""
+
+
+def save_atomic(obj, path: Path) -> None:
+    """torch.save to a temporary file in the same folder, fsync, then rename over ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def finite(obj):
+    """NaN / inf -> None, recursively, so the JSON we write is standard JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
+
+
+def write_json(path: Path, obj) -> None:
+    path = Path(path)
+    obj = finite(obj)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=1, default=float) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """Load a checkpoint with ``weights_only=True``: tensors and plain containers only, never code."""
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path}: refused or unreadable checkpoint ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:200]})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT:
+        raise CheckpointError(f"{path}: not a {CKPT_FORMAT} file")
+    return ckpt
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@dataclass
+class State:
+    """The training state that a checkpoint restores."""
+
+    epoch: int = 0  # epochs completed
+    history: list = field(default_factory=list)
+    best_score: float = -math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+
+
+def checkpoint(model, optimizer, config: TrainConfig, vocab, state: State) -> dict:
+    return {"format": CKPT_FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "config": config.to_dict(), "decoder_config": model.config.to_dict(), "vocab": vocab.to_dict(),
+            "state": asdict(state), "rng": torch.get_rng_state()}
+
+
+def val_score(model, prep: Prepared, split: str = "val", max_images: int | None = None) -> dict:
+    """Free-running greedy decoding (never teacher-forced) scored with the target's metric."""
+    hyps = predict(model, prep, split, beam_size=1, limit=max_images)
+    refs = prep.tokens[split][: len(hyps)]
+    if prep.config.target == "text":
+        s = metrics.study_text_scores(refs, [h["tokens"] for h in hyps])
+        return {"score": s["bleu1"], "bleu1": s["bleu1"]}
+    s = metrics.hashtag_scores([r[0] for r in refs], [h["tokens"] for h in hyps])
+    return {"score": s["f1"], "f1": s["f1"], "precision": s["precision"], "recall": s["recall"]}
+
+
+def predict(model, prep: Prepared, split: str, beam_size: int = 1, limit: int | None = None,
+            batch_size: int = 64) -> list[dict]:
+    """Decode every record of a split (batched): tokens, score, finished, attention maps."""
+    model.eval()
+    device = next(model.parameters()).device
+    recs = prep.records[split][:limit]
+    out = []
+    forbid = prep.config.target == "hashtag"
+    for i in range(0, len(recs), batch_size):
+        feats = prep.features([r.image for r in recs[i:i + batch_size]]).to(device)
+        with torch.inference_mode():
+            if beam_size > 1:
+                hyps = decode.beam_search(model, feats, text.START_ID, text.END_ID, beam_size=beam_size,
+                                          max_len=prep.config.decode_len, forbid_repeats=forbid)
+            else:
+                hyps = decode.greedy(model, feats, text.START_ID, text.END_ID, max_len=prep.config.decode_len,
+                                     forbid_repeats=forbid)
+        for h in hyps:
+            out.append({"tokens": prep.vocab.decode(h.tokens), "score": float(h.score),
+                        "finished": bool(h.finished), "alphas": h.alphas.float().cpu()})
+    return out
+
+
+def fit(prep: Prepared, progress: bool = True, stop_after: int | None = None) -> tuple[models.CaptionDecoder, State]:
+    """Train (or resume) the run; returns the model with the best validation weights loaded.
+
+    ``stop_after`` ends the call after that many epochs of this call (to test resuming).
+    """
+    from tqdm.auto import tqdm
+
+    config = prep.config
+    out = config.path
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config.device)
+    amp = device.type == "cuda"
+    set_seed(config.seed)
+    model = build_model(config, len(prep.vocab)).to(device)
+    if config.word_vectors:
+        matrix, vec_report = text.load_word_vectors(config.word_vectors, prep.vocab, dim=config.embed_dim,
+                                                    seed=config.seed)
+        model.load_embeddings(matrix, freeze=config.freeze_embeddings)
+        prep.info["word_vectors"] = vec_report
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=config.lr)
+    state = State()
+    last = out / "last.pt"
+    if last.exists():  # resume
+        ckpt = load_checkpoint(last, map_location=device)
+        if TrainConfig.from_dict(ckpt["config"]).same_run(config) and ckpt["vocab"] == prep.vocab.to_dict():
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            state = State(**ckpt["state"])
+            torch.set_rng_state(ckpt["rng"].cpu())
+            if progress:
+                print(f"resuming {config.run_name} after epoch {state.epoch}")
+        else:
+            if progress:
+                print(f"{last} was made with another config or vocabulary: starting afresh")
+    write_json(out / "config.json", config.to_dict())
+    prep.vocab.save(out / "vocab.json", tokenizer=config.tokenizer if config.target == "text" else "hashtag",
+                    min_freq=config.min_freq, max_size=config.max_vocab, source_split="train", target=config.target)
+    if prep.detok is not None:
+        prep.detok.save(out / "detokenizer.json")
+    pairs = prep.pairs("train")
+    val_pairs = prep.pairs("val")
+    done_now = 0
+    while state.epoch < config.epochs and state.bad_epochs < config.patience:
+        if stop_after is not None and done_now >= stop_after:
+            break
+        epoch = state.epoch + 1
+        t0 = time.perf_counter()
+        model.train()
+        gen = torch.Generator().manual_seed(config.seed * 1000 + epoch)
+        n_batches = math.ceil(len(pairs) / config.batch_size)
+        bar = tqdm(batches(pairs, config.batch_size, gen), total=n_batches, disable=not progress,
+                   desc=f"epoch {epoch}/{config.epochs}", leave=False)
+        tot = {"loss": 0.0, "ce": 0.0, "att": 0.0}
+        n_tok = 0
+        for images, caps, lengths in bar:
+            feats = prep.features(images).to(device, non_blocking=True)
+            caps, lengths = caps.to(device), lengths.to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                logits, alphas = model(feats, caps, lengths)
+            loss, parts = models.caption_loss(logits.float(), caps, lengths, alphas.float(), config.lambda_att)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            optimizer.step()
+            for k in tot:
+                tot[k] += float(parts[k]) * len(images)
+            n_tok += len(images)
+            bar.set_postfix(ce=f"{float(parts['ce']):.3f}", att=f"{float(parts['att']):.2f}")
+        train_s = time.perf_counter() - t0
+        val_loss = teacher_forced_loss(model, prep, val_pairs, device)
+        v = val_score(model, prep, "val")
+        row = {"epoch": epoch, "train_loss": tot["loss"] / max(n_tok, 1), "train_ce": tot["ce"] / max(n_tok, 1),
+               "train_att": tot["att"] / max(n_tok, 1),
+               "val_loss": val_loss, **{f"val_{k}": x for k, x in v.items()},
+               "train_seconds": train_s, "seconds": time.perf_counter() - t0}
+        state.history.append(row)
+        state.epoch = epoch
+        improved = v["score"] > state.best_score
+        if improved:
+            state.best_score, state.best_epoch, state.bad_epochs = v["score"], epoch, 0
+        else:
+            state.bad_epochs += 1
+        ckpt = checkpoint(model, optimizer, config, prep.vocab, state)
+        if improved:
+            save_atomic(ckpt, out / "best.pt")
+        save_atomic(ckpt, last)
+        write_json(out / "history.json", state.history)
+        done_now += 1
+        if progress:
+            print(f"epoch {epoch}: train CE {row['train_ce']:.3f}  val CE {val_loss:.3f}  "
+                  f"val {'BLEU-1' if config.target == 'text' else 'F1'} {v['score']:.4f}"
+                  f"{'  *' if improved else ''}  ({row['seconds']:.1f} s)")
+    best = out / "best.pt"
+    if best.exists():
+        model.load_state_dict(load_checkpoint(best, map_location=device)["model"])
+    model.eval()
+    return model, state
+
+
+def teacher_forced_loss(model, prep: Prepared, pairs, device) -> float:
+    """Validation cross-entropy with teacher forcing (a curve to watch, not the early-stopping score)."""
+    model.eval()
+    tot, n = 0.0, 0
+    with torch.inference_mode():
+        for images, caps, lengths in batches(pairs, 128):
+            feats = prep.features(images).to(device)
+            logits, alphas = model(feats, caps.to(device), lengths.to(device))
+            _, parts = models.caption_loss(logits.float(), caps.to(device), lengths.to(device), alphas.float(), 0.0)
+            tot += float(parts["ce"]) * len(images)
+            n += len(images)
+    return tot / max(n, 1)
+
+
+# ----------------------------------------------------------------------------- test predictions and metrics
+
+
+def readable(tokens: list[str], target: str, detok) -> str:
+    if target == "hashtag":
+        return " ".join("#" + t for t in tokens)
+    return detok(tokens) if detok is not None else text.detokenize(tokens)
+
+
+def test(model, prep: Prepared, beam_size: int | None = None, split: str = "test") -> dict:
+    """Decode the test split with beam search; write ``predictions.jsonl`` and ``metrics.json``."""
+    config = prep.config
+    beam = beam_size or config.beam_size
+    t0 = time.perf_counter()
+    hyps = predict(model, prep, split, beam_size=beam)
+    decode_s = time.perf_counter() - t0
+    refs = prep.tokens[split]
+    preds = [h["tokens"] for h in hyps]
+    if config.target == "text":
+        scores = metrics.text_scores(refs, preds)
+    else:
+        scores = metrics.hashtag_scores([r[0] for r in refs], preds)
+    lines = []
+    for rec, ref, h in zip(prep.records[split], refs, hyps):
+        line = {"key": rec.key, "image": rec.image, "category": rec.category,
+                "references": rec.texts if config.target == "text" else [" ".join("#" + t for t in rec.hashtags)],
+                "reference_tokens": ref, "prediction_tokens": h["tokens"],
+                "prediction": readable(h["tokens"], config.target, prep.detok),
+                "score": h["score"], "finished": h["finished"]}
+        if config.target == "hashtag":
+            line["hashtags"], line["true_hashtags"] = h["tokens"], ref[0]
+        lines.append(line)
+    path = config.path / "predictions.jsonl"
+    tmp = path.with_name(".predictions.jsonl.tmp")
+    tmp.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines), encoding="utf-8")
+    os.replace(tmp, path)
+    history = json.loads((config.path / "history.json").read_text()) if (config.path / "history.json").exists() else []
+    best = max(history, key=lambda r: r.get("val_score", -1), default={})
+    result = {
+        "run": config.run_name, "encoder": config.encoder, "decoder": config.decoder, "target": config.target,
+        "dataset": config.dataset, "split": split, "n": len(lines), "beam_size": beam,
+        "token_form": config.tokenizer if config.target == "text" else "hashtag",
+        "test": scores, "best_epoch": best.get("epoch"), "val": {k: v for k, v in best.items() if k.startswith("val_")},
+        "epochs_run": len(history), "train_seconds": sum(r.get("seconds", 0) for r in history),
+        "decode_images_per_second": len(lines) / decode_s if decode_s else None,
+        "data": prep.info, "skipped": dict(prep.report.skipped),
+    }
+    old = config.path / "metrics.json"
+    if old.exists():  # keep what other notebooks added (e.g. grounding from 04_attention)
+        prev = json.loads(old.read_text())
+        result = {**{k: v for k, v in prev.items() if k not in result}, **result}
+    write_json(old, result)
+    return result
+
+
+def train(config: TrainConfig, progress: bool = True) -> dict:
+    """prepare -> fit -> test, writing the whole run folder; returns the metrics."""
+    prep = prepare(config, progress)
+    model, _ = fit(prep, progress)
+    plot_history(config.path)
+    return test(model, prep)
+
+
+def plot_history(run_path, save: bool = True):
+    """Loss and validation-score curves of a run (``curves.png``)."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    run_path = Path(run_path)
+    h = pd.DataFrame(json.loads((run_path / "history.json").read_text()))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
+    a.plot(h.epoch, h.train_ce, "o-", label="train")
+    a.plot(h.epoch, h.val_loss, "o-", label="val (teacher-forced)")
+    a.set_xlabel("epoch"), a.set_ylabel("cross-entropy per token"), a.legend()
+    name = "val_bleu1" if "val_bleu1" in h else "val_f1"
+    b.plot(h.epoch, h[name], "o-", color="C2")
+    b.set_xlabel("epoch"), b.set_ylabel(name.replace("val_", "val ") + " (greedy, free-running)")
+    fig.suptitle(run_path.name)
+    fig.tight_layout()
+    if save:
+        fig.savefig(run_path / "curves.png", dpi=110)
+    return fig
+
+
+# ----------------------------------------------------------------------------- loading a run back
+
+
+@dataclass
+class Run:
+    """A trained run, ready to caption images: model, vocabulary, config, encoder name."""
+
+    path: Path
+    config: TrainConfig
+    model: models.CaptionDecoder
+    vocab: text.Vocab
+    detok: text.Detokenizer | None
+    metrics: dict
+
+    def readable(self, tokens: list[str]) -> str:
+        return readable(tokens, self.config.target, self.detok)
+
+
+def load_run(path, device: str = "cpu", which: str = "best") -> Run:
+    """Load ``<run>/best.pt`` (or ``last.pt``) back into a model for decoding."""
+    path = D.project_path(path)
+    ckpt = load_checkpoint(path / f"{which}.pt", map_location=device)
+    config = TrainConfig.from_dict(ckpt["config"])
+    model = models.CaptionDecoder(models.DecoderConfig.from_dict(ckpt["decoder_config"]))
+    model.load_state_dict(ckpt["model"])
+    model.to(device).eval()
+    detok = text.Detokenizer.load(path / "detokenizer.json") if (path / "detokenizer.json").exists() else None
+    m = json.loads((path / "metrics.json").read_text()) if (path / "metrics.json").exists() else {}
+    return Run(path, config, model, text.Vocab.from_dict(ckpt["vocab"]), detok, m)
+
+
+def list_runs(run_dir) -> list[Path]:
+    """Run folders (those holding a best.pt) under ``run_dir``."""
+    root = D.project_path(run_dir)
+    return sorted(p.parent for p in root.glob("*/best.pt"))

@@ -1,0 +1,282 @@
+"""capkit.models: shapes and masks, the loss, the incremental API, and equality with the study's algorithm.
+
+`StudyDecoder` below is a plain per-step implementation of the study's decoder, written the way the study's code
+ran it: the full padded batch at every step and the encoder side of attention (W_a a) recomputed at every step.
+It has the same parameter names as capkit's CaptionDecoder, so one state_dict loads into both; capkit's fast
+teacher forcing must give the same logits, loss and gradients.
+"""
+
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from capkit.models import CaptionDecoder, DecoderConfig, LookBackAttention, SoftAttention, caption_loss
+
+V, D, L = 23, 12, 7  # vocab, encoder dim, regions
+START, END, PAD = 1, 2, 0
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one thread is faster, and immune to a busy machine's OpenMP contention."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+class StudyAttention(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        query_dim = cfg.decoder_dim + (cfg.encoder_dim if cfg.attention == "lookback" else 0)
+        self.feat_proj = nn.Linear(cfg.encoder_dim, cfg.attention_dim)
+        self.query_proj = nn.Linear(query_dim, cfg.attention_dim, bias=False)
+        self.score = nn.Linear(cfg.attention_dim, 1, bias=False)
+
+
+class StudyDecoder(nn.Module):
+    """The study's algorithm, step by step over the whole padded batch (same parameter names as capkit's)."""
+
+    def __init__(self, cfg: DecoderConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embedding = nn.Embedding(cfg.vocab_size, cfg.embed_dim)
+        self.attention = StudyAttention(cfg)
+        self.init_h = nn.Linear(cfg.encoder_dim, cfg.decoder_dim)
+        self.init_c = nn.Linear(cfg.encoder_dim, cfg.decoder_dim)
+        self.f_beta = nn.Linear(cfg.decoder_dim, 1 if cfg.gate == "scalar" else cfg.encoder_dim)
+        self.lstm = nn.LSTMCell(cfg.embed_dim + cfg.encoder_dim, cfg.decoder_dim)
+        self.L_h = nn.Linear(cfg.decoder_dim, cfg.embed_dim)
+        self.L_z = nn.Linear(cfg.encoder_dim, cfg.embed_dim, bias=False)
+        self.L_o = nn.Linear(cfg.embed_dim, cfg.vocab_size)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, feats, captions, lengths):
+        B, T = captions.shape
+        mean = feats.mean(dim=1)
+        h, c = torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean))
+        z_prev = mean
+        emb = self.embedding(captions)
+        all_logits, all_alphas = [], []
+        for t in range(T - 1):
+            att_feats = self.attention.feat_proj(feats)  # recomputed at every step, as the study did
+            query = torch.cat([h, z_prev], dim=1) if self.cfg.attention == "lookback" else h
+            e = self.attention.score(F.relu(att_feats + self.attention.query_proj(query).unsqueeze(1))).squeeze(2)
+            alpha = F.softmax(e, dim=1)
+            z = (feats * alpha.unsqueeze(2)).sum(dim=1)
+            z_in = torch.sigmoid(self.f_beta(h)) * z
+            h, c = self.lstm(torch.cat([emb[:, t], z_in], dim=1), (h, c))
+            all_logits.append(self.L_o(self.dropout(emb[:, t] + self.L_h(h) + self.L_z(z_in))))
+            all_alphas.append(alpha)
+            z_prev = z
+        mask = (torch.arange(T - 1).unsqueeze(0) < (lengths - 1).unsqueeze(1)).unsqueeze(2)
+        return torch.stack(all_logits, 1) * mask, torch.stack(all_alphas, 1) * mask
+
+    def loss(self, feats, captions, lengths, lambda_att=1.0):
+        logits, alphas = self(feats, captions, lengths)
+        total, count = 0.0, 0
+        for b in range(captions.size(0)):
+            for t in range(int(lengths[b]) - 1):
+                total = total - F.log_softmax(logits[b, t], dim=0)[captions[b, t + 1]]
+                count += 1
+        ce = total / count
+        att = sum(((1 - alphas[b].sum(0)) ** 2).sum() for b in range(captions.size(0))) / captions.size(0)
+        return ce + lambda_att * att
+
+
+def make_batch(B=5, T=9, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    feats = torch.randn(B, L, D, generator=g, dtype=dtype)
+    lengths = torch.randint(2, T + 1, (B,), generator=g)
+    lengths[1] = T  # one full-length caption
+    captions = torch.randint(3, V, (B, T), generator=g)
+    captions[:, 0] = START
+    for b, n in enumerate(lengths.tolist()):
+        captions[b, n - 1] = END
+        captions[b, n:] = PAD
+    return feats, captions, lengths
+
+
+def make_model(attention="soft", gate="scalar", dropout=0.0, seed=0, dtype=torch.float64, **kw):
+    torch.manual_seed(seed)
+    cfg = DecoderConfig(vocab_size=V, encoder_dim=D, embed_dim=8, attention_dim=10, decoder_dim=16,
+                        dropout=dropout, attention=attention, gate=gate, **kw)
+    model = CaptionDecoder(cfg).to(dtype)
+    with torch.no_grad():  # bigger attention weights so alphas are far from uniform
+        model.attention.score.weight.mul_(5)
+    return model
+
+
+VARIANTS = [("soft", "scalar"), ("soft", "channel"), ("lookback", "scalar"), ("lookback", "channel")]
+
+
+def test_config_round_trip_json():
+    cfg = DecoderConfig(vocab_size=10, encoder_dim=4, attention="lookback", gate="channel")
+    d = json.loads(json.dumps(cfg.to_dict()))
+    assert DecoderConfig.from_dict(d) == cfg
+    assert d["embed_dim"] == 300 and d["attention_dim"] == 512 and d["decoder_dim"] == 512 and d["dropout"] == 0.5
+    with pytest.raises(ValueError):
+        DecoderConfig(vocab_size=10, encoder_dim=4, attention="hard")
+    with pytest.raises(ValueError):
+        DecoderConfig(vocab_size=10, encoder_dim=4, gate="vector")
+
+
+def test_attention_classes():
+    assert isinstance(make_model("soft").attention, SoftAttention)
+    assert isinstance(make_model("lookback").attention, LookBackAttention)
+
+
+@pytest.mark.parametrize("attention,gate", VARIANTS)
+def test_shapes_and_masks(attention, gate):
+    model = make_model(attention, gate)
+    feats, captions, lengths = make_batch()
+    logits, alphas = model(feats, captions, lengths)
+    B, T = captions.shape
+    assert logits.shape == (B, T - 1, V) and alphas.shape == (B, T - 1, L)
+    valid = torch.arange(T - 1).unsqueeze(0) < (lengths - 1).unsqueeze(1)
+    assert (logits[~valid] == 0).all() and (alphas[~valid] == 0).all()
+    assert torch.allclose(alphas[valid].sum(-1), torch.ones(int(valid.sum()), dtype=alphas.dtype))
+    assert (logits[valid].abs().sum(-1) > 0).all()
+
+
+@pytest.mark.parametrize("attention,gate", VARIANTS)
+def test_same_as_study_per_step_decoder(attention, gate):
+    """The fast teacher forcing computes what the study's per-step algorithm computes: logits, loss, gradients."""
+    model = make_model(attention, gate)
+    study = StudyDecoder(model.config).double()
+    study.load_state_dict(model.state_dict())  # same names and shapes: one set of weights
+    feats, captions, lengths = make_batch(B=6, T=10, seed=1)
+
+    logits, alphas = model(feats, captions, lengths)
+    ref_logits, ref_alphas = study(feats, captions, lengths)
+    assert (logits - ref_logits).abs().max() < 1e-5
+    assert (alphas - ref_alphas).abs().max() < 1e-5
+
+    loss, parts = caption_loss(logits, captions, lengths, alphas, lambda_att=0.7)
+    fast_loss, _ = model.loss(feats, captions, lengths, lambda_att=0.7)
+    ref_loss = study.loss(feats, captions, lengths, lambda_att=0.7)
+    assert abs(loss.item() - ref_loss.item()) < 1e-5
+    assert abs(fast_loss.item() - ref_loss.item()) < 1e-5
+    assert abs(float(parts["loss"]) - float(parts["ce"]) - 0.7 * float(parts["att"])) < 1e-9
+
+    fast_loss.backward()
+    ref_loss.backward()
+    ref_grads = dict(study.named_parameters())
+    for name, p in model.named_parameters():
+        assert torch.allclose(p.grad, ref_grads[name].grad, atol=1e-8), name
+
+
+def test_float32_study_sizes_scaled_down_agree():
+    """The same equality in float32 (the training dtype), within float32 rounding."""
+    model = make_model("lookback", "scalar", dtype=torch.float32)
+    study = StudyDecoder(model.config)
+    study.load_state_dict(model.state_dict())
+    feats, captions, lengths = make_batch(B=6, T=10, seed=2, dtype=torch.float32)
+    loss, _ = model.loss(feats, captions, lengths)
+    assert abs(loss.item() - study.loss(feats, captions, lengths).item()) < 1e-5
+
+
+def test_input_order_does_not_matter():
+    model = make_model("lookback")
+    feats, captions, lengths = make_batch(B=6, T=10, seed=3)
+    perm = torch.tensor([3, 0, 5, 1, 4, 2])
+    logits, alphas = model(feats, captions, lengths)
+    p_logits, p_alphas = model(feats[perm], captions[perm], lengths[perm])
+    assert torch.allclose(p_logits, logits[perm], atol=1e-12)
+    assert torch.allclose(p_alphas, alphas[perm], atol=1e-12)
+    # already sorted by length (no reordering inside) gives the same too
+    order = torch.argsort(lengths, descending=True, stable=True)
+    s_logits, _ = model(feats[order], captions[order], lengths[order])
+    assert torch.allclose(s_logits, logits[order], atol=1e-12)
+
+
+def test_extra_padding_columns():
+    """Captions padded beyond the longest length: the extra columns are zero, the rest unchanged."""
+    model = make_model()
+    feats, captions, lengths = make_batch(T=7)
+    wide = torch.cat([captions, torch.full((captions.size(0), 4), PAD)], dim=1)
+    logits, alphas = model(feats, captions, lengths)
+    w_logits, w_alphas = model(feats, wide, lengths)
+    assert w_logits.shape == (5, 10, V)
+    assert torch.allclose(w_logits[:, :6], logits, atol=1e-12) and (w_logits[:, 6:] == 0).all()
+    assert torch.allclose(w_alphas[:, :6], alphas, atol=1e-12)
+
+
+def test_caption_loss_by_hand():
+    B, T = 2, 4
+    captions = torch.tensor([[START, 5, 6, END], [START, 7, END, PAD]])
+    lengths = torch.tensor([4, 3])
+    logits = torch.randn(B, T - 1, V, dtype=torch.float64)
+    logits[1, 2] = 0
+    alphas = torch.softmax(torch.randn(B, T - 1, L, dtype=torch.float64), -1)
+    alphas[1, 2] = 0
+    loss, parts = caption_loss(logits, captions, lengths, alphas, lambda_att=2.0)
+    lp = torch.log_softmax(logits, -1)
+    ce = -(lp[0, 0, 5] + lp[0, 1, 6] + lp[0, 2, END] + lp[1, 0, 7] + lp[1, 1, END]) / 5
+    att = (((1 - alphas[0].sum(0)) ** 2).sum() + ((1 - alphas[1, :2].sum(0)) ** 2).sum()) / 2
+    assert torch.allclose(parts["ce"], ce) and torch.allclose(parts["att"], att)
+    assert torch.allclose(loss, ce + 2.0 * att)
+
+
+@pytest.mark.parametrize("attention,gate", VARIANTS)
+def test_forward_equals_step_by_step(attention, gate):
+    """step() computes exactly what forward() computes at the same position (eval mode)."""
+    model = make_model(attention, gate, dropout=0.5).eval()
+    feats, captions, lengths = make_batch(B=5, T=9, seed=4)
+    logits, alphas = model(feats, captions, lengths)
+    state = model.init_state(feats)
+    for t in range(captions.size(1) - 1):
+        logprobs, alpha, state = model.step(captions[:, t], state)
+        valid = t < lengths - 1
+        assert torch.allclose(logprobs[valid], torch.log_softmax(logits[valid, t], -1), atol=1e-10)
+        assert torch.allclose(alpha[valid], alphas[valid, t], atol=1e-10)
+
+
+def test_dropout_only_touches_the_output():
+    """Train-mode dropout changes the logits, never the recurrence (attention maps are the same as in eval)."""
+    model = make_model("lookback", dropout=0.5)
+    feats, captions, lengths = make_batch()
+    train_logits, train_alphas = model.train()(feats, captions, lengths)
+    eval_logits, eval_alphas = model.eval()(feats, captions, lengths)
+    assert torch.allclose(train_alphas, eval_alphas, atol=1e-12)
+    assert not torch.allclose(train_logits, eval_logits)
+
+
+def test_reorder_state():
+    model = make_model("lookback")
+    feats = make_batch()[0]
+    state = model.init_state(feats)
+    assert set(state) >= {"h", "c", "z", "feats", "proj"}
+    assert all(v.size(0) == 5 for v in state.values())
+    assert state["proj"].shape == (5, L, 10)
+    index = torch.tensor([4, 4, 0, 2])
+    new = model.reorder_state(state, index)
+    assert all(torch.equal(new[k], state[k][index]) for k in state)
+    moved = model.reorder_state(state, torch.tensor([1, 0, 2, 4, 3]), static=False)
+    assert moved["feats"] is state["feats"] and torch.equal(moved["h"], state["h"][[1, 0, 2, 4, 3]])
+
+
+def test_pretrained_embeddings_load_and_freeze():
+    model = make_model(dtype=torch.float32)
+    matrix = torch.randn(V, 8)
+    model.load_embeddings(matrix)  # frozen by default
+    assert torch.equal(model.embedding.weight, matrix) and not model.embedding.weight.requires_grad
+    feats, captions, lengths = make_batch(dtype=torch.float32)
+    model.loss(feats, captions, lengths)[0].backward()
+    assert model.embedding.weight.grad is None and model.L_o.weight.grad is not None
+    model.freeze_embeddings(False)
+    model.loss(feats, captions, lengths)[0].backward()
+    assert model.embedding.weight.grad is not None
+    with pytest.raises(ValueError):
+        model.load_embeddings(torch.randn(V + 1, 8))
+
+
+def test_all_empty_captions():
+    model = make_model()
+    feats = torch.randn(2, L, D, dtype=torch.float64)
+    captions = torch.tensor([[START, PAD], [START, PAD]])
+    logits, alphas = model(feats, captions, torch.tensor([1, 1]))
+    assert logits.shape == (2, 1, V) and (logits == 0).all() and (alphas == 0).all()

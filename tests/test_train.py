@@ -1,0 +1,141 @@
+"""Training: determinism, resume equivalence, safe checkpoints, the run folder, free-running validation."""
+
+import dataclasses
+import json
+import pickle
+
+import pytest
+import torch
+
+from capkit import decode, train
+
+
+@pytest.fixture(scope="module")
+def prep(sample_dir, cache_dir, tmp_path_factory):
+    cfg = train.TrainConfig(data_dir=str(sample_dir), run_dir=str(tmp_path_factory.mktemp("runs")), smoke=True,
+                            epochs=3, batch_size=8, cache_dir=str(cache_dir), dropout=0.3)
+    return train.prepare(cfg, progress=False)
+
+
+def with_run(prep, run_dir, **changes):
+    return dataclasses.replace(prep, config=dataclasses.replace(prep.config, run_dir=str(run_dir), **changes))
+
+
+def weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def same_weights(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def strip_times(history):
+    return [{k: v for k, v in row.items() if "seconds" not in k} for row in history]
+
+
+def test_prepare_splits_vocab_and_pairs(prep):
+    assert set(prep.records) == {"train", "val", "test"} and all(prep.records.values())
+    pairs = prep.pairs("train")
+    assert len(pairs) == sum(len(refs) for refs in prep.tokens["train"])
+    assert all(ids[0] == 2 and ids[-1] == 3 for _, ids in pairs)  # <start> ... <end>
+    assert prep.features([r.image for r in prep.records["val"][:3]]).shape == (3, 196, 112)
+    # the vocabulary comes from the training split only
+    train_tokens = {t for refs in prep.tokens["train"] for toks in refs for t in toks}
+    assert set(prep.vocab.itos[4:]) <= train_tokens
+
+
+def test_same_seed_same_model_on_cpu(prep, tmp_path):
+    a, sa = train.fit(with_run(prep, tmp_path / "a", epochs=2), progress=False)
+    b, sb = train.fit(with_run(prep, tmp_path / "b", epochs=2), progress=False)
+    assert same_weights(weights(a), weights(b))
+    assert strip_times(sa.history) == strip_times(sb.history)
+    c, _ = train.fit(with_run(prep, tmp_path / "c", epochs=2, seed=1), progress=False)
+    assert not same_weights(weights(a), weights(c))
+
+
+def test_resume_reaches_the_uninterrupted_result(prep, tmp_path):
+    full, s_full = train.fit(with_run(prep, tmp_path / "full"), progress=False)
+    p = with_run(prep, tmp_path / "killed")
+    train.fit(p, progress=False, stop_after=1)  # "killed" after its first epoch
+    assert json.loads((p.config.path / "history.json").read_text())[-1]["epoch"] == 1
+    resumed, s_res = train.fit(p, progress=False)
+    assert s_res.epoch == s_full.epoch == 3
+    assert strip_times(s_res.history) == strip_times(s_full.history)
+    assert same_weights(weights(full), weights(resumed))
+    last_a = train.load_checkpoint(tmp_path / "full" / p.config.run_name / "last.pt")
+    last_b = train.load_checkpoint(p.config.path / "last.pt")
+    assert same_weights(last_a["model"], last_b["model"])
+
+
+def test_a_changed_config_does_not_resume(prep, tmp_path, capsys):
+    p = with_run(prep, tmp_path)
+    train.fit(dataclasses.replace(p, config=dataclasses.replace(p.config, epochs=1)), progress=False)
+    other = dataclasses.replace(p, config=dataclasses.replace(p.config, epochs=1, lr=1e-3))
+    _, state = train.fit(other, progress=True)
+    assert "starting afresh" in capsys.readouterr().out and state.epoch == 1
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("arbitrary code ran",))
+
+
+def test_pickled_payloads_are_refused(prep, tmp_path):
+    model, _ = train.fit(with_run(prep, tmp_path, epochs=1), progress=False)
+    good = tmp_path / prep.config.run_name / "best.pt"
+    ckpt = train.load_checkpoint(good)
+    assert {"model", "optimizer", "config", "vocab", "decoder_config", "state"} <= set(ckpt)
+    bad = tmp_path / "evil.pt"
+    torch.save({**ckpt, "extra": Evil()}, bad)
+    with pytest.raises(train.CheckpointError, match="evil.pt"):
+        train.load_checkpoint(bad)
+    raw = tmp_path / "raw.pt"
+    raw.write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(train.CheckpointError):
+        train.load_checkpoint(raw)
+
+
+def test_atomic_save_keeps_the_old_file_when_killed(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    train.save_atomic({"format": train.CKPT_FORMAT, "x": torch.ones(3)}, path)
+
+    def dies(obj, f):
+        f.write(b"half a checkpoint")
+        raise KeyboardInterrupt  # the process is killed mid-write
+
+    monkeypatch.setattr(torch, "save", dies)
+    with pytest.raises(KeyboardInterrupt):
+        train.save_atomic({"format": train.CKPT_FORMAT, "x": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    assert torch.equal(train.load_checkpoint(path)["x"], torch.ones(3))
+
+
+def test_validation_decodes_free_running(prep, tmp_path, monkeypatch):
+    """Early stopping reads greedy decoding, never teacher forcing."""
+    calls = []
+    real = decode.greedy
+
+    def spy(*args, **kwargs):
+        calls.append(args[1].shape[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(decode, "greedy", spy)
+    model = train.build_model(prep.config, len(prep.vocab))
+    score = train.val_score(model, prep)
+    assert sum(calls) == len(prep.records["val"]) and 0 <= score["score"] <= 1
+
+
+def test_run_folder_and_load_run(prep, tmp_path):
+    p = with_run(prep, tmp_path, epochs=1)
+    model, _ = train.fit(p, progress=False)
+    result = train.test(model, p, beam_size=2)
+    folder = p.config.path
+    for name in ("config.json", "vocab.json", "detokenizer.json", "best.pt", "last.pt", "history.json",
+                 "metrics.json", "predictions.jsonl"):
+        assert (folder / name).exists(), name
+    lines = [json.loads(x) for x in (folder / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(lines) == result["n"] == len(p.records["test"])
+    assert lines[0]["reference_tokens"] == p.tokens["test"][0]
+    run = train.load_run(folder)
+    assert same_weights(weights(run.model), weights(model)) and run.vocab.itos == p.vocab.itos
+    json.loads((folder / "metrics.json").read_text())  # standard JSON (no NaN)
