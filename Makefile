@@ -47,14 +47,18 @@ endif
 	@$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	@touch $@
 
-# Debian's Chromium for the JupyterLab browser test (playwright drives it; no browser download).
+# Debian's Chromium for the JupyterLab browser test (playwright drives it; no browser download), and a Korean font
+# so that the page (and its screenshot) shows Hangul.
+BROWSER_PKGS := $(if $(shell command -v chromium || command -v chromium-browser),,chromium) \
+                $(if $(shell fc-list 2>/dev/null | grep -i -m1 nanum),,fonts-nanum)
 browser:
-	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	@pkgs="$(strip $(BROWSER_PKGS))"; [ -z "$$pkgs" ] || { \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	    echo "installing Debian's chromium for the browser test ..."; \
-	    (apt-get install -y -qq chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)) \
-	    || { echo "ERROR: apt-get install chromium failed"; exit 1; }; \
-	  else echo "WARNING: chromium not found and cannot be installed here (need root + apt-get); the browser test will be skipped"; fi; }
+	    echo "installing Debian's $$pkgs for the browser test ..."; \
+	    (apt-get install -y -qq $$pkgs >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq $$pkgs >/dev/null)) \
+	    || { echo "ERROR: apt-get install $$pkgs failed"; exit 1; }; \
+	  else echo "WARNING: $$pkgs missing and not installable here (need root + apt-get): sudo apt-get install $$pkgs" \
+	    "(without chromium the browser test fails; CAPKIT_SKIP_BROWSER=1 skips it)"; fi; }
 
 data: env
 	@$(PY) -m capkit.sample $(DATA_DIR) --seed $(SEED)

@@ -48,13 +48,15 @@ def greedy(
     forbid_repeats: bool = False,
 ) -> list[Hypothesis]:
     """The most likely next token at every step, for feats [B, L, D] at once. One Hypothesis per image."""
+    feats = feats.to(model.L_o.weight.dtype)  # scores and attention maps come back in the model's dtype
     B, L = feats.shape[:2]
     state = model.init_state(feats)
     image = torch.arange(B, device=feats.device)  # the image of each row
     tokens = torch.full((B,), start_id, dtype=torch.long, device=feats.device)
     score = feats.new_zeros(B)  # running score of each row
     live = torch.ones(B, dtype=torch.bool, device=feats.device)
-    used = torch.zeros(B, model.config.vocab_size, dtype=torch.bool, device=feats.device) if forbid_repeats else None
+    V = model.config.vocab_size
+    used = torch.zeros(B, V, dtype=torch.bool, device=feats.device) if forbid_repeats else None  # words so far
     # per-image results
     out_tokens = torch.zeros(B, max_len, dtype=torch.long, device=feats.device)
     out_alphas = feats.new_zeros(B, max_len, L)
@@ -70,7 +72,7 @@ def greedy(
         ended = live & (tokens == end_id) & ~stuck
         going = live & ~ended & ~stuck
         out_tokens[image[going], t] = tokens[going]
-        out_alphas[image[going], t] = alpha[going]
+        out_alphas[image[going], t] = alpha[going].to(out_alphas.dtype)
         out_len[image[ended | stuck]] = t
         finished[image[ended]] = True
         out_score[image[ended | going]] = score[ended | going]
@@ -111,6 +113,7 @@ def beam_search(
     has no finished hypothesis at all is its best unfinished beam returned (finished=False).
     beam_size=1 gives exactly greedy().
     """
+    feats = feats.to(model.L_o.weight.dtype)
     B, L = feats.shape[:2]
     k, V, dev = beam_size, model.config.vocab_size, feats.device
     state = model.reorder_state(model.init_state(feats), torch.arange(B, device=dev).repeat_interleave(k))
@@ -129,6 +132,9 @@ def beam_search(
     def penalised(h: Hypothesis) -> float:
         return h.score / max(len(h.tokens) + h.finished, 1) ** length_penalty
 
+    def hypothesis(row: int, score, finished: bool) -> Hypothesis:  # the words of one row so far
+        return Hypothesis(hist_tokens[row].tolist(), float(score), hist_alphas[row].clone(), finished)
+
     for t in range(max_len):
         n = len(image)
         logprobs, alpha, state = model.step(tokens, state)
@@ -139,22 +145,21 @@ def beam_search(
         alive = torch.isfinite(top) & (ranks < n_left.unsqueeze(1))  # an image whose beam shrank keeps its best
         ended = alive & (tokens == end_id).view(n, k)
         for i, j in ended.nonzero().tolist():  # set finished hypotheses aside (<end> has no attention map kept)
-            r = int(src[i * k + j])
-            done[int(image[i])].append(Hypothesis(hist_tokens[r].tolist(), float(top[i, j]), hist_alphas[r].clone(), True))
+            done[int(image[i])].append(hypothesis(int(src[i * k + j]), top[i, j], True))
         for i in ((n_left > 0) & ~alive.any(1)).nonzero().squeeze(1).tolist():  # no allowed word left: stop here
-            r = i * k + int(scores[i].argmax())
-            best_live[int(image[i])] = Hypothesis(hist_tokens[r].tolist(), float(scores.view(-1)[r]), hist_alphas[r].clone(), False)
+            j = int(scores[i].argmax())
+            best_live[int(image[i])] = hypothesis(i * k + j, scores[i, j], False)
             n_left[i] = 0
         n_left -= ended.sum(1)
         scores = top.masked_fill(~alive | ended, float("-inf"))
         hist_tokens = torch.cat([hist_tokens[src], tokens.unsqueeze(1)], dim=1)
-        hist_alphas = torch.cat([hist_alphas[src], alpha[src].unsqueeze(1)], dim=1)
+        hist_alphas = torch.cat([hist_alphas[src], alpha[src].unsqueeze(1).to(hist_alphas.dtype)], dim=1)
 
         searching = (n_left > 0) & torch.isfinite(scores).any(1)
         if t == max_len - 1:  # cut at max_len: keep the best unfinished beam of every image still searching
             for i in searching.nonzero().squeeze(1).tolist():
-                r = i * k + int(scores[i].argmax())
-                best_live[int(image[i])] = Hypothesis(hist_tokens[r].tolist(), float(scores.view(-1)[r]), hist_alphas[r].clone(), False)
+                j = int(scores[i].argmax())
+                best_live[int(image[i])] = hypothesis(i * k + j, scores[i, j], False)
             break
         if not searching.any():
             break

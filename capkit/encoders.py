@@ -36,6 +36,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 LITE_MEAN = (127 / 255,) * 3  # EfficientNet-Lite was trained on (x - 127) / 128
 LITE_STD = (128 / 255,) * 3
+F16_MAX = float(np.finfo(np.float16).max)  # the feature cache's largest value
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,10 @@ def build_classifier(name: str, weights: str = "pretrained") -> nn.Module:
     elif name in ("resnet101", "resnext101_32x8d_wsl"):
         import torchvision
 
-        net = torchvision.models.resnet101() if name == "resnet101" else torchvision.models.resnext101_32x8d()
+        # random weights (tests, timing): zero-initialised residual branches keep 23 random blocks from blowing
+        # the activations past float16's range (65504) in the feature cache; pretrained weights overwrite them all
+        build = torchvision.models.resnet101 if name == "resnet101" else torchvision.models.resnext101_32x8d
+        net = build(zero_init_residual=True)
         if weights == "pretrained":
             net.load_state_dict(torchvision_weights(ENCODERS[name]), strict=True)
     else:
@@ -301,6 +305,10 @@ def extract_features(name: str, images, cache_dir="data/cache", weights: str = "
                 if err:
                     out[j] = 0
                     meta["failed"][images[start + j]] = err
+            peak = float(np.abs(out).max()) if out.size else 0.0
+            if not peak < F16_MAX:  # inf / NaN in the cache would poison every epoch
+                raise ValueError(f"{name} ({weights} weights) gives features up to {peak:.3g} on {images[start]}: "
+                                 f"beyond float16's range ({F16_MAX:.0f}), so the feature cache cannot hold them")
             feats[start:stop] = out.astype(np.float16)
             feats.flush()
             meta["done"] = stop

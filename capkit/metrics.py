@@ -408,3 +408,79 @@ def random_texts(train_items: list, n: int, seed: int) -> list:
         raise ValueError("no training items to draw from")
     rng = np.random.default_rng(seed)
     return [train_items[i] for i in rng.integers(0, len(train_items), size=n)]
+
+
+# ---------------------------------------------------------------- attention grounding (pointing game)
+
+
+def attention_peak(alpha, grid: int) -> tuple[float, float]:
+    """The centre of the cell where a ``grid x grid`` attention map (flat, row-major) peaks, as (x, y) in 0..1.
+
+    Cell ``i`` is row ``i // grid``, column ``i % grid``; its centre is ``((col + 0.5) / grid, (row + 0.5) / grid)``.
+    Ties go to the first cell in row-major order.
+    """
+    a = np.asarray(alpha, dtype=np.float64).reshape(-1)
+    if a.size != grid * grid:
+        raise ValueError(f"an attention map of {a.size} values is not a {grid}x{grid} grid")
+    row, col = divmod(int(np.argmax(a)), grid)
+    return (col + 0.5) / grid, (row + 0.5) / grid
+
+
+def in_boxes(point, boxes) -> bool:
+    """Whether (x, y) lies inside (edges included) any box ``[x0, y0, x1, y1]``."""
+    x, y = point
+    return any(x0 <= x <= x1 and y0 <= y <= y1 for x0, y0, x1, y1 in boxes)
+
+
+def boxes_area(boxes) -> float:
+    """Area of the union of boxes ``[x0, y0, x1, y1]`` clipped to the unit square (overlaps counted once)."""
+    clipped = [(max(0.0, x0), max(0.0, y0), min(1.0, x1), min(1.0, y1)) for x0, y0, x1, y1 in boxes]
+    clipped = [b for b in clipped if b[2] > b[0] and b[3] > b[1]]
+    xs = sorted({v for b in clipped for v in (b[0], b[2])})
+    area = 0.0
+    for xa, xb in zip(xs, xs[1:]):  # vertical strips between consecutive x edges: union of y spans in each
+        spans = sorted((b[1], b[3]) for b in clipped if b[0] <= xa and b[2] >= xb)
+        covered, top = 0.0, -1.0
+        for y0, y1 in spans:
+            if y1 > top:
+                covered += y1 - max(y0, top)
+                top = y1
+        area += (xb - xa) * covered
+    return area
+
+
+def pointing_game(alphas, boxes, grid: int = 14) -> dict:
+    """The pointing game over words that name a drawn object.
+
+    ``alphas[i]``: the attention map behind word ``i`` (``grid * grid`` values, row-major over the image);
+    ``boxes[i]``: the boxes ``[x0, y0, x1, y1]`` (0..1) of the object that word ``i`` names. A word is a hit when
+    its attention peak (:func:`attention_peak`) lies inside one of its boxes. Chance is what a peak placed
+    uniformly at random would score: the boxes' share of the image, averaged over the same words.
+    Returns ``n`` (words), ``hits``, ``accuracy`` = hits / n and ``chance`` (NaN when n = 0), and ``hit`` per word.
+    """
+    if len(alphas) != len(boxes):
+        raise ValueError(f"{len(alphas)} attention maps but {len(boxes)} box lists")
+    hit = [in_boxes(attention_peak(a, grid), b) for a, b in zip(alphas, boxes)]
+    areas = [boxes_area(b) for b in boxes]
+    n = len(hit)
+    return {"n": n, "hits": int(sum(hit)), "accuracy": sum(hit) / n if n else float("nan"),
+            "chance": float(np.mean(areas)) if n else float("nan"), "hit": hit}
+
+
+def object_mentions(words, boxes, object_words: dict) -> list[tuple[int, str, list]]:
+    """Which generated words name an object drawn in the image.
+
+    ``words``: the surface forms of the generated words (``강아지``, not ``강아지/Noun``); ``boxes``: the image's
+    objects ``[{"label", "box"}, ...]``; ``object_words[label]``: the words that name ``label``. Returns
+    ``(word index, label, [boxes of that label])`` for every word that names a label boxed in this image.
+    """
+    by_label: dict[str, list] = {}
+    for b in boxes:
+        by_label.setdefault(b["label"], []).append(list(b["box"]))
+    out = []
+    for i, w in enumerate(words):
+        for label, label_boxes in by_label.items():
+            if w in object_words.get(label, ()):
+                out.append((i, label, label_boxes))
+                break
+    return out

@@ -17,10 +17,16 @@ Speed (the study's code recomputed W_a a_i at every step and stepped the full pa
 - Everything that does not feed the recurrence runs once over all valid positions, outside the time loop:
   the embedding's share of the LSTM input gates, and the whole deep output (L_h, L_z and the big L_o).
   The loop keeps only what is truly sequential: attention, gate, LSTM.
-At the study's sizes (B 32, L 196, D 1024, attention 512, decoder 512, embed 300, vocab 10k) the FLOPs go to
-W_a a (once, 6.6 GFLOP), the LSTM's context/recurrent matmuls (~0.24 GFLOP a step) and L_o (~0.19 GFLOP a
-token... in one big matmul); the per-step attention (relu over [B, L, 512]) is memory-bound, not FLOP-bound.
+- Two hand-written autograd ops: `ReluScore` (the attention scores, cache-blocked, no new [B, L, A] tensors in
+  backward) and `DeferredWeightGrad` (the LSTM's weight gradients in one matmul over all steps, not 2 per step).
+Where the work goes, one training step at the study's sizes (B 32, L 196, D 1024, attention 512, decoder 512,
+embed 300, vocab 10k, 29 steps): forward ~21 GFLOP = W_a a 6.6 (once; the study's code did it at every step,
+29 x 6.6 = 191) + the LSTM's context/recurrent matmuls 5.8 (0.2 a step, M = batch, the only big matmuls left
+in the loop) + the embedding's gate share 1.1 + deep output 0.9 + L_o 5.6; backward about twice that. The
+per-step attention (add, relu, score over [B, L, 512]) is few FLOPs but memory-bound.
 
+`forward` returns padded [B, T-1, .] outputs (with `caption_loss`); `loss` is the trainer's path: the same
+loss straight from the packed rows, without building and re-reading the padded [B, T-1, V] logits.
 Incremental decoding for search: `init_state`, `step`, `reorder_state` (used by capkit.decode).
 """
 
@@ -62,6 +68,74 @@ class DecoderConfig:
 # attention
 
 
+class ReluScore(torch.autograd.Function):
+    """Attention scores e = relu(proj + q) @ w: proj [B, L, A], q [B, A], w [A] -> e [B, L].
+
+    The [B, L, A] tensor behind them is the biggest one of every step and the work on it is memory-bound, so
+    this op is written by hand: rows are processed a few at a time (each block is still in cache for the next
+    op); without autograd one cache-sized scratch block serves all rows; and backward turns the saved relu
+    output into the gradient in place: no new [B, L, A] tensors. (So a second backward through the same
+    graph fails: autograd sees that its saved tensor was modified.) Call: ReluScore.apply(proj, q, w).
+    """
+
+    @staticmethod
+    def forward(ctx, proj, q, w):
+        ctx.dtypes = q.dtype, w.dtype  # (they may differ from proj's under autocast)
+        q, w = q.to(proj.dtype), w.to(proj.dtype)
+        blocks, backward = _row_blocks(proj), any(ctx.needs_input_grad)
+        # autograd needs every row's relu output; inference needs only one scratch block
+        s = proj.new_empty(proj.shape if backward else proj[blocks[0]].shape)
+        e = proj.new_empty(proj.shape[:2])
+        for i in blocks:
+            block = s[i] if backward else s[: proj[i].size(0)]
+            torch.add(proj[i], q[i].unsqueeze(1), out=block).relu_()
+            torch.matmul(block, w, out=e[i])
+        if backward:
+            ctx.save_for_backward(s, w)
+        return e
+
+    @staticmethod
+    def backward(ctx, grad_e):
+        s, w = ctx.saved_tensors
+        grad_w = s.view(-1, s.size(2)).t().mv(grad_e.reshape(-1))  # sum_bi g_bi s_bi
+        grad_q = grad_e.new_empty(s.size(0), s.size(2))
+        for i in _row_blocks(s):
+            grad_s = s[i].sign_().mul_(grad_e[i].unsqueeze(2)).mul_(w)  # g * w * [s > 0], written over s
+            torch.sum(grad_s, dim=1, out=grad_q[i])
+        # d/dproj = d/d(proj + q); q's is summed over the L regions
+        return s, grad_q.to(ctx.dtypes[0]), grad_w.to(ctx.dtypes[1])
+
+
+def _row_blocks(x: torch.Tensor) -> list[slice]:
+    rows = x.size(0) if x.is_cuda else max(1, (2 << 20) // max(1, x[0].numel() * x.element_size()))  # ~2 MiB
+    return [slice(i, i + rows) for i in range(0, x.size(0), rows)]
+
+
+class DeferredWeightGrad(torch.autograd.Function):
+    """Identity on the packed gate pre-activations G [N, 4H]; its backward also returns the LSTM's context and
+    recurrent weight gradients for all steps at once: dW_ctx = dG^T Z, dW_hh = dG^T H_prev.
+
+    The time loop multiplies by detached weights (gradients flow to z and h only), and the gradient reaching G
+    is exactly dL/dgates of every step, stacked in the packed order. So instead of two thin [B, 4H] x [B, D]
+    weight-gradient matmuls (plus an accumulation) per step, two big ones run once, as cuDNN's LSTM does.
+    `inputs` is a list the loop fills with each step's (beta z, h_{t-1}), detached.
+    """
+
+    @staticmethod
+    def forward(ctx, gates, w_ctx, w_hh, inputs):
+        ctx.inputs = inputs
+        return gates.view_as(gates)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad_w = [None, None]
+        for k in (0, 1):  # 0: context weights from the z's, 1: recurrent weights from the h's
+            if ctx.needs_input_grad[1 + k]:
+                x = torch.cat([pair[k] for pair in ctx.inputs])
+                grad_w[k] = grad.t().mm(x.to(grad.dtype))
+        return grad, *grad_w, None
+
+
 class SoftAttention(nn.Module):
     """e_ti = w^T relu(W_a a_i + W_h h_{t-1});  alpha_t = softmax(e_t);  z_t = sum_i alpha_ti a_i."""
 
@@ -85,7 +159,7 @@ class SoftAttention(nn.Module):
     def forward(self, proj, feats, h, z_prev):
         """proj [B, L, A] from precompute, feats [B, L, D], h [B, H], z_prev [B, D] -> z [B, D], alpha [B, L]."""
         q = self.query(h, z_prev)  # [B, A]
-        e = torch.relu_(proj + q.unsqueeze(1)) @ self.score.weight.squeeze(0)  # [B, L]
+        e = ReluScore.apply(proj, q, self.score.weight.squeeze(0))  # [B, L]
         alpha = F.softmax(e, dim=1)
         z = torch.bmm(alpha.unsqueeze(1), feats).squeeze(1)  # [B, D]
         return z, alpha
@@ -180,23 +254,27 @@ class CaptionDecoder(nn.Module):
         """caption_loss(*forward(...)) without building the padded [B, T-1, V] logits (the trainer's fast path)."""
         B, T = captions.shape
         logits, alphas, rows = self.forward_packed(feats, captions, lengths)
-        ce = F.cross_entropy(logits, captions[:, 1:].reshape(-1)[rows])
+        ce = F.cross_entropy(logits.float(), captions[:, 1:].reshape(-1)[rows])  # float32 also under autocast
+        alphas = alphas.float()
         alpha_sum = alphas.new_zeros(B, alphas.size(1)).index_add(0, rows // (T - 1), alphas)  # sum_t alpha_ti
         return _combine(ce, alpha_sum, lambda_att)
 
     def forward_packed(self, feats: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor):
         """Teacher forcing on the valid positions only.
 
-        Returns logits [N, V] and alphas [N, L] for the N = sum(lengths - 1) predicted tokens, and rows [N]: the
-        index of each in the flattened [B, T-1] grid (caller's order), i.e. row r predicts captions.view(-1)...
-        captions[rows // (T-1), rows % (T-1) + 1].
+        Returns logits [N, V] and alphas [N, L] for the N = sum(lengths - 1) predicted tokens, and rows [N]: where
+        each sits in the flattened [B, T-1] grid, in the caller's order: (b, t) = divmod(rows[r], T - 1) means
+        row r predicts captions[b, t + 1].
         """
         B, T = captions.shape
+        feats = feats.to(self.L_o.weight.dtype)  # e.g. float16 features from the cache
         steps = (lengths.to(captions.device) - 1).clamp(min=0)  # decoding steps per caption
         order = torch.argsort(steps, descending=True, stable=True)  # longest first: the active batch is a prefix
         if not torch.equal(order, torch.arange(B, device=order.device)):
             feats, captions, steps = feats[order], captions[order], steps[order]
         n_steps = int(steps[0]) if B else 0
+        if n_steps > T - 1:
+            raise ValueError(f"a length of {n_steps + 1} does not fit captions of width {T}")
         # packed layout (time-major, like a PackedSequence): step t holds sorted rows 0..batch_sizes[t]-1
         valid = torch.arange(n_steps, device=steps.device).unsqueeze(1) < steps.unsqueeze(0)  # [n_steps, B]
         batch_sizes = valid.sum(1).tolist()
@@ -204,7 +282,11 @@ class CaptionDecoder(nn.Module):
 
         # the embedding's share of the LSTM input gates, for all steps in one matmul (LSTM biases folded in)
         w_emb, w_ctx = self.lstm.weight_ih.split([self.config.embed_dim, self.config.encoder_dim], dim=1)
-        gates_emb = F.linear(emb, w_emb, self.lstm.bias_ih + self.lstm.bias_hh).split(batch_sizes)
+        gates_emb = F.linear(emb, w_emb, self.lstm.bias_ih + self.lstm.bias_hh)
+        # the loop uses the context/recurrent weights detached; their gradients come in one matmul each
+        lstm_inputs: list = []
+        gates_emb = DeferredWeightGrad.apply(gates_emb, w_ctx, self.lstm.weight_hh, lstm_inputs).split(batch_sizes)
+        w_ctx_t, w_hh_t = w_ctx.detach().t(), self.lstm.weight_hh.detach().t()
 
         proj = self.attention.precompute(feats)  # W_a a_i, once
         h, c, z_prev = self._init_hidden(feats)
@@ -214,7 +296,8 @@ class CaptionDecoder(nn.Module):
                 h, c, z_prev, proj, feats = h[:n], c[:n], z_prev[:n], proj[:n], feats[:n]
             z, alpha = self.attention(proj, feats, h, z_prev)
             z_in = torch.sigmoid(self.f_beta(h)) * z  # beta_t z_t
-            gates = torch.addmm(gates_emb[t], z_in, w_ctx.t()).addmm_(h, self.lstm.weight_hh.t())
+            gates = torch.addmm(gates_emb[t], z_in, w_ctx_t) + h @ w_hh_t
+            lstm_inputs.append((z_in.detach(), h.detach()))
             i, f, g, o = gates.chunk(4, dim=1)  # nn.LSTMCell's gate order
             c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
             h = torch.sigmoid(o) * torch.tanh(c)
@@ -237,6 +320,7 @@ class CaptionDecoder(nn.Module):
 
     def init_state(self, feats: torch.Tensor) -> dict:
         """Decoding state for feats [B, L, D]: a dict of batch-first tensors."""
+        feats = feats.to(self.L_o.weight.dtype)
         h, c, mean = self._init_hidden(feats)
         # z: the previous attended context (z_0 = mean feature); only look-back attention reads it
         return {"h": h, "c": c, "z": mean, "feats": feats, "proj": self.attention.precompute(feats)}
@@ -260,7 +344,8 @@ class CaptionDecoder(nn.Module):
         static=False leaves the per-image entries (STATIC_STATE) alone: valid, and much cheaper, when `index`
         only moves beams among the beams of the same image.
         """
-        return {k: v if (not static and k in self.STATIC_STATE) else v.index_select(0, index) for k, v in state.items()}
+        keep = () if static else self.STATIC_STATE
+        return {k: v if k in keep else v.index_select(0, index) for k, v in state.items()}
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Korean text layer: tokenizers, detokenizer, token cache, vocabularies, word vectors.
+"""Korean text layer: tokenizers, detokenizer, token cache, vocabularies, corpus statistics, word vectors.
 
 Tokenizers (chosen by name, see `get_tokenizer`):
 

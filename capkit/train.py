@@ -320,13 +320,10 @@ def fit(prep: Prepared, progress: bool = True, stop_after: int | None = None) ->
 
     ``stop_after`` ends the call after that many epochs of this call (to test resuming).
     """
-    from tqdm.auto import tqdm
-
     config = prep.config
     out = config.path
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
-    amp = device.type == "cuda"
     set_seed(config.seed)
     model = build_model(config, len(prep.vocab)).to(device)
     if config.word_vectors:
@@ -363,33 +360,11 @@ def fit(prep: Prepared, progress: bool = True, stop_after: int | None = None) ->
             break
         epoch = state.epoch + 1
         t0 = time.perf_counter()
-        model.train()
-        gen = torch.Generator().manual_seed(config.seed * 1000 + epoch)
-        n_batches = math.ceil(len(pairs) / config.batch_size)
-        bar = tqdm(batches(pairs, config.batch_size, gen), total=n_batches, disable=not progress,
-                   desc=f"epoch {epoch}/{config.epochs}", leave=False)
-        tot = {"loss": 0.0, "ce": 0.0, "att": 0.0}
-        n_tok = 0
-        for images, caps, lengths in bar:
-            feats = prep.features(images).to(device, non_blocking=True)
-            caps, lengths = caps.to(device), lengths.to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logits, alphas = model(feats, caps, lengths)
-            loss, parts = models.caption_loss(logits.float(), caps, lengths, alphas.float(), config.lambda_att)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-            optimizer.step()
-            for k in tot:
-                tot[k] += float(parts[k]) * len(images)
-            n_tok += len(images)
-            bar.set_postfix(ce=f"{float(parts['ce']):.3f}", att=f"{float(parts['att']):.2f}")
+        tot = train_epoch(model, optimizer, prep.features, pairs, config, epoch, device, progress)
         train_s = time.perf_counter() - t0
         val_loss = teacher_forced_loss(model, prep, val_pairs, device)
         v = val_score(model, prep, "val")
-        row = {"epoch": epoch, "train_loss": tot["loss"] / max(n_tok, 1), "train_ce": tot["ce"] / max(n_tok, 1),
-               "train_att": tot["att"] / max(n_tok, 1),
+        row = {"epoch": epoch, "train_loss": tot["loss"], "train_ce": tot["ce"], "train_att": tot["att"],
                "val_loss": val_loss, **{f"val_{k}": x for k, x in v.items()},
                "train_seconds": train_s, "seconds": time.perf_counter() - t0}
         state.history.append(row)
@@ -414,6 +389,40 @@ def fit(prep: Prepared, progress: bool = True, stop_after: int | None = None) ->
         model.load_state_dict(load_checkpoint(best, map_location=device)["model"])
     model.eval()
     return model, state
+
+
+def train_epoch(model, optimizer, features, pairs, config: TrainConfig, epoch: int, device,
+                progress: bool = False) -> dict:
+    """One pass over the training ``pairs`` (image, token ids), shuffled by (seed, epoch).
+
+    ``features(images)`` returns their encoder features (from the cache: the CNN never runs here). Teacher forcing
+    goes through ``CaptionDecoder.loss``, which steps only the captions still running (no work on padding); bf16
+    autocast on CUDA. Returns the mean ``loss``, ``ce`` and ``att`` per caption.
+    """
+    from tqdm.auto import tqdm
+
+    model.train()
+    amp = torch.device(device).type == "cuda"
+    params = [p for p in model.parameters() if p.requires_grad]
+    gen = torch.Generator().manual_seed(config.seed * 1000 + epoch)
+    bar = tqdm(batches(pairs, config.batch_size, gen), total=math.ceil(len(pairs) / config.batch_size),
+               disable=not progress, desc=f"epoch {epoch}/{config.epochs}", leave=False)
+    tot, n = {"loss": 0.0, "ce": 0.0, "att": 0.0}, 0
+    for images, caps, lengths in bar:
+        feats = features(images).to(device, non_blocking=True)
+        caps, lengths = caps.to(device), lengths.to(device)
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=amp):
+            loss, parts = model.loss(feats, caps, lengths, config.lambda_att)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+        optimizer.step()
+        for k in tot:
+            tot[k] += float(parts[k]) * len(images)
+        n += len(images)
+        bar.set_postfix(ce=f"{float(parts['ce']):.3f}", att=f"{float(parts['att']):.2f}")
+    return {k: v / max(n, 1) for k, v in tot.items()}
 
 
 def teacher_forced_loss(model, prep: Prepared, pairs, device) -> float:
@@ -530,6 +539,91 @@ class Run:
 
     def readable(self, tokens: list[str]) -> str:
         return readable(tokens, self.config.target, self.detok)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def encoder(self) -> encoders.Encoder:
+        """The run's image encoder (the weights it was trained on), built on first use and kept on the Run."""
+        enc = self.__dict__.get("_encoder")
+        if enc is None:
+            device = next(self.model.parameters()).device
+            enc = encoders.Encoder(self.config.encoder, self.config.encoder_weights).to(device).eval()
+            self.__dict__["_encoder"] = enc
+        return enc
+
+    def image_tensor(self, image) -> torch.Tensor:
+        """``[3, S, S]`` in 0..1 for a path (opened as :func:`capkit.data.open_image` does) or a PIL image."""
+        size = encoders.ENCODERS[self.config.encoder].image_size
+        if not hasattr(image, "convert"):
+            return encoders.image_tensor(image, size)
+        img = D.to_rgb(image).resize((size, size), resample=3)
+        return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255)
+
+    def caption_many(self, images, beam_size: int = 3, batch_size: int = 32, cache_dir=None) -> list[dict]:
+        """:meth:`caption` for many images (paths or PIL images), encoded and beam-searched in batches.
+
+        With ``cache_dir`` (and paths) the features go through the on-disk feature cache
+        (:func:`capkit.encoders.extract_features`, float16 as in training), so runs that share an encoder
+        encode the images once.
+        """
+        enc = self.encoder()
+        device = next(self.model.parameters()).device
+        forbid = self.config.target == "hashtag"
+        images = list(images)
+        store = None
+        if cache_dir is not None and images and all(isinstance(im, (str, Path)) for im in images):
+            store = encoders.extract_features(self.config.encoder, images, cache_dir, self.config.encoder_weights,
+                                              device=str(device), progress=False, encoder=enc)
+        out = []
+        for i in range(0, len(images), batch_size):
+            chunk = images[i:i + batch_size]
+            with torch.inference_mode():
+                if store is not None:
+                    feats = store[[str(im) for im in chunk]].to(device)
+                else:
+                    feats = enc(torch.stack([self.image_tensor(im) for im in chunk]).to(device)).float()
+                hyps = decode.beam_search(self.model, feats, text.START_ID, text.END_ID, beam_size=beam_size,
+                                          max_len=self.config.decode_len, forbid_repeats=forbid)
+            out += [self._caption_dict(h, beam_size) for h in hyps]
+        return out
+
+    def caption(self, image, beam_size: int = 3) -> dict:
+        """Caption one image (a path or a PIL image) with beam search.
+
+        Returns ``tokens`` (vocabulary tokens, e.g. ``강아지/Noun``), ``words`` (what a reader sees per token:
+        the surface form, or ``#tag``), ``alphas`` (float32 numpy ``[len(tokens), grid*grid]``, the attention
+        map behind each token), ``grid``, ``text`` (readable text or ``#a #b``), ``hashtags`` (hashtag runs only),
+        ``score``, ``finished`` and ``beam_size``. Raises :class:`capkit.data.BadImage` for an unusable file.
+        """
+        return self.caption_many([image], beam_size=beam_size, batch_size=1)[0]
+
+    def _caption_dict(self, h, beam_size: int) -> dict:
+        keep = [j for j, t in enumerate(h.tokens) if t not in (text.PAD_ID, text.START_ID)]
+        tokens = [self.vocab.itos[h.tokens[j]] for j in keep]
+        alphas = h.alphas[keep].float().cpu().numpy() if keep else np.zeros((0, h.alphas.shape[-1]), np.float32)
+        hashtag = self.config.target == "hashtag"
+        out = {"tokens": tokens, "words": ["#" + t if hashtag else text.split_token(t)[0] for t in tokens],
+               "alphas": alphas, "grid": encoders.ENCODERS[self.config.encoder].grid, "text": self.readable(tokens),
+               "score": float(h.score), "finished": bool(h.finished), "beam_size": beam_size}
+        if hashtag:
+            out["hashtags"] = list(tokens)
+        return out
+
+    def predictions(self) -> list[dict]:
+        """The test predictions the run wrote (``predictions.jsonl``), one dict per test image."""
+        path = self.path / "predictions.jsonl"
+        return D.read_jsonl(path) if path.exists() else []
+
+    def update_metrics(self, **items) -> dict:
+        """Set top-level keys of ``metrics.json`` (read, merge, write to a temporary file, rename); returns it."""
+        path = self.path / "metrics.json"
+        current = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        current.update(items)
+        write_json(path, current)
+        self.metrics = current
+        return current
 
 
 def load_run(path, device: str = "cpu", which: str = "best") -> Run:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+WORK_SIDE = 128  # attention maps are smoothed at most this large, then resized (attention_overlay)
 EMOJI_RE = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\uFE0F\u200D\u2B50\u2764]+")
 
 
@@ -160,17 +161,27 @@ def image_grid(records, n: int = 12, cols: int = 4, width: int = 28, predictions
 
 
 def attention_overlay(alpha, size: tuple[int, int], sigma: float = 0.0) -> np.ndarray:
-    """One attention map ``[L]`` (a square grid) upsampled to ``size=(w, h)`` and smoothed, scaled to 0..1."""
+    """One attention map ``[L]`` (a square grid) upsampled to ``size=(w, h)`` and smoothed, scaled to 0..1.
+
+    ``sigma`` is in output pixels (default: half a grid cell). The smoothing runs at a working resolution of at
+    most ``WORK_SIDE`` pixels and the result is then resized, so a large photo costs no more than a small one
+    (a full-size blur of a 1024-pixel image with its 147-pixel kernel took seconds a word).
+    """
+    from torchvision.transforms.functional import gaussian_blur
+
     a = torch.as_tensor(alpha, dtype=torch.float32)
     g = int(round(math.sqrt(a.numel())))
     a = a.view(1, 1, g, g)
     w, h = size
-    up = F.interpolate(a, size=(h, w), mode="bicubic", align_corners=False)
-    sigma = sigma or max(w, h) / g / 2
-    k = int(2 * round(2 * sigma) + 1)
-    from torchvision.transforms.functional import gaussian_blur
-
-    up = gaussian_blur(up, [k, k], [sigma, sigma])[0, 0].clamp(min=0)
+    scale = min(1.0, WORK_SIDE / max(w, h))
+    ww, wh = max(1, round(w * scale)), max(1, round(h * scale))
+    up = F.interpolate(a, size=(wh, ww), mode="bicubic", align_corners=False)
+    s = (sigma or max(w, h) / g / 2) * scale
+    k = int(2 * round(2 * s) + 1)
+    up = gaussian_blur(up, [k, k], [s, s])
+    if (ww, wh) != (w, h):
+        up = F.interpolate(up, size=(h, w), mode="bilinear", align_corners=False)
+    up = up[0, 0].clamp(min=0)
     return (up / up.max().clamp(min=1e-12)).numpy()
 
 
@@ -259,4 +270,258 @@ def plot_vocab_coverage(tables: dict, chosen: int | None = None):
     handles, labels = (a + b for a, b in zip(ax.get_legend_handles_labels(), right.get_legend_handles_labels()))
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
+    return fig
+
+
+# ----------------------------------------------------------------------------- attention (04): overlays, grounding
+
+
+def fit_image(image, max_side: int):
+    """A copy of a PIL image scaled down (never up) so that its longer side is at most ``max_side``."""
+    from PIL import Image
+
+    img = image.copy()
+    img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return img
+
+
+def overlay_image(image, alpha, max_side: int = 360, opacity: float = 0.5, peak: bool = True):
+    """The image (scaled to ``max_side``) with one attention map over it in the jet colour map (a PIL image).
+
+    The map is upsampled and smoothed by :func:`attention_overlay`; ``peak`` marks the centre of the grid cell
+    where the map peaks (the point the pointing game checks). ``alpha=None`` gives the plain image.
+    """
+    import matplotlib
+    from PIL import Image, ImageDraw
+
+    img = fit_image(image.convert("RGB"), max_side)
+    if alpha is None:
+        return img
+    heat = attention_overlay(alpha, img.size)
+    colour = (matplotlib.colormaps["jet"](heat)[..., :3] * 255).astype(np.uint8)
+    out = Image.blend(img, Image.fromarray(colour), opacity)
+    if peak:
+        a = np.asarray(alpha, dtype=np.float32).reshape(-1)
+        g = int(round(math.sqrt(a.size)))
+        row, col = divmod(int(a.argmax()), g)
+        x, y = (col + 0.5) / g * img.width, (row + 0.5) / g * img.height
+        r = max(3, round(min(img.size) / 60))
+        ImageDraw.Draw(out).ellipse((x - r, y - r, x + r, y + r), outline=(255, 255, 255), width=2)
+    return out
+
+
+def png_bytes(image) -> bytes:
+    """A PIL image as PNG bytes (for ``ipywidgets.Image``)."""
+    import io
+
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def figure_png(fig, dpi: int = 90) -> bytes:
+    """A matplotlib figure as PNG bytes; the figure is closed (so a notebook does not show it twice)."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def caption_figure(image, caption: dict, title: str = "", hashtags=None, boxes=None, max_words: int = 30,
+                   cols: int = 6):
+    """A generated text word by word, each word over its attention map (``caption`` from ``Run.caption``).
+
+    The heading holds ``title`` (default: the generated text) and the hashtags (tokens without '#'); the first
+    panel the image with the drawn object boxes when given (``[{"label", "box"}]``, normalised). The peak of each
+    map is marked with a white circle (the point the pointing game checks). Emoji-only words show as ``(emoji)``.
+    """
+    from matplotlib.patches import Rectangle
+
+    words = [plain(w) or "(emoji)" for w in caption["words"][:max_words]]
+    alphas = caption["alphas"][:max_words]
+    image = image.convert("RGB")
+    fig = attention_figure(image, words, alphas, cols=cols)
+    head = [line for part in (title or caption["text"]).split("\n") for line in textwrap.wrap(plain(part), 60)[:3]]
+    if hashtags:
+        head += textwrap.wrap(" ".join("#" + t for t in hashtags), 60)[:3]
+    w, h = image.size
+    axes = fig.axes
+    for b in boxes or []:
+        x0, y0, x1, y1 = b["box"]
+        axes[0].add_patch(Rectangle((x0 * w, y0 * h), (x1 - x0) * w, (y1 - y0) * h, fill=False, lw=1.2, ec="yellow"))
+        axes[0].text(x0 * w + 2, y0 * h + 2, b.get("label", ""), fontsize=6, color="k", va="top",
+                     bbox=dict(fc="yellow", lw=0, pad=0.5))
+    for ax, alpha in zip(axes[1:], alphas):
+        a = np.asarray(alpha).reshape(-1)
+        g = int(round(math.sqrt(a.size)))
+        row, col = divmod(int(a.argmax()), g)
+        ax.plot([(col + 0.5) / g * w], [(row + 0.5) / g * h], "o", ms=5, mfc="none", mec="white", mew=1.2)
+    height = fig.get_figheight()
+    top = 1 - (0.17 * len(head) + 0.05) / height
+    fig.suptitle("\n".join(head), x=0.01, y=0.995, ha="left", va="top", fontsize=9, linespacing=1.4)
+    fig.tight_layout(rect=(0, 0, 1, top))
+    return fig
+
+
+def grounding(run, records, object_words: dict, beam_size: int = 3, batch_size: int = 32,
+              cache_dir=None) -> tuple[dict, list]:
+    """The pointing game for one text run on records with object boxes (the embedded dataset).
+
+    Every record's image is captioned afresh (beam search, the attention maps kept); each generated word whose
+    surface form is one of ``object_words[label]`` for a label boxed in that image is scored by
+    :func:`capkit.metrics.pointing_game`. Returns the summary (for ``metrics.json``) and one row per word.
+    """
+    from capkit import metrics
+
+    records = [r for r in records if r.boxes]
+    captions = run.caption_many([r.image for r in records], beam_size=beam_size, batch_size=batch_size,
+                                cache_dir=cache_dir)
+    rows, alphas, boxes = [], [], []
+    for rec, cap in zip(records, captions):
+        for i, label, label_boxes in metrics.object_mentions(cap["words"], rec.boxes, object_words):
+            x, y = metrics.attention_peak(cap["alphas"][i], cap["grid"])
+            rows.append({"run": run.name, "key": rec.key, "word": cap["words"][i], "position": i, "label": label,
+                         "peak_x": round(x, 4), "peak_y": round(y, 4), "hit": metrics.in_boxes((x, y), label_boxes),
+                         "chance": metrics.boxes_area(label_boxes)})
+            alphas.append(cap["alphas"][i])
+            boxes.append(label_boxes)
+    grid = captions[0]["grid"] if captions else 14
+    game = metrics.pointing_game(alphas, boxes, grid)
+    per_label = {}
+    for label in sorted({r["label"] for r in rows}):
+        mine = [r for r in rows if r["label"] == label]
+        per_label[label] = {"n": len(mine), "accuracy": sum(r["hit"] for r in mine) / len(mine),
+                            "chance": float(np.mean([r["chance"] for r in mine]))}
+    summary = {"n_words": game["n"], "hits": game["hits"], "accuracy": game["accuracy"], "chance": game["chance"],
+               "n_images": len(records), "images_with_mentions": len({r["key"] for r in rows}),
+               "beam_size": beam_size, "grid": grid, "per_label": per_label,
+               "method": "pointing game: argmax cell centre of the word's attention map inside a box of the object "
+                         "it names; chance = the boxes' area share, averaged over the same words"}
+    return summary, rows
+
+
+def pick_test_images(lines, boxes_of: dict, n: int, seed: int = 0) -> list[dict]:
+    """``n`` prediction lines for figures: images with drawn objects first (``boxes_of[image]``), spread over
+    categories, in an order fixed by ``seed``."""
+    import random
+
+    rng = random.Random(seed)
+    pool = [x for x in lines if boxes_of.get(x["image"])] or list(lines)
+    by_category: dict = {}
+    for x in pool:
+        by_category.setdefault(x.get("category") or "", []).append(x)
+    order = sorted(by_category)
+    rng.shuffle(order)
+    for c in order:
+        rng.shuffle(by_category[c])
+    out = []
+    while len(out) < n and any(by_category.values()):
+        for c in order:
+            if by_category[c] and len(out) < n:
+                out.append(by_category[c].pop())
+    return out
+
+
+def plot_grounding(table):
+    """Pointing-game accuracy against chance per run (``table``: index = run, columns accuracy, chance, n_words)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.6 * len(table) + 2.5, 3.2))
+    x = np.arange(len(table))
+    ax.bar(x - 0.18, table["accuracy"].fillna(0), 0.36, label="attention peak in the box", color="#4c72b0")
+    ax.bar(x + 0.18, table["chance"].fillna(0), 0.36, label="chance (box area share)", color="#bbbbbb")
+    for i, (acc, n) in enumerate(zip(table["accuracy"], table["n_words"])):
+        ax.text(i - 0.18, (0 if acc != acc else acc) + 0.01, f"n={n}", ha="center", fontsize=7)
+    ax.set_xticks(x, [str(i).replace("-", "\n") for i in table.index], fontsize=8)
+    ax.set_ylim(0, 1), ax.set_ylabel("share of object words")
+    ax.set_title("Pointing game: does the attention peak fall inside the named object?", fontsize=10)
+    ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- results (05)
+
+
+def plot_scores(tables: dict, published: dict | None = None, title: str = ""):
+    """Grouped bars, one panel per table (name -> DataFrame of scores, rows = models and baselines,
+    numeric columns = metrics); a missing value is marked "n/a". ``published`` (name -> DataFrame
+    with the same columns) adds the range of those numbers per metric as a grey band."""
+    import matplotlib.pyplot as plt
+
+    use_korean_font()
+    fig, axes = plt.subplots(1, len(tables), figsize=(7.2 * len(tables), 4.4), squeeze=False)
+    for ax, (name, table) in zip(axes[0], tables.items()):
+        metrics_ = [c for c in table.columns if table[c].dtype.kind == "f"]
+        n = len(table)
+        width = 0.8 / max(n, 1)
+        model_colours = iter(plt.cm.tab10.colors)
+        grey = iter(["#555555", "#8c8c8c", "#b5b5b5", "#d0d0d0", "#e2e2e2"] * 4)
+        for i, (label, row) in enumerate(table.iterrows()):
+            is_base = str(label).startswith("Baseline:")
+            colour = next(grey) if is_base else next(model_colours)
+            x = np.arange(len(metrics_)) - 0.4 + width * (i + 0.5)
+            values = row[metrics_].to_numpy(dtype=float)
+            ax.bar(x, np.nan_to_num(values), width, color=colour, label=label, hatch="//" if is_base else None,
+                   edgecolor="white", linewidth=0.5)
+            for xi, v in zip(x, values):
+                if not np.isfinite(v):
+                    ax.text(xi, 0, "n/a", rotation=90, ha="center", va="bottom", fontsize=6, color="#777777")
+        if published is not None and name in published:
+            for j, m in enumerate(metrics_):
+                if m in published[name]:
+                    lo, hi = published[name][m].min(), published[name][m].max()
+                    ax.fill_between([j - 0.45, j + 0.45], lo, hi, color="k", alpha=0.12, lw=0,
+                                    label="study 2019 range (other data)" if j == 0 else None)
+        ax.set_xticks(np.arange(len(metrics_)), metrics_)
+        ax.set_title(name, fontsize=10)
+        ax.set_ylabel("score")
+        ax.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def prediction_grid(items, cols: int = 4, width: int = 26):
+    """Test images with reference vs generated text and true vs predicted hashtags.
+
+    ``items``: dicts with ``image`` and any of ``category``, ``reference``, ``generated``,
+    ``true_hashtags``, ``hashtags`` (as ``results.prediction_examples`` makes them). The predicted
+    hashtags line says how many of them are true.
+    """
+    import matplotlib.pyplot as plt
+
+    from capkit.data import BadImage, open_image
+
+    use_korean_font()
+    items = list(items)
+    rows = max(1, math.ceil(len(items) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 3.4, rows * 5.4))
+    for ax in np.ravel(axes):
+        ax.axis("off")
+    for ax, x in zip(np.ravel(axes), items):
+        try:
+            ax.imshow(open_image(x["image"], draft=(256, 256)))
+        except (BadImage, OSError) as e:
+            ax.text(0.5, 0.5, getattr(e, "reason", type(e).__name__), ha="center")
+        lines = []
+        if "reference" in x:
+            lines += ["ref: " + s for s in textwrap.wrap(plain(x["reference"]), width - 5)[:2]]
+        if "generated" in x:
+            lines += ["gen: " + s for s in textwrap.wrap(plain(x["generated"]) or "(empty)", width - 5)[:2]]
+        if "true_hashtags" in x:
+            lines += textwrap.wrap("true: " + " ".join("#" + t for t in x["true_hashtags"]), width)[:2]
+        if "hashtags" in x:
+            hits = len(set(x["hashtags"]) & set(x.get("true_hashtags", [])))
+            lines += textwrap.wrap(f"pred ({hits}/{len(x['hashtags'])} true): "
+                                   + " ".join("#" + t for t in x["hashtags"]), width)[:3]
+        ax.set_title("\n".join(lines), fontsize=7, loc="left", linespacing=1.35)
+        if x.get("category"):
+            ax.text(2, 10, x["category"], fontsize=7, color="w", bbox=dict(fc="k", alpha=0.5, lw=0))
+    fig.tight_layout()
     return fig

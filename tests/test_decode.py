@@ -222,3 +222,32 @@ def test_tiny_model_overfits_eight_samples():
         assert [h.tokens for h in greedy(model, feats, START, END, max_len=12)] == want
         assert all(h.finished for h in greedy(model, feats, START, END, max_len=12))
         assert [h.tokens for h in beam_search(model, feats, START, END, beam_size=3, max_len=12)] == want
+
+
+def test_no_word_left_to_emit():
+    """forbid_repeats on a 4-word vocabulary with <end> impossible: the search stops, unfinished, after 4 words."""
+    P = torch.full((6, 6), 1 / 6)
+    model = markov_model(P)
+    with torch.no_grad():
+        model.L_o.bias[END] = float("-inf")
+    feats = torch.randn(2, 3, 4, dtype=torch.float64)
+    g = greedy(model, feats, START, END, max_len=10, forbid_repeats=True)
+    for search in (greedy, beam_search, lambda *a, **k: beam_search(*a, beam_size=1, **k)):
+        for h, hg in zip(search(model, feats, START, END, max_len=10, forbid_repeats=True), g):
+            assert sorted(h.tokens) == [0, 3, 4, 5] and not h.finished and math.isfinite(h.score)
+            assert math.isclose(h.score, hg.score, rel_tol=1e-9)
+
+
+def test_half_features_and_autocast():
+    model = random_model("lookback").float()
+    feats = feats_for(model, 6).float()
+    want = greedy(model, feats, START, END, max_len=8)
+    half = greedy(model, feats.half(), START, END, max_len=8)  # float16 from the feature cache
+    rounded = greedy(model, feats.half().float(), START, END, max_len=8)
+    assert [h.tokens for h in half] == [h.tokens for h in rounded]
+    assert half[0].alphas.dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for search in (greedy, beam_search):
+            hyps = search(model, feats, START, END, max_len=8)
+            assert len(hyps) == 6 and all(h.alphas.dtype == torch.float32 for h in hyps)
+    assert len(want) == 6

@@ -142,3 +142,21 @@ def test_feature_cache_key_changes_with_images_and_resumes(tmp_path, photos):
     assert CountingEncoder.calls == 2  # only the two missing images
     assert float(store[key_imgs[:2]].min()) == 7.0 and float(store[key_imgs[2:]].abs().max()) > 0
     assert not final.with_suffix(".json.partial").exists()
+
+
+def test_random_resnets_stay_in_float16_range(photos):
+    """Random weights (tests, timing) must not overflow the float16 cache: residual branches start at zero."""
+    enc = E.Encoder("resnet101", weights="random").eval()
+    with torch.inference_mode():
+        out = enc(torch.stack([E.image_tensor(p, 256) for p in photos[:2]]))
+    assert out.shape == (2, 196, 1024) and torch.isfinite(out).all() and out.abs().max() < E.F16_MAX
+
+
+def test_features_beyond_float16_are_refused(tmp_path, photos):
+    class Loud(CountingEncoder):
+        def forward(self, images):
+            return super().forward(images) * 1e6
+
+    with pytest.raises(ValueError, match="beyond float16"):
+        E.extract_features("efficientnet_lite0", photos[:2], tmp_path, encoder=Loud("efficientnet_lite0"),
+                           progress=False)

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from capkit.models import CaptionDecoder, DecoderConfig, LookBackAttention, SoftAttention, caption_loss
+from capkit.models import CaptionDecoder, DecoderConfig, LookBackAttention, ReluScore, SoftAttention, caption_loss
 
 V, D, L = 23, 12, 7  # vocab, encoder dim, regions
 START, END, PAD = 1, 2, 0
@@ -280,3 +280,57 @@ def test_all_empty_captions():
     captions = torch.tensor([[START, PAD], [START, PAD]])
     logits, alphas = model(feats, captions, torch.tensor([1, 1]))
     assert logits.shape == (2, 1, V) and (logits == 0).all() and (alphas == 0).all()
+
+
+def test_float16_features_and_bad_lengths():
+    model = make_model(dtype=torch.float32)
+    feats, captions, lengths = make_batch(dtype=torch.float32)
+    half = feats.half()  # the feature cache stores float16
+    logits, _ = model(half, captions, lengths)
+    ref, _ = model(half.float(), captions, lengths)
+    assert logits.dtype == torch.float32 and torch.equal(logits, ref)
+    assert model.init_state(half)["feats"].dtype == torch.float32
+    with pytest.raises(ValueError):
+        model(feats, captions[:, :4], lengths.clamp(min=6))
+
+
+def test_relu_score_gradients():
+    """The hand-written attention-score op against autograd (several row blocks: a big L * A per row)."""
+    g = torch.Generator().manual_seed(0)
+    proj = torch.randn(5, 300, 900, generator=g, dtype=torch.float64, requires_grad=True)  # 2.2 MB a row
+    q = torch.randn(5, 900, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(900, generator=g, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(5, 300, generator=g, dtype=torch.float64)
+    e = ReluScore.apply(proj, q, w)
+    ref = torch.relu(proj + q.unsqueeze(1)) @ w
+    assert torch.allclose(e, ref)
+    with torch.inference_mode():  # no autograd: the scratch-block path
+        assert torch.allclose(ReluScore.apply(proj.detach(), q.detach(), w.detach()), ref)
+    got = torch.autograd.grad(e, (proj, q, w), grad)
+    want = torch.autograd.grad(ref, (proj, q, w), grad)
+    for a, b in zip(got, want):
+        assert torch.allclose(a, b)
+    # backward reuses its saved tensor, so a second backward through the same graph must fail loudly
+    e = ReluScore.apply(proj, q, w)
+    torch.autograd.grad(e, proj, grad, retain_graph=True)
+    with pytest.raises(RuntimeError):
+        torch.autograd.grad(e, proj, grad)
+
+
+def test_runs_under_autocast():
+    """Mixed precision (CPU bfloat16 autocast here; CUDA float16 in the trainer): loss, float32 gradients."""
+    model = make_model("lookback", "channel", dtype=torch.float32)
+    feats, captions, lengths = make_batch(dtype=torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, _ = model.loss(feats, captions, lengths)
+    loss.backward()
+    assert torch.isfinite(loss) and all(p.grad.dtype == torch.float32 for p in model.parameters())
+
+
+def test_frozen_lstm_weights():
+    model = make_model()
+    model.lstm.requires_grad_(False)
+    feats, captions, lengths = make_batch()
+    model.loss(feats, captions, lengths)[0].backward()
+    assert model.lstm.weight_hh.grad is None and model.L_o.weight.grad is not None
+    assert model.attention.feat_proj.weight.grad is not None
