@@ -5,6 +5,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 RUN_DIR  ?= runs/default
+DATASET  ?= sample
 DATA_DIR ?= data/sample
 SEED     ?= 0
 EPOCHS   ?= 12
@@ -61,22 +62,26 @@ browser:
 	    "(without chromium the browser test fails; CAPKIT_SKIP_BROWSER=1 skips it)"; fi; }
 
 data: env
+ifeq ($(DATASET),sample)
 	@$(PY) -m capkit.sample $(DATA_DIR) --seed $(SEED)
+else
+	@test -d $(DATA_DIR) || { echo "ERROR: DATA_DIR=$(DATA_DIR) does not exist (DATASET=$(DATASET)); see README, 'Data'"; exit 1; }
+endif
 
 notebooks: env data
 	@mkdir -p $(RUN_DIR) figures
-	$(PM) notebooks/01_data_exploration.ipynb $(RUN_DIR)/01_data_exploration.ipynb -p data_dir $(DATA_DIR) -p run_dir $(RUN_DIR) -p seed $(SEED)
-	$(PM) notebooks/02_vocabulary.ipynb $(RUN_DIR)/02_vocabulary.ipynb -p data_dir $(DATA_DIR) -p run_dir $(RUN_DIR) -p seed $(SEED)
+	$(PM) notebooks/01_data_exploration.ipynb $(RUN_DIR)/01_data_exploration.ipynb -p dataset $(DATASET) -p data_dir $(DATA_DIR) -p run_dir $(RUN_DIR) -p seed $(SEED)
+	$(PM) notebooks/02_vocabulary.ipynb $(RUN_DIR)/02_vocabulary.ipynb -p dataset $(DATASET) -p data_dir $(DATA_DIR) -p run_dir $(RUN_DIR) -p seed $(SEED)
 	@$(MAKE) --no-print-directory train-grid
-	$(PM) notebooks/04_attention.ipynb $(RUN_DIR)/04_attention.ipynb -p data_dir $(DATA_DIR) -p run_dir $(RUN_DIR) -p seed $(SEED)
-	$(PM) notebooks/05_results.ipynb $(RUN_DIR)/05_results.ipynb -p data_dir $(DATA_DIR) -p run_dir $(RUN_DIR) -p seed $(SEED)
+	$(PM) notebooks/04_attention.ipynb $(RUN_DIR)/04_attention.ipynb -p dataset $(DATASET) -p data_dir $(DATA_DIR) -p run_dir $(RUN_DIR) -p seed $(SEED)
+	$(PM) notebooks/05_results.ipynb $(RUN_DIR)/05_results.ipynb -p dataset $(DATASET) -p data_dir $(DATA_DIR) -p run_dir $(RUN_DIR) -p seed $(SEED)
 
 # The 2x2 grid (encoder x decoder) for both targets; each executed notebook stays in its run folder.
 train-grid: env data
 	@for enc in $(ENCODERS); do for dec in $(DECODERS); do for tgt in $(TARGETS); do \
 	  run=$$enc-$$dec-$$tgt; mkdir -p $(RUN_DIR)/$$run; echo "== training $$run"; \
-	  $(PM) notebooks/03_train.ipynb $(RUN_DIR)/$$run/03_train.ipynb -p data_dir $(DATA_DIR) -p run_dir $(RUN_DIR) \
-	    -p seed $(SEED) -p encoder $$enc -p decoder $$dec -p target $$tgt -p epochs $(EPOCHS) || exit 1; \
+	  $(PM) notebooks/03_train.ipynb $(RUN_DIR)/$$run/03_train.ipynb -p dataset $(DATASET) -p data_dir $(DATA_DIR) \
+	    -p run_dir $(RUN_DIR) -p seed $(SEED) -p encoder $$enc -p decoder $$dec -p target $$tgt -p epochs $(EPOCHS) || exit 1; \
 	done; done; done
 
 run: env data

@@ -151,7 +151,7 @@ def image_grid(records, n: int = 12, cols: int = 4, width: int = 28, predictions
         lines += textwrap.wrap(" ".join("#" + t for t in r.hashtags), width)[:2]
         if predictions and r.key in predictions:
             lines += ["→ " + s for s in textwrap.wrap(plain(predictions[r.key]), width - 2)[:3]]
-        ax.set_title("\n".join(lines), fontsize=7, loc="left")
+        ax.set_title("\n".join(lines), fontsize=7, loc="left", linespacing=1.45)  # room for Hangul
         ax.text(2, 10, r.category or "", fontsize=7, color="w", bbox=dict(fc="k", alpha=0.5, lw=0))
     fig.tight_layout()
     return fig

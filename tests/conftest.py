@@ -18,6 +18,17 @@ def sample_dir(tmp_path_factory):
     return d
 
 
+@pytest.fixture()
+def one_thread():
+    """Tiny tensors: one thread is faster, and immune to a busy machine's OpenMP contention."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("cache")

@@ -11,13 +11,7 @@ from capkit.models import CaptionDecoder, DecoderConfig
 PAD, START, END = 0, 1, 2
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is faster, and immune to a busy machine's OpenMP contention."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest
 
 
 def random_model(attention="soft", V=30, D=12, end_bias=-2.0, seed=0):

@@ -19,13 +19,7 @@ V, D, L = 23, 12, 7  # vocab, encoder dim, regions
 START, END, PAD = 1, 2, 0
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is faster, and immune to a busy machine's OpenMP contention."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest
 
 
 class StudyAttention(nn.Module):
