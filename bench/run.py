@@ -188,7 +188,7 @@ def calibrate_end(model, feats, max_len: int, mean_words: float) -> float:
     batched decoding saves. Bisection on the bias; returns the mean length reached.
     """
     lo, hi, got = -20.0, 20.0, 0.0
-    base = float(model.L_o.bias[text.END_ID])
+    base = float(model.L_o.bias[text.END_ID].detach())
     for _ in range(14):
         mid = (lo + hi) / 2
         with torch.no_grad():

@@ -101,7 +101,8 @@ def test_update_metrics_keeps_other_keys(att_runs, tmp_path):
     run.update_metrics(grounding={"accuracy": float("nan"), "n_words": 0})
     after = json.loads((folder / "metrics.json").read_text())
     assert after["grounding"] == {"accuracy": None, "n_words": 0}  # standard JSON (NaN -> null)
-    assert {k: v for k, v in after.items() if k != "grounding"} == before
+    # (the shared smoke runs may already carry a grounding from 04_attention run by another test)
+    assert {k: v for k, v in after.items() if k != "grounding"} == {k: v for k, v in before.items() if k != "grounding"}
     assert not list(folder.glob(".metrics.json.tmp*"))
 
 
