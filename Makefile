@@ -7,6 +7,7 @@ SHELL := /bin/bash
 RUN_DIR  ?= runs/default
 DATASET  ?= sample
 DATA_DIR ?= data/sample
+FIGURES_DIR ?= figures
 SEED     ?= 0
 EPOCHS   ?= 12
 ENCODERS ?= efficientnet_lite0 efficientnet_lite2
@@ -22,6 +23,7 @@ else
   STAMP := .capkit-env-checked
 endif
 PM := $(PY) -m papermill --cwd $(CURDIR) --log-level WARNING --no-progress-bar
+NB_ARGS = -p dataset $(DATASET) -p data_dir $(DATA_DIR) -p run_dir $(RUN_DIR) -p seed $(SEED) -p figures_dir $(FIGURES_DIR)
 
 .PHONY: help env java browser data run notebooks train-grid test bench lab clean
 help:
@@ -69,12 +71,12 @@ else
 endif
 
 notebooks: env data
-	@mkdir -p $(RUN_DIR) figures
-	$(PM) notebooks/01_data_exploration.ipynb $(RUN_DIR)/01_data_exploration.ipynb -p dataset $(DATASET) -p data_dir $(DATA_DIR) -p run_dir $(RUN_DIR) -p seed $(SEED)
-	$(PM) notebooks/02_vocabulary.ipynb $(RUN_DIR)/02_vocabulary.ipynb -p dataset $(DATASET) -p data_dir $(DATA_DIR) -p run_dir $(RUN_DIR) -p seed $(SEED)
+	@mkdir -p $(RUN_DIR) $(FIGURES_DIR)
+	$(PM) notebooks/01_data_exploration.ipynb $(RUN_DIR)/01_data_exploration.ipynb $(NB_ARGS)
+	$(PM) notebooks/02_vocabulary.ipynb $(RUN_DIR)/02_vocabulary.ipynb $(NB_ARGS)
 	@$(MAKE) --no-print-directory train-grid
-	$(PM) notebooks/04_attention.ipynb $(RUN_DIR)/04_attention.ipynb -p dataset $(DATASET) -p data_dir $(DATA_DIR) -p run_dir $(RUN_DIR) -p seed $(SEED)
-	$(PM) notebooks/05_results.ipynb $(RUN_DIR)/05_results.ipynb -p dataset $(DATASET) -p data_dir $(DATA_DIR) -p run_dir $(RUN_DIR) -p seed $(SEED)
+	$(PM) notebooks/04_attention.ipynb $(RUN_DIR)/04_attention.ipynb $(NB_ARGS)
+	$(PM) notebooks/05_results.ipynb $(RUN_DIR)/05_results.ipynb $(NB_ARGS)
 
 # The 2x2 grid (encoder x decoder) for both targets; each executed notebook stays in its run folder.
 train-grid: env data
@@ -86,7 +88,7 @@ train-grid: env data
 
 run: env data
 	@start=$$(date +%s); $(MAKE) --no-print-directory notebooks; \
-	  echo "make run finished in $$(( $$(date +%s) - start )) s; executed notebooks in $(RUN_DIR), figures in figures/"
+	  echo "make run finished in $$(( $$(date +%s) - start )) s; executed notebooks in $(RUN_DIR), figures in $(FIGURES_DIR)/"
 
 test: env browser
 	$(PY) -m pytest -q tests
@@ -94,8 +96,9 @@ test: env browser
 bench: env data
 	$(PY) bench/run.py --data-dir $(DATA_DIR) --out runs/bench.json
 
+# served from the repository root (notebooks/, runs/ and figures/ all in the file browser)
 lab: env
-	$(PY) -m jupyter lab notebooks
+	$(PY) -m jupyter lab --ServerApp.root_dir=$(CURDIR) $(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean:
 	rm -rf runs data/cache

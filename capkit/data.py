@@ -119,15 +119,20 @@ class LoadReport:
 
 
 def project_path(path) -> Path:
-    """Resolve a relative path against the working directory, else the repository root.
+    """Resolve a path; a relative one from anywhere inside this repository means the repository root's.
 
-    Notebooks run with their own folder as working directory in JupyterLab and with the
-    repository root under ``make``; ``data/sample`` means the same folder in both.
+    Notebooks run with ``notebooks/`` as working directory in JupyterLab and with the repository root
+    under ``make`` and papermill; ``runs/default`` must name the same folder in both (and JupyterLab
+    must never start a second ``notebooks/runs/``). Outside the repository (capkit used as a library
+    from another folder) relative paths keep their usual meaning.
     """
     p = Path(path).expanduser()
-    if p.is_absolute() or p.exists() or not (ROOT / "pyproject.toml").exists():
+    if p.is_absolute():
         return p.resolve()
-    return (ROOT / p).resolve()
+    cwd = Path.cwd().resolve()
+    if (ROOT / "pyproject.toml").exists() and (cwd == ROOT or ROOT in cwd.parents):
+        return (ROOT / p).resolve()
+    return (cwd / p).resolve()
 
 
 def decode_text(raw: bytes, name="<bytes>") -> str:
@@ -631,7 +636,7 @@ def records_frame(records: list[Record]):
 
 def save_report(report: LoadReport, records: list[Record], path) -> Path:
     """Write ``data_report.json``: counts per split and category, skipped records per reason."""
-    path = Path(path)
+    path = project_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     cats = Counter((r.category or "-", r.split) for r in records)
     doc = {**report.to_dict(), "records": len(records), "splits": split_counts(records),

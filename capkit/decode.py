@@ -9,7 +9,9 @@ Conventions shared by both:
 - A step emits one token; `max_len` caps the number of steps, <end> included. A hypothesis that emits <end>
   is `finished` (at most max_len - 1 words); one that hits the cap has exactly max_len words, unfinished.
 - `score` is the sum of the log-probabilities of the emitted tokens (the <end> token's included).
-- <start> is never emitted. `forbid_repeats=True` masks every word already in the hypothesis (hashtags).
+- <start> is never emitted; neither is `unk_id` when given (capkit passes <unk>: a caption or a hashtag set that
+  says "unknown word" is never what a reader wants, and for hashtags it is a sure false positive).
+  `forbid_repeats=True` masks every word already in the hypothesis (hashtags).
 - Rows whose caption (greedy) or image (beam) is done stay in the batch, masked, until they are a quarter of
   it; then the batch is compacted (index_select of the state), so short captions stop costing compute.
 """
@@ -31,8 +33,8 @@ class Hypothesis:
     finished: bool  # emitted <end> (False: cut at max_len)
 
 
-def _mask(logprobs: torch.Tensor, start_id: int, used: torch.Tensor | None) -> torch.Tensor:
-    logprobs[:, start_id] = float("-inf")
+def _mask(logprobs: torch.Tensor, banned: list[int], used: torch.Tensor | None) -> torch.Tensor:
+    logprobs[:, banned] = float("-inf")
     if used is not None:
         logprobs.masked_fill_(used, float("-inf"))
     return logprobs
@@ -46,8 +48,10 @@ def greedy(
     end_id: int,
     max_len: int = 30,
     forbid_repeats: bool = False,
+    unk_id: int | None = None,
 ) -> list[Hypothesis]:
     """The most likely next token at every step, for feats [B, L, D] at once. One Hypothesis per image."""
+    banned = [start_id] + ([unk_id] if unk_id is not None else [])
     feats = feats.to(model.L_o.weight.dtype)  # scores and attention maps come back in the model's dtype
     B, L = feats.shape[:2]
     state = model.init_state(feats)
@@ -66,7 +70,7 @@ def greedy(
 
     for t in range(max_len):
         logprobs, alpha, state = model.step(tokens, state)
-        best, tokens = (score.unsqueeze(1) + _mask(logprobs, start_id, used)).topk(1, dim=1)
+        best, tokens = (score.unsqueeze(1) + _mask(logprobs, banned, used)).topk(1, dim=1)
         score, tokens = best.squeeze(1), tokens.squeeze(1)
         stuck = live & torch.isinf(score)  # no allowed word left (every word masked): stop, unfinished
         ended = live & (tokens == end_id) & ~stuck
@@ -103,6 +107,7 @@ def beam_search(
     max_len: int = 30,
     length_penalty: float = 0.0,
     forbid_repeats: bool = False,
+    unk_id: int | None = None,
 ) -> list[Hypothesis]:
     """Beam search for feats [B, L, D] at once, keeping B*k beams in one batch. One Hypothesis per image.
 
@@ -114,6 +119,7 @@ def beam_search(
     beam_size=1 gives exactly greedy().
     """
     feats = feats.to(model.L_o.weight.dtype)
+    banned = [start_id] + ([unk_id] if unk_id is not None else [])
     B, L = feats.shape[:2]
     k, V, dev = beam_size, model.config.vocab_size, feats.device
     state = model.reorder_state(model.init_state(feats), torch.arange(B, device=dev).repeat_interleave(k))
@@ -138,7 +144,7 @@ def beam_search(
     for t in range(max_len):
         n = len(image)
         logprobs, alpha, state = model.step(tokens, state)
-        cand = scores.view(-1, 1) + _mask(logprobs, start_id, used)  # [n*k, V]
+        cand = scores.view(-1, 1) + _mask(logprobs, banned, used)  # [n*k, V]
         top, idx = cand.view(n, k * V).topk(k, dim=1)  # the best k continuations of each image: [n, k]
         src = (torch.arange(n, device=dev).unsqueeze(1) * k + idx // V).view(-1)  # the row each one extends
         tokens = (idx % V).view(-1)

@@ -27,6 +27,8 @@ from capkit import data as D
 from capkit import decode, encoders, metrics, models, text
 
 CKPT_FORMAT = "capkit-checkpoint-1"
+# settings that may differ when a run is resumed (more epochs, another machine or folder layout)
+RESUMABLE_CHANGES = ("epochs", "patience", "device", "beam_size", "cache_dir", "data_dir", "run_dir")
 
 
 @dataclass
@@ -98,7 +100,7 @@ class TrainConfig:
     def same_run(self, other: "TrainConfig") -> bool:
         """Whether a checkpoint made with ``other`` can be resumed by this config (epochs may grow)."""
         a, b = self.to_dict(), other.to_dict()
-        for k in ("epochs", "patience", "device", "beam_size", "cache_dir", "data_dir", "run_dir"):
+        for k in RESUMABLE_CHANGES:
             a.pop(k), b.pop(k)
         return a == b
 
@@ -219,6 +221,10 @@ class CheckpointError(RuntimeError):
     """A checkpoint that is not a plain capkit checkpoint (e.g. holds pickled objects) or is damaged."""
 
 
+class RunExists(RuntimeError):
+    """The run folder already holds a run trained with other settings (it is never overwritten)."""
+
+
 def save_atomic(obj, path: Path) -> None:
     """torch.save to a temporary file in the same folder, fsync, then rename over ``path``."""
     path = Path(path)
@@ -305,10 +311,10 @@ def predict(model, prep: Prepared, split: str, beam_size: int = 1, limit: int | 
         with torch.inference_mode():
             if beam_size > 1:
                 hyps = decode.beam_search(model, feats, text.START_ID, text.END_ID, beam_size=beam_size,
-                                          max_len=prep.config.decode_len, forbid_repeats=forbid)
+                                          max_len=prep.config.decode_len, forbid_repeats=forbid, unk_id=text.UNK_ID)
             else:
                 hyps = decode.greedy(model, feats, text.START_ID, text.END_ID, max_len=prep.config.decode_len,
-                                     forbid_repeats=forbid)
+                                     forbid_repeats=forbid, unk_id=text.UNK_ID)
         for h in hyps:
             out.append({"tokens": prep.vocab.decode(h.tokens), "score": float(h.score),
                         "finished": bool(h.finished), "alphas": h.alphas.float().cpu()})
@@ -337,16 +343,18 @@ def fit(prep: Prepared, progress: bool = True, stop_after: int | None = None) ->
     last = out / "last.pt"
     if last.exists():  # resume
         ckpt = load_checkpoint(last, map_location=device)
-        if TrainConfig.from_dict(ckpt["config"]).same_run(config) and ckpt["vocab"] == prep.vocab.to_dict():
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            state = State(**ckpt["state"])
-            torch.set_rng_state(ckpt["rng"].cpu())
-            if progress:
-                print(f"resuming {config.run_name} after epoch {state.epoch}")
-        else:
-            if progress:
-                print(f"{last} was made with another config or vocabulary: starting afresh")
+        old = TrainConfig.from_dict(ckpt["config"])
+        if not old.same_run(config) or ckpt["vocab"] != prep.vocab.to_dict():
+            changed = [k for k, v in config.to_dict().items() if old.to_dict().get(k) != v
+                       and k not in RESUMABLE_CHANGES] or ["the vocabulary (the data or its tokens changed)"]
+            raise RunExists(f"{out} holds a run made with other settings ({', '.join(changed)}); nothing was "
+                            f"overwritten. Give this run another run_name, or delete that folder to start it afresh.")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        state = State(**ckpt["state"])
+        torch.set_rng_state(ckpt["rng"].cpu())
+        if progress:
+            print(f"resuming {config.run_name} after epoch {state.epoch}")
     write_json(out / "config.json", config.to_dict())
     prep.vocab.save(out / "vocab.json", tokenizer=config.tokenizer if config.target == "text" else "hashtag",
                     min_freq=config.min_freq, max_size=config.max_vocab, source_split="train", target=config.target)
@@ -585,7 +593,7 @@ class Run:
                 else:
                     feats = enc(torch.stack([self.image_tensor(im) for im in chunk]).to(device)).float()
                 hyps = decode.beam_search(self.model, feats, text.START_ID, text.END_ID, beam_size=beam_size,
-                                          max_len=self.config.decode_len, forbid_repeats=forbid)
+                                          max_len=self.config.decode_len, forbid_repeats=forbid, unk_id=text.UNK_ID)
             out += [self._caption_dict(h, beam_size) for h in hyps]
         return out
 

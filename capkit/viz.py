@@ -38,7 +38,10 @@ def plain(text: str) -> str:
 
 
 def save(fig, figures_dir, name: str, dpi: int = 110) -> Path:
-    path = Path(figures_dir) / name
+    """Write ``figures_dir/name`` (a relative ``figures_dir`` is the repository's, see data.project_path)."""
+    from capkit.data import project_path
+
+    path = project_path(figures_dir) / name
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     return path

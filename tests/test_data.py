@@ -285,3 +285,15 @@ def test_subsample_is_deterministic_and_per_split(tmp_path):
     b = D.subsample(list(reversed(recs)), {"train": 5, "val": 2, "test": 3}, seed=0)
     assert [r.key for r in a] == [r.key for r in b]
     assert D.split_counts(a) == {"train": 5, "val": 2, "test": 3}
+
+
+def test_relative_paths_mean_the_repository_root_from_inside_it(tmp_path, monkeypatch):
+    """JupyterLab runs notebooks in notebooks/, make and papermill in the root: 'runs/default' is one folder."""
+    root = D.ROOT
+    monkeypatch.chdir(root / "notebooks")
+    assert D.project_path("runs/default") == root / "runs" / "default"
+    monkeypatch.chdir(root)
+    assert D.project_path("runs/default") == root / "runs" / "default"
+    monkeypatch.chdir(tmp_path)  # capkit used as a library elsewhere: the usual meaning
+    assert D.project_path("runs/default") == tmp_path.resolve() / "runs" / "default"
+    assert D.project_path(tmp_path / "x") == (tmp_path / "x").resolve()

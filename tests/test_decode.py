@@ -245,3 +245,18 @@ def test_half_features_and_autocast():
             hyps = search(model, feats, START, END, max_len=8)
             assert len(hyps) == 6 and all(h.alphas.dtype == torch.float32 for h in hyps)
     assert len(want) == 6
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_unk_is_never_emitted_when_banned(beam):
+    """The best caption goes through <unk> (id 3 here); with unk_id given <unk> never appears and the best
+    caption without it is found instead."""
+    UNK = 3
+    P = transitions(6, {START: {UNK: 0.6, 4: 0.4}, UNK: {5: 0.9, UNK: 0.1}, 4: {5: 0.9, UNK: 0.1}, 5: {END: 1.0}})
+    model = markov_model(P)
+    feats = torch.zeros(2, 3, 4, dtype=torch.double)
+    run = (lambda **kw: greedy(model, feats, START, END, max_len=6, **kw)) if beam == 1 else \
+        (lambda **kw: beam_search(model, feats, START, END, beam_size=beam, max_len=6, **kw))
+    assert UNK in run()[0].tokens
+    for h in run(unk_id=UNK):
+        assert UNK not in h.tokens and h.tokens == [4, 5] and h.finished

@@ -67,12 +67,18 @@ def test_resume_reaches_the_uninterrupted_result(prep, tmp_path):
     assert same_weights(last_a["model"], last_b["model"])
 
 
-def test_a_changed_config_does_not_resume(prep, tmp_path, capsys):
+def test_a_changed_config_does_not_resume_or_overwrite(prep, tmp_path):
     p = with_run(prep, tmp_path)
     train.fit(dataclasses.replace(p, config=dataclasses.replace(p.config, epochs=1)), progress=False)
-    other = dataclasses.replace(p, config=dataclasses.replace(p.config, epochs=1, lr=1e-3))
-    _, state = train.fit(other, progress=True)
-    assert "starting afresh" in capsys.readouterr().out and state.epoch == 1
+    folder = tmp_path / p.config.run_name
+    before = {f.name: f.read_bytes() for f in folder.iterdir()}
+    other = dataclasses.replace(p, config=dataclasses.replace(p.config, epochs=2, lr=1e-3))
+    with pytest.raises(train.RunExists, match=r"other settings \(lr\)"):
+        train.fit(other, progress=False)
+    assert {f.name: f.read_bytes() for f in folder.iterdir()} == before  # nothing written
+    more = dataclasses.replace(p, config=dataclasses.replace(p.config, epochs=2))  # more epochs: resumes
+    _, state = train.fit(more, progress=False)
+    assert state.epoch == 2
 
 
 class Evil:
