@@ -44,14 +44,14 @@ class StudyDecoder(nn.Module):
     """Show, Attend and Tell (or the study's Look-Back) decoder, stepped over the full padded batch."""
 
     def __init__(self, vocab_size, encoder_dim, embed_dim=300, attention_dim=512, decoder_dim=512, dropout=0.5,
-                 attention="soft"):
+                 attention="soft", gate="scalar"):
         super().__init__()
         self.vocab_size = vocab_size
         self.embedding = nn.Embedding(vocab_size, embed_dim)
         self.attention = StudyAttention(encoder_dim, decoder_dim, attention_dim, lookback=attention == "lookback")
         self.init_h = nn.Linear(encoder_dim, decoder_dim)
         self.init_c = nn.Linear(encoder_dim, decoder_dim)
-        self.f_beta = nn.Linear(decoder_dim, 1)
+        self.f_beta = nn.Linear(decoder_dim, 1 if gate == "scalar" else encoder_dim)  # the paper's scalar gate
         self.lstm = nn.LSTMCell(embed_dim + encoder_dim, decoder_dim)
         self.L_h = nn.Linear(decoder_dim, embed_dim)
         self.L_z = nn.Linear(encoder_dim, embed_dim, bias=False)
@@ -60,11 +60,13 @@ class StudyDecoder(nn.Module):
 
     @classmethod
     def like(cls, capkit_decoder) -> "StudyDecoder":
-        """A reference decoder with the same sizes and weights as a ``capkit.models.CaptionDecoder``."""
+        """A reference decoder with the same sizes, weights, dtype and device as a ``capkit.models.CaptionDecoder``."""
         c = capkit_decoder.config
-        ref = cls(c.vocab_size, c.encoder_dim, c.embed_dim, c.attention_dim, c.decoder_dim, c.dropout, c.attention)
+        p = next(capkit_decoder.parameters())
+        ref = cls(c.vocab_size, c.encoder_dim, c.embed_dim, c.attention_dim, c.decoder_dim, c.dropout, c.attention,
+                  c.gate).to(p.device, p.dtype)
         ref.load_state_dict(capkit_decoder.state_dict())
-        return ref.to(next(capkit_decoder.parameters()).device)
+        return ref
 
     def init_state(self, feats):
         mean = feats.mean(dim=1)

@@ -123,15 +123,6 @@ def new_decoder(size: dict, vocab: int, attention: str = "soft", dropout: float 
     return models.CaptionDecoder(cfg)
 
 
-def capkit_step(model, optimizer, feats, caps, lengths, grad_clip: float = 5.0) -> float:
-    loss, _ = model.loss(feats, caps, lengths, lambda_att=1.0)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    optimizer.step()
-    return float(loss.detach())
-
-
 def step_flops(model, feats, caps, lengths) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -161,7 +152,7 @@ def bench_train_step(size: dict, token_lengths: list[int], device, repeat: int, 
         opt_ref = torch.optim.Adam(ref.parameters(), lr=5e-4)
 
         def run_fast():
-            capkit_step(fast, opt_fast, feats, caps, lengths)
+            train.train_step(fast, opt_fast, feats, caps, lengths)
             sync(device)
 
         def run_ref():
@@ -267,14 +258,11 @@ def bench_epoch(records, token_lists, size: dict, device, cache_dir: Path, encod
     store = encoders.extract_features(encoder, images, cache_dir, weights="random", device=str(device),
                                       batch_size=size["batch"], progress=False, encoder=enc)
     out["capkit_feature_extraction_s"] = time.perf_counter() - t0
-    feats_ram = torch.from_numpy(store.feats[:].copy())  # as train.prepare keeps them when they fit in RAM
-
-    def features(imgs):
-        return feats_ram[torch.from_numpy(store.rows(imgs))].float()
-
+    store.to_memory()  # as train.prepare does
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     t0 = time.perf_counter()
-    stats = train.train_epoch(model, optimizer, features, pairs, config, epoch=1, device=device, progress=False)
+    stats = train.train_epoch(model, optimizer, store.__getitem__, pairs, config, epoch=1, device=device,
+                              progress=False)
     sync(device)
     out["capkit_epoch_s"] = time.perf_counter() - t0
     out["capkit_train_loss"] = stats["loss"]

@@ -33,6 +33,10 @@ class Hypothesis:
     finished: bool  # emitted <end> (False: cut at max_len)
 
 
+def _banned(start_id: int, unk_id: int | None) -> list[int]:
+    return [start_id] if unk_id is None else [start_id, unk_id]
+
+
 def _mask(logprobs: torch.Tensor, banned: list[int], used: torch.Tensor | None) -> torch.Tensor:
     logprobs[:, banned] = float("-inf")
     if used is not None:
@@ -51,7 +55,7 @@ def greedy(
     unk_id: int | None = None,
 ) -> list[Hypothesis]:
     """The most likely next token at every step, for feats [B, L, D] at once. One Hypothesis per image."""
-    banned = [start_id] + ([unk_id] if unk_id is not None else [])
+    banned = _banned(start_id, unk_id)
     feats = feats.to(model.L_o.weight.dtype)  # scores and attention maps come back in the model's dtype
     B, L = feats.shape[:2]
     state = model.init_state(feats)
@@ -119,7 +123,7 @@ def beam_search(
     beam_size=1 gives exactly greedy().
     """
     feats = feats.to(model.L_o.weight.dtype)
-    banned = [start_id] + ([unk_id] if unk_id is not None else [])
+    banned = _banned(start_id, unk_id)
     B, L = feats.shape[:2]
     k, V, dev = beam_size, model.config.vocab_size, feats.device
     state = model.reorder_state(model.init_state(feats), torch.arange(B, device=dev).repeat_interleave(k))

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from capkit.data import BadImage, open_image
+from capkit.data import BadImage, open_image, project_path, to_rgb
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -202,9 +202,14 @@ class Encoder(nn.Module):
                 p.requires_grad = True
 
 
-def image_tensor(path, size: int) -> torch.Tensor:
-    """Open (RGB, EXIF-rotated), resize to ``size`` x ``size`` and return ``[3, size, size]`` in 0..1."""
-    img = open_image(path, draft=(size, size)).resize((size, size), resample=3)  # bicubic
+def image_tensor(image, size: int) -> torch.Tensor:
+    """A path (opened as :func:`capkit.data.open_image` does: RGB, EXIF-rotated) or a PIL image (any mode), resized
+    to ``size`` x ``size``, as ``[3, size, size]`` in 0..1."""
+    if hasattr(image, "convert"):
+        img = to_rgb(image)
+    else:
+        img = open_image(image, draft=(size, size))
+    img = img.resize((size, size), resample=3)  # bicubic
     return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255)
 
 
@@ -220,6 +225,14 @@ class FeatureStore:
         self.feats = np.memmap(self.path, dtype=np.float16, mode="r", shape=tuple(self.meta["shape"]))
         self.index = {p: i for i, p in enumerate(self.meta["images"])}
         self.failed = self.meta.get("failed", {})
+        self.ram: torch.Tensor | None = None  # a private float16 copy, after to_memory()
+
+    def to_memory(self, max_bytes: int = 2 * 2**30) -> bool:
+        """Copy the features into RAM when they take less than ``max_bytes`` (training reads each row once an
+        epoch; RAM is faster than the memory map). Returns whether they are in RAM now."""
+        if self.ram is None and self.feats.nbytes < max_bytes:
+            self.ram = torch.from_numpy(np.array(self.feats))
+        return self.ram is not None
 
     def __len__(self) -> int:
         return len(self.index)
@@ -232,6 +245,8 @@ class FeatureStore:
 
     def __getitem__(self, images) -> torch.Tensor:
         rows = self.rows(images)
+        if self.ram is not None:
+            return self.ram[torch.from_numpy(rows)].float()
         return torch.from_numpy(np.asarray(self.feats[rows], dtype=np.float32))
 
     def pooled(self, images=None, chunk: int = 512) -> np.ndarray:
@@ -260,8 +275,6 @@ def extract_features(name: str, images, cache_dir="data/cache", weights: str = "
     Images that fail to open get zero features and are listed in ``store.failed``.
     """
     from tqdm.auto import tqdm
-
-    from capkit.data import project_path
 
     spec = ENCODERS[name]
     images = sorted(dict.fromkeys(str(p) for p in images))

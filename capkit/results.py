@@ -96,8 +96,7 @@ def read_json(path) -> dict | None:
 
 def read_predictions(run_path) -> list[dict]:
     """The lines of ``<run>/predictions.jsonl``."""
-    path = Path(run_path) / "predictions.jsonl"
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return D.read_jsonl(Path(run_path) / "predictions.jsonl")
 
 
 def run_folders(run_dir) -> list[Path]:

@@ -131,13 +131,10 @@ class Prepared:
     detok: text.Detokenizer | None
     store: encoders.FeatureStore
     report: D.LoadReport
-    feats: torch.Tensor | None = None  # all features in memory (float16) when they fit
     info: dict = field(default_factory=dict)
 
     def features(self, images) -> torch.Tensor:
-        if self.feats is None:
-            return self.store[images]
-        return self.feats[torch.from_numpy(self.store.rows(images))].float()
+        return self.store[images]
 
     def pairs(self, split: str) -> list[tuple[str, list[int]]]:
         """(image, token ids with <start>/<end>) for training: one pair per reference text."""
@@ -184,13 +181,11 @@ def prepare(config: TrainConfig, progress: bool = True) -> Prepared:
     images = [r.image for s in D.SPLITS for r in by_split[s]]
     store = encoders.extract_features(config.encoder, images, config.cache_dir, weights=config.encoder_weights,
                                       device=str(resolve_device(config.device)), progress=progress)
-    feats = None
-    if store.feats.nbytes < 2 * 2**30:
-        feats = torch.from_numpy(np.array(store.feats))  # a private copy in RAM
+    store.to_memory()  # epochs read RAM, not the memory map, when the features fit
     info = {"records": {s: len(v) for s, v in by_split.items()}, "vocab_size": len(vocab),
             "oov_rate": {s: text.oov_rate(vocab, [t for refs in tokens[s] for t in refs]) for s in ("val", "test")},
             "tokenize": stats, "features": {"file": store.path.name, "failed": len(store.failed)}}
-    return Prepared(config, by_split, tokens, vocab, detok, store, report, feats, info)
+    return Prepared(config, by_split, tokens, vocab, detok, store, report, info)
 
 
 def batches(pairs, batch_size: int, generator: torch.Generator | None = None):
@@ -253,6 +248,15 @@ def write_json(path: Path, obj) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=1, default=float) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+def update_json(path: Path, items: dict) -> dict:
+    """Set top-level keys of a JSON file, keeping the others (read, merge, atomic write); returns the result."""
+    path = Path(path)
+    current = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    current.update(items)
+    write_json(path, current)
+    return current
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
@@ -410,27 +414,31 @@ def train_epoch(model, optimizer, features, pairs, config: TrainConfig, epoch: i
     from tqdm.auto import tqdm
 
     model.train()
-    amp = torch.device(device).type == "cuda"
-    params = [p for p in model.parameters() if p.requires_grad]
     gen = torch.Generator().manual_seed(config.seed * 1000 + epoch)
     bar = tqdm(batches(pairs, config.batch_size, gen), total=math.ceil(len(pairs) / config.batch_size),
                disable=not progress, desc=f"epoch {epoch}/{config.epochs}", leave=False)
     tot, n = {"loss": 0.0, "ce": 0.0, "att": 0.0}, 0
     for images, caps, lengths in bar:
         feats = features(images).to(device, non_blocking=True)
-        caps, lengths = caps.to(device), lengths.to(device)
-        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=amp):
-            loss, parts = model.loss(feats, caps, lengths, config.lambda_att)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-        optimizer.step()
+        parts = train_step(model, optimizer, feats, caps.to(device), lengths.to(device), config.lambda_att,
+                           config.grad_clip)
         for k in tot:
             tot[k] += float(parts[k]) * len(images)
         n += len(images)
         bar.set_postfix(ce=f"{float(parts['ce']):.3f}", att=f"{float(parts['att']):.2f}")
     return {k: v / max(n, 1) for k, v in tot.items()}
+
+
+def train_step(model, optimizer, feats, captions, lengths, lambda_att: float = 1.0, grad_clip: float = 5.0) -> dict:
+    """One optimisation step on a batch (bf16 autocast on CUDA); returns the loss parts (detached)."""
+    with torch.autocast(feats.device.type, dtype=torch.bfloat16, enabled=feats.device.type == "cuda"):
+        loss, parts = model.loss(feats, captions, lengths, lambda_att)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], grad_clip)
+    optimizer.step()
+    return parts
 
 
 def teacher_forced_loss(model, prep: Prepared, pairs, device) -> float:
@@ -494,12 +502,7 @@ def test(model, prep: Prepared, beam_size: int | None = None, split: str = "test
         "decode_images_per_second": len(lines) / decode_s if decode_s else None,
         "data": prep.info, "skipped": dict(prep.report.skipped),
     }
-    old = config.path / "metrics.json"
-    if old.exists():  # keep what other notebooks added (e.g. grounding from 04_attention)
-        prev = json.loads(old.read_text())
-        result = {**{k: v for k, v in prev.items() if k not in result}, **result}
-    write_json(old, result)
-    return result
+    return update_json(config.path / "metrics.json", result)  # keeps what 04_attention added (grounding)
 
 
 def train(config: TrainConfig, progress: bool = True) -> dict:
@@ -561,14 +564,6 @@ class Run:
             self.__dict__["_encoder"] = enc
         return enc
 
-    def image_tensor(self, image) -> torch.Tensor:
-        """``[3, S, S]`` in 0..1 for a path (opened as :func:`capkit.data.open_image` does) or a PIL image."""
-        size = encoders.ENCODERS[self.config.encoder].image_size
-        if not hasattr(image, "convert"):
-            return encoders.image_tensor(image, size)
-        img = D.to_rgb(image).resize((size, size), resample=3)
-        return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255)
-
     def caption_many(self, images, beam_size: int = 3, batch_size: int = 32, cache_dir=None) -> list[dict]:
         """:meth:`caption` for many images (paths or PIL images), encoded and beam-searched in batches.
 
@@ -591,7 +586,8 @@ class Run:
                 if store is not None:
                     feats = store[[str(im) for im in chunk]].to(device)
                 else:
-                    feats = enc(torch.stack([self.image_tensor(im) for im in chunk]).to(device)).float()
+                    size = encoders.ENCODERS[self.config.encoder].image_size
+                    feats = enc(torch.stack([encoders.image_tensor(im, size) for im in chunk]).to(device)).float()
                 hyps = decode.beam_search(self.model, feats, text.START_ID, text.END_ID, beam_size=beam_size,
                                           max_len=self.config.decode_len, forbid_repeats=forbid, unk_id=text.UNK_ID)
             out += [self._caption_dict(h, beam_size) for h in hyps]
@@ -626,12 +622,8 @@ class Run:
 
     def update_metrics(self, **items) -> dict:
         """Set top-level keys of ``metrics.json`` (read, merge, write to a temporary file, rename); returns it."""
-        path = self.path / "metrics.json"
-        current = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-        current.update(items)
-        write_json(path, current)
-        self.metrics = current
-        return current
+        self.metrics = update_json(self.path / "metrics.json", items)
+        return self.metrics
 
 
 def load_run(path, device: str = "cpu", which: str = "best") -> Run:

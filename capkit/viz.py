@@ -17,6 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from capkit import metrics
+from capkit.data import BadImage, open_image, project_path
+
 WORK_SIDE = 128  # attention maps are smoothed at most this large, then resized (attention_overlay)
 EMOJI_RE = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\uFE0F\u200D\u2B50\u2764]+")
 
@@ -39,8 +42,6 @@ def plain(text: str) -> str:
 
 def save(fig, figures_dir, name: str, dpi: int = 110) -> Path:
     """Write ``figures_dir/name`` (a relative ``figures_dir`` is the repository's, see data.project_path)."""
-    from capkit.data import project_path
-
     path = project_path(figures_dir) / name
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
@@ -136,8 +137,6 @@ def plot_cooccurrence(table):
 def image_grid(records, n: int = 12, cols: int = 4, width: int = 28, predictions: dict | None = None):
     """A grid of images with their text and hashtags (and, given ``predictions[key]``, generated ones)."""
     import matplotlib.pyplot as plt
-
-    from capkit.data import BadImage, open_image
 
     use_korean_font()
     records = list(records)[:n]
@@ -288,6 +287,11 @@ def fit_image(image, max_side: int):
     return img
 
 
+def peak_point(alpha) -> tuple[float, float]:
+    """Where a square attention map peaks, (x, y) in 0..1: the point the pointing game checks."""
+    return metrics.attention_peak(alpha, int(round(math.sqrt(np.asarray(alpha).size))))
+
+
 def overlay_image(image, alpha, max_side: int = 360, opacity: float = 0.5, peak: bool = True):
     """The image (scaled to ``max_side``) with one attention map over it in the jet colour map (a PIL image).
 
@@ -304,10 +308,8 @@ def overlay_image(image, alpha, max_side: int = 360, opacity: float = 0.5, peak:
     colour = (matplotlib.colormaps["jet"](heat)[..., :3] * 255).astype(np.uint8)
     out = Image.blend(img, Image.fromarray(colour), opacity)
     if peak:
-        a = np.asarray(alpha, dtype=np.float32).reshape(-1)
-        g = int(round(math.sqrt(a.size)))
-        row, col = divmod(int(a.argmax()), g)
-        x, y = (col + 0.5) / g * img.width, (row + 0.5) / g * img.height
+        px, py = peak_point(alpha)
+        x, y = px * img.width, py * img.height
         r = max(3, round(min(img.size) / 60))
         ImageDraw.Draw(out).ellipse((x - r, y - r, x + r, y + r), outline=(255, 255, 255), width=2)
     return out
@@ -359,10 +361,8 @@ def caption_figure(image, caption: dict, title: str = "", hashtags=None, boxes=N
         axes[0].text(x0 * w + 2, y0 * h + 2, b.get("label", ""), fontsize=6, color="k", va="top",
                      bbox=dict(fc="yellow", lw=0, pad=0.5))
     for ax, alpha in zip(axes[1:], alphas):
-        a = np.asarray(alpha).reshape(-1)
-        g = int(round(math.sqrt(a.size)))
-        row, col = divmod(int(a.argmax()), g)
-        ax.plot([(col + 0.5) / g * w], [(row + 0.5) / g * h], "o", ms=5, mfc="none", mec="white", mew=1.2)
+        px, py = peak_point(alpha)
+        ax.plot([px * w], [py * h], "o", ms=5, mfc="none", mec="white", mew=1.2)
     height = fig.get_figheight()
     top = 1 - (0.17 * len(head) + 0.05) / height
     fig.suptitle("\n".join(head), x=0.01, y=0.995, ha="left", va="top", fontsize=9, linespacing=1.4)
@@ -378,8 +378,6 @@ def grounding(run, records, object_words: dict, beam_size: int = 3, batch_size: 
     surface form is one of ``object_words[label]`` for a label boxed in that image is scored by
     :func:`capkit.metrics.pointing_game`. Returns the summary (for ``metrics.json``) and one row per word.
     """
-    from capkit import metrics
-
     records = [r for r in records if r.boxes]
     captions = run.caption_many([r.image for r in records], beam_size=beam_size, batch_size=batch_size,
                                 cache_dir=cache_dir)
@@ -498,8 +496,6 @@ def prediction_grid(items, cols: int = 4, width: int = 26):
     hashtags line says how many of them are true.
     """
     import matplotlib.pyplot as plt
-
-    from capkit.data import BadImage, open_image
 
     use_korean_font()
     items = list(items)

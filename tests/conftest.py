@@ -1,11 +1,13 @@
 """Shared fixtures: a small embedded dataset generated once per session, and a papermill runner."""
 
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
+sys.path.insert(0, str(ROOT / "bench"))  # bench/reference.py: the study's decoder, run its way (test_models, test_bench)
 
 
 @pytest.fixture(scope="session")

@@ -2,17 +2,13 @@
 change the result: for the same weights and batch, capkit's training step and the reference's give the same loss,
 the same gradients, the same weights after an Adam step, and the same greedy captions."""
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
 from capkit.decode import greedy
 from capkit.models import CaptionDecoder, DecoderConfig
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-import reference  # noqa: E402
+import reference  # bench/reference.py (on the path through conftest)
 
 START, END = 2, 3
 

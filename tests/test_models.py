@@ -1,18 +1,18 @@
 """capkit.models: shapes and masks, the loss, the incremental API, and equality with the study's algorithm.
 
-`StudyDecoder` below is a plain per-step implementation of the study's decoder, written the way the study's code
-ran it: the full padded batch at every step and the encoder side of attention (W_a a) recomputed at every step.
-It has the same parameter names as capkit's CaptionDecoder, so one state_dict loads into both; capkit's fast
-teacher forcing must give the same logits, loss and gradients.
+The reference is bench/reference.py's `StudyDecoder`, a plain per-step implementation of the study's decoder written
+the way the study's code ran it (the full padded batch at every step, W_a a recomputed at every step); `make bench`
+times capkit against the same file. It has capkit's parameter names, so one state_dict loads into both; capkit's fast
+teacher forcing must give the same logits, the loss written out element by element below, and the same gradients.
 """
 
 import json
 
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
+import reference  # bench/reference.py (on the path through conftest)
 from capkit.models import CaptionDecoder, DecoderConfig, LookBackAttention, ReluScore, SoftAttention, caption_loss
 
 V, D, L = 23, 12, 7  # vocab, encoder dim, regions
@@ -22,63 +22,29 @@ START, END, PAD = 1, 2, 0
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest
 
 
-class StudyAttention(nn.Module):
-    def __init__(self, cfg):
-        super().__init__()
-        query_dim = cfg.decoder_dim + (cfg.encoder_dim if cfg.attention == "lookback" else 0)
-        self.feat_proj = nn.Linear(cfg.encoder_dim, cfg.attention_dim)
-        self.query_proj = nn.Linear(query_dim, cfg.attention_dim, bias=False)
-        self.score = nn.Linear(cfg.attention_dim, 1, bias=False)
+def study_decoder(model: CaptionDecoder):
+    """bench/reference.py's StudyDecoder with the model's weights (same parameter names: one state_dict)."""
+    return reference.StudyDecoder.like(model)
 
 
-class StudyDecoder(nn.Module):
-    """The study's algorithm, step by step over the whole padded batch (same parameter names as capkit's)."""
+def study_outputs(study, feats, captions, lengths):
+    """The reference's per-step logits and alphas, zeroed past each caption like capkit's padded outputs."""
+    logits, alphas = study(feats, captions, lengths)
+    mask = (torch.arange(captions.size(1) - 1).unsqueeze(0) < (lengths - 1).unsqueeze(1)).unsqueeze(2)
+    return logits * mask, alphas * mask
 
-    def __init__(self, cfg: DecoderConfig):
-        super().__init__()
-        self.cfg = cfg
-        self.embedding = nn.Embedding(cfg.vocab_size, cfg.embed_dim)
-        self.attention = StudyAttention(cfg)
-        self.init_h = nn.Linear(cfg.encoder_dim, cfg.decoder_dim)
-        self.init_c = nn.Linear(cfg.encoder_dim, cfg.decoder_dim)
-        self.f_beta = nn.Linear(cfg.decoder_dim, 1 if cfg.gate == "scalar" else cfg.encoder_dim)
-        self.lstm = nn.LSTMCell(cfg.embed_dim + cfg.encoder_dim, cfg.decoder_dim)
-        self.L_h = nn.Linear(cfg.decoder_dim, cfg.embed_dim)
-        self.L_z = nn.Linear(cfg.encoder_dim, cfg.embed_dim, bias=False)
-        self.L_o = nn.Linear(cfg.embed_dim, cfg.vocab_size)
-        self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, feats, captions, lengths):
-        B, T = captions.shape
-        mean = feats.mean(dim=1)
-        h, c = torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean))
-        z_prev = mean
-        emb = self.embedding(captions)
-        all_logits, all_alphas = [], []
-        for t in range(T - 1):
-            att_feats = self.attention.feat_proj(feats)  # recomputed at every step, as the study did
-            query = torch.cat([h, z_prev], dim=1) if self.cfg.attention == "lookback" else h
-            e = self.attention.score(F.relu(att_feats + self.attention.query_proj(query).unsqueeze(1))).squeeze(2)
-            alpha = F.softmax(e, dim=1)
-            z = (feats * alpha.unsqueeze(2)).sum(dim=1)
-            z_in = torch.sigmoid(self.f_beta(h)) * z
-            h, c = self.lstm(torch.cat([emb[:, t], z_in], dim=1), (h, c))
-            all_logits.append(self.L_o(self.dropout(emb[:, t] + self.L_h(h) + self.L_z(z_in))))
-            all_alphas.append(alpha)
-            z_prev = z
-        mask = (torch.arange(T - 1).unsqueeze(0) < (lengths - 1).unsqueeze(1)).unsqueeze(2)
-        return torch.stack(all_logits, 1) * mask, torch.stack(all_alphas, 1) * mask
-
-    def loss(self, feats, captions, lengths, lambda_att=1.0):
-        logits, alphas = self(feats, captions, lengths)
-        total, count = 0.0, 0
-        for b in range(captions.size(0)):
-            for t in range(int(lengths[b]) - 1):
-                total = total - F.log_softmax(logits[b, t], dim=0)[captions[b, t + 1]]
-                count += 1
-        ce = total / count
-        att = sum(((1 - alphas[b].sum(0)) ** 2).sum() for b in range(captions.size(0))) / captions.size(0)
-        return ce + lambda_att * att
+def study_loss(study, feats, captions, lengths, lambda_att=1.0):
+    """The loss written out element by element: -log p of every real next token, then the attention penalty."""
+    logits, alphas = study_outputs(study, feats, captions, lengths)
+    total, count = 0.0, 0
+    for b in range(captions.size(0)):
+        for t in range(int(lengths[b]) - 1):
+            total = total - F.log_softmax(logits[b, t], dim=0)[captions[b, t + 1]]
+            count += 1
+    ce = total / count
+    att = sum(((1 - alphas[b].sum(0)) ** 2).sum() for b in range(captions.size(0))) / captions.size(0)
+    return ce + lambda_att * att
 
 
 def make_batch(B=5, T=9, seed=0, dtype=torch.float64):
@@ -140,18 +106,17 @@ def test_shapes_and_masks(attention, gate):
 def test_same_as_study_per_step_decoder(attention, gate):
     """The fast teacher forcing computes what the study's per-step algorithm computes: logits, loss, gradients."""
     model = make_model(attention, gate)
-    study = StudyDecoder(model.config).double()
-    study.load_state_dict(model.state_dict())  # same names and shapes: one set of weights
+    study = study_decoder(model)
     feats, captions, lengths = make_batch(B=6, T=10, seed=1)
 
     logits, alphas = model(feats, captions, lengths)
-    ref_logits, ref_alphas = study(feats, captions, lengths)
+    ref_logits, ref_alphas = study_outputs(study, feats, captions, lengths)
     assert (logits - ref_logits).abs().max() < 1e-5
     assert (alphas - ref_alphas).abs().max() < 1e-5
 
     loss, parts = caption_loss(logits, captions, lengths, alphas, lambda_att=0.7)
     fast_loss, _ = model.loss(feats, captions, lengths, lambda_att=0.7)
-    ref_loss = study.loss(feats, captions, lengths, lambda_att=0.7)
+    ref_loss = study_loss(study, feats, captions, lengths, lambda_att=0.7)
     assert abs(loss.item() - ref_loss.item()) < 1e-5
     assert abs(fast_loss.item() - ref_loss.item()) < 1e-5
     assert abs(float(parts["loss"]) - float(parts["ce"]) - 0.7 * float(parts["att"])) < 1e-9
@@ -166,11 +131,10 @@ def test_same_as_study_per_step_decoder(attention, gate):
 def test_float32_study_sizes_scaled_down_agree():
     """The same equality in float32 (the training dtype), within float32 rounding."""
     model = make_model("lookback", "scalar", dtype=torch.float32)
-    study = StudyDecoder(model.config)
-    study.load_state_dict(model.state_dict())
+    study = study_decoder(model)
     feats, captions, lengths = make_batch(B=6, T=10, seed=2, dtype=torch.float32)
     loss, _ = model.loss(feats, captions, lengths)
-    assert abs(loss.item() - study.loss(feats, captions, lengths).item()) < 1e-5
+    assert abs(loss.item() - study_loss(study, feats, captions, lengths).item()) < 1e-5
 
 
 def test_input_order_does_not_matter():
