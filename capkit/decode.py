@@ -74,8 +74,7 @@ def greedy(
 
     for t in range(max_len):
         logprobs, alpha, state = model.step(tokens, state)
-        best, tokens = (score.unsqueeze(1) + _mask(logprobs, banned, used)).topk(1, dim=1)
-        score, tokens = best.squeeze(1), tokens.squeeze(1)
+        score, tokens = (score.unsqueeze(1) + _mask(logprobs, banned, used)).max(dim=1)
         stuck = live & torch.isinf(score)  # no allowed word left (every word masked): stop, unfinished
         ended = live & (tokens == end_id) & ~stuck
         going = live & ~ended & ~stuck

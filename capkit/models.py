@@ -17,8 +17,9 @@ Speed (the study's code recomputed W_a a_i at every step and stepped the full pa
 - Everything that does not feed the recurrence runs once over all valid positions, outside the time loop:
   the embedding's share of the LSTM input gates, and the whole deep output (L_h, L_z and the big L_o).
   The loop keeps only what is truly sequential: attention, gate, LSTM.
-- Two hand-written autograd ops: `ReluScore` (the attention scores, cache-blocked, no new [B, L, A] tensors in
-  backward) and `DeferredWeightGrad` (the LSTM's weight gradients in one matmul over all steps, not 2 per step).
+- Three hand-written autograd ops: `ReluScore` (the attention scores, cache-blocked, no new [B, L, A] tensors in
+  backward), `DeferredWeightGrad` (the LSTM's weight gradients in one matmul over all steps, not 2 per step) and
+  `CrossEntropy` (the loss over the [N, V] logits with its gradient written over them).
 Where the work goes, one training step at the study's sizes (B 32, L 196, D 1024, attention 512, decoder 512,
 embed 300, vocab 10k, 29 steps): forward ~21 GFLOP = W_a a 6.6 (once; the study's code did it at every step,
 29 x 6.6 = 191) + the LSTM's context/recurrent matmuls 5.8 (0.2 a step, M = batch, the only big matmuls left
@@ -134,6 +135,32 @@ class DeferredWeightGrad(torch.autograd.Function):
                 x = torch.cat([pair[k] for pair in ctx.inputs])
                 grad_w[k] = grad.t().mm(x.to(grad.dtype))
         return grad, *grad_w, None
+
+
+class CrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of logits [N, V] (any float dtype; computed in float32) against targets [N].
+
+    F.cross_entropy's backward builds two more [N, V] tensors (a zero-filled one-hot gradient, then the softmax
+    gradient); at N ~ 600 tokens x 10k words each is 24 MB of memory traffic in a step. Here forward keeps only
+    logsumexp, and backward turns the saved float32 logits into the gradient in place: (softmax - onehot) / N.
+    (So, like ReluScore, it supports one backward per forward.) Call: CrossEntropy.apply(logits, targets).
+    """
+
+    @staticmethod
+    def forward(ctx, logits, targets):
+        ctx.dtype = logits.dtype
+        x = logits.float()
+        lse = torch.logsumexp(x, dim=1)
+        loss = (lse - x.gather(1, targets.unsqueeze(1)).squeeze(1)).mean()
+        ctx.save_for_backward(x, lse, targets)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, lse, targets = ctx.saved_tensors
+        p = x.sub_(lse.unsqueeze(1)).exp_()  # softmax, over the saved logits
+        p[torch.arange(len(targets), device=p.device), targets] -= 1.0
+        return p.mul_(grad / len(targets)).to(ctx.dtype), None
 
 
 class SoftAttention(nn.Module):
@@ -254,7 +281,7 @@ class CaptionDecoder(nn.Module):
         """caption_loss(*forward(...)) without building the padded [B, T-1, V] logits (the trainer's fast path)."""
         B, T = captions.shape
         logits, alphas, rows = self.forward_packed(feats, captions, lengths)
-        ce = F.cross_entropy(logits.float(), captions[:, 1:].reshape(-1)[rows])  # float32 also under autocast
+        ce = CrossEntropy.apply(logits, captions[:, 1:].reshape(-1)[rows])  # float32 also under autocast
         alphas = alphas.float()
         alpha_sum = alphas.new_zeros(B, alphas.size(1)).index_add(0, rows // (T - 1), alphas)  # sum_t alpha_ti
         return _combine(ce, alpha_sum, lambda_att)

@@ -136,13 +136,20 @@ def get_tokenizer(name: str) -> Tokenizer:
     ``okt`` and ``okt_morph`` raise TokenizerUnavailable at once when no Java can be found; Okt itself starts
     on the first call and is shared by the whole process.
     """
-    if name == "whitespace":
-        return Tokenizer("whitespace", _whitespace_tokens, TEXT_LAYER_VERSION)
+    version = tokenizer_version(name)
     if name in ("okt", "okt_morph"):
         if _OKT is None:
             _find_jvm()
-        func = _okt_tokens if name == "okt" else _okt_morph_tokens
-        return Tokenizer(name, func, f"konlpy-{_konlpy_version()}.{TEXT_LAYER_VERSION}")
+        return Tokenizer(name, _okt_tokens if name == "okt" else _okt_morph_tokens, version)
+    return Tokenizer("whitespace", _whitespace_tokens, version)
+
+
+def tokenizer_version(name: str) -> str:
+    """The version that keys `name`'s entries in the token cache; needs no Java."""
+    if name == "whitespace":
+        return TEXT_LAYER_VERSION
+    if name in ("okt", "okt_morph"):
+        return f"konlpy-{_konlpy_version()}.{TEXT_LAYER_VERSION}"
     raise ValueError(f"unknown tokenizer {name!r}; choose one of {', '.join(TOKENIZERS)}")
 
 
@@ -447,14 +454,16 @@ def tokenize_all(texts, tokenizer, cache_dir=None, progress: bool = False) -> To
 
     `tokenizer` is a Tokenizer or a name. The cache is keyed by (tokenizer name and version, text); new entries
     are committed every few hundred texts in sqlite transactions, so a killed run keeps what it committed and
-    never leaves a broken cache. Returns a list of token lists with a ``.stats`` attribute.
+    never leaves a broken cache. Given a name, the tokenizer is only started when some text is not in the
+    cache: a warm cache reads back without Java (e.g. on a GPU machine that has none). Returns a list of token
+    lists with a ``.stats`` attribute.
     """
-    if isinstance(tokenizer, str):
-        tokenizer = get_tokenizer(tokenizer)
+    name, version = (tokenizer, tokenizer_version(tokenizer)) if isinstance(tokenizer, str) else \
+        (tokenizer.name, tokenizer.version)
     started = time.perf_counter()
     texts = ["" if t is None else str(t) for t in texts]
     unique = list(dict.fromkeys(texts))
-    key = f"{tokenizer.name}@{tokenizer.version}"
+    key = f"{name}@{version}"
     found: dict[str, list[str]] = {}
     con = _open_cache(cache_dir) if cache_dir is not None else None
     try:
@@ -468,10 +477,12 @@ def tokenize_all(texts, tokenizer, cache_dir=None, progress: bool = False) -> To
                 found.update((text, json.loads(tokens)) for text, tokens in rows)
         hits = len(found)
         missing = [t for t in unique if t not in found]
+        if missing and isinstance(tokenizer, str):
+            tokenizer = get_tokenizer(tokenizer)
         if progress:
             from tqdm.auto import tqdm
 
-            missing = tqdm(missing, desc=f"tokenizing ({tokenizer.name})", unit="text")
+            missing = tqdm(missing, desc=f"tokenizing ({name})", unit="text")
         pending = []
         for text in missing:
             found[text] = tokenizer(text)

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 import reference  # bench/reference.py (on the path through conftest)
-from capkit.models import CaptionDecoder, DecoderConfig, LookBackAttention, ReluScore, SoftAttention, caption_loss
+from capkit.models import (CaptionDecoder, CrossEntropy, DecoderConfig, LookBackAttention, ReluScore, SoftAttention,
+                           caption_loss)
 
 V, D, L = 23, 12, 7  # vocab, encoder dim, regions
 START, END, PAD = 1, 2, 0
@@ -276,7 +277,7 @@ def test_relu_score_gradients():
 
 
 def test_runs_under_autocast():
-    """Mixed precision (CPU bfloat16 autocast here; CUDA float16 in the trainer): loss, float32 gradients."""
+    """Mixed precision for those who run the decoder under autocast (bfloat16 here): loss, float32 gradients."""
     model = make_model("lookback", "channel", dtype=torch.float32)
     feats, captions, lengths = make_batch(dtype=torch.float32)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -292,3 +293,22 @@ def test_frozen_lstm_weights():
     model.loss(feats, captions, lengths)[0].backward()
     assert model.lstm.weight_hh.grad is None and model.L_o.weight.grad is not None
     assert model.attention.feat_proj.weight.grad is not None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cross_entropy_matches_torch(dtype):
+    """The hand-written loss: F.cross_entropy's value and gradient, computed in float32 whatever the input dtype."""
+    g = torch.Generator().manual_seed(0)
+    logits = (torch.randn(37, 53, generator=g) * 4).to(dtype)
+    targets = torch.randint(0, 53, (37,), generator=g)
+    a = logits.clone().requires_grad_()
+    b = logits.clone().float().requires_grad_()
+    loss_a = CrossEntropy.apply(a, targets)
+    loss_b = F.cross_entropy(b, targets)
+    (loss_a * 3).backward()
+    (loss_b * 3).backward()
+    assert loss_a.dtype == torch.float32 and a.grad.dtype == dtype
+    assert torch.allclose(loss_a, loss_b, atol=1e-6)
+    tol = 1e-6 if dtype == torch.float32 else 1e-2
+    assert torch.allclose(a.grad.float(), b.grad, atol=tol)
+    assert not torch.equal(a.grad.float(), torch.zeros_like(b.grad))

@@ -281,6 +281,25 @@ def test_okt_cache_round_trip(tmp_path, okt, okt_tokens):
     assert warm.stats.hits == len(texts) and warm.stats.as_dict()["tokenizer"].startswith("okt@konlpy")
 
 
+def test_a_warm_cache_reads_back_without_java(tmp_path, monkeypatch):
+    """By name, `okt` is only started for texts missing from the cache (a GPU machine may have no Java)."""
+    texts = [src for src, _ in SENTENCES]
+    fake = T.Tokenizer("okt", lambda s: [w + "/Noun" for w in s.split()], T.tokenizer_version("okt"))
+    T.tokenize_all(texts, fake, cache_dir=tmp_path)
+
+    def no_java():
+        raise T.TokenizerUnavailable("no Java here")
+
+    monkeypatch.setattr(T, "_OKT", None)
+    monkeypatch.setattr(T, "_find_jvm", no_java)
+    warm = T.tokenize_all(texts, "okt", cache_dir=tmp_path)
+    assert warm.stats.hits == len(texts) and warm[0] == [w + "/Noun" for w in texts[0].split()]
+    with pytest.raises(T.TokenizerUnavailable, match="no Java"):
+        T.tokenize_all(texts + ["캐시에 없는 문장"], "okt", cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="unknown tokenizer"):
+        T.tokenize_all(texts, "mecab", cache_dir=tmp_path)
+
+
 def test_cache_survives_a_killed_run(tmp_path):
     n_done = T._COMMIT_EVERY + 50  # the process dies after one commit and inside the second batch
     script = textwrap.dedent(f"""

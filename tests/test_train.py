@@ -44,6 +44,17 @@ def test_prepare_splits_vocab_and_pairs(prep):
     assert set(prep.vocab.itos[4:]) <= train_tokens
 
 
+def test_batches_cover_every_pair_once_longest_first(prep):
+    pairs = prep.pairs("train")
+    seen = []
+    for images, caps, lengths in train.batches(pairs, 8, torch.Generator().manual_seed(3)):
+        assert lengths.tolist() == sorted(lengths.tolist(), reverse=True)  # the order the decoder steps them in
+        for img, row, n in zip(images, caps, lengths.tolist()):
+            assert row[n:].eq(0).all()
+            seen.append((img, row[:n].tolist()))
+    assert sorted(seen) == sorted(pairs)
+
+
 def test_same_seed_same_model_on_cpu(prep, tmp_path):
     a, sa = train.fit(with_run(prep, tmp_path / "a", epochs=2), progress=False)
     b, sb = train.fit(with_run(prep, tmp_path / "b", epochs=2), progress=False)
