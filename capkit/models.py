@@ -17,8 +17,8 @@ Speed (the study's code recomputed W_a a_i at every step and stepped the full pa
 - Everything that does not feed the recurrence runs once over all valid positions, outside the time loop:
   the embedding's share of the LSTM input gates, and the whole deep output (L_h, L_z and the big L_o).
   The loop keeps only what is truly sequential: attention, gate, LSTM.
-- Three hand-written autograd ops: `ReluScore` (the attention scores, cache-blocked, no new [B, L, A] tensors in
-  backward), `DeferredWeightGrad` (the LSTM's weight gradients in one matmul over all steps, not 2 per step) and
+- Four hand-written autograd ops: `ReluScore` (the attention scores, cache-blocked, nothing of [B, L, A] size
+  saved; with `DeferredProjGrad` each step adds its gradient into one buffer for W_a a), `DeferredWeightGrad` (the LSTM's weight gradients in one matmul over all steps, not 2 per step) and
   `CrossEntropy` (the loss over the [N, V] logits with its gradient written over them).
 Where the work goes, one training step at the study's sizes (B 32, L 196, D 1024, attention 512, decoder 512,
 embed 300, vocab 10k, 29 steps): forward ~21 GFLOP = W_a a 6.6 (once; the study's code did it at every step,
@@ -70,46 +70,77 @@ class DecoderConfig:
 
 
 class ReluScore(torch.autograd.Function):
-    """Attention scores e = relu(proj + q) @ w: proj [B, L, A], q [B, A], w [A] -> e [B, L].
+    """Attention scores e = relu(proj[:n] + q) @ w: proj [B, L, A] (its first n = len(q) rows), q [n, A], w [A]
+    -> e [n, L].
 
-    The [B, L, A] tensor behind them is the biggest one of every step and the work on it is memory-bound, so
-    this op is written by hand: rows are processed a few at a time (each block is still in cache for the next
-    op); without autograd one cache-sized scratch block serves all rows; and backward turns the saved relu
-    output into the gradient in place: no new [B, L, A] tensors. (So a second backward through the same
-    graph fails: autograd sees that its saved tensor was modified.) Call: ReluScore.apply(proj, q, w).
+    The [n, L, A] tensor behind them is the biggest one of every step and the work on it is memory-bound, so this
+    op is written by hand: rows go a few at a time through one cache-sized scratch block (still in cache for the
+    next op), and nothing of that size is saved: backward recomputes each block from proj and q.
+    The decoder's time loop steps fewer rows as captions end. It passes the whole proj and `proj_grad`, a buffer
+    that each step's backward adds its d/dproj into (rows :n, while the block is in cache), and
+    `DeferredProjGrad` hands that buffer to autograd once, after the last step: proj is never sliced in the
+    graph and no step allocates and sums a gradient of proj's size. Without `proj_grad`, backward returns
+    d/dproj itself. Call: ReluScore.apply(proj, q, w[, proj_grad]).
     """
 
     @staticmethod
-    def forward(ctx, proj, q, w):
+    def forward(ctx, proj, q, w, proj_grad=None):
         ctx.dtypes = q.dtype, w.dtype  # (they may differ from proj's under autocast)
         q, w = q.to(proj.dtype), w.to(proj.dtype)
-        blocks, backward = _row_blocks(proj), any(ctx.needs_input_grad)
-        # autograd needs every row's relu output; inference needs only one scratch block
-        s = proj.new_empty(proj.shape if backward else proj[blocks[0]].shape)
-        e = proj.new_empty(proj.shape[:2])
+        blocks = _row_blocks(proj, len(q))
+        scratch = proj.new_empty((blocks[0].stop if blocks else 0, *proj.shape[1:]))
+        e = proj.new_empty(len(q), proj.size(1))
         for i in blocks:
-            block = s[i] if backward else s[: proj[i].size(0)]
+            block = scratch[: i.stop - i.start]
             torch.add(proj[i], q[i].unsqueeze(1), out=block).relu_()
             torch.matmul(block, w, out=e[i])
-        if backward:
-            ctx.save_for_backward(s, w)
+        if any(ctx.needs_input_grad):
+            ctx.save_for_backward(proj, q, w)
+            ctx.proj_grad = proj_grad
         return e
 
     @staticmethod
     def backward(ctx, grad_e):
-        s, w = ctx.saved_tensors
-        grad_w = s.view(-1, s.size(2)).t().mv(grad_e.reshape(-1))  # sum_bi g_bi s_bi
-        grad_q = grad_e.new_empty(s.size(0), s.size(2))
-        for i in _row_blocks(s):
-            grad_s = s[i].sign_().mul_(grad_e[i].unsqueeze(2)).mul_(w)  # g * w * [s > 0], written over s
-            torch.sum(grad_s, dim=1, out=grad_q[i])
-        # d/dproj = d/d(proj + q); q's is summed over the L regions
-        return s, grad_q.to(ctx.dtypes[0]), grad_w.to(ctx.dtypes[1])
+        proj, q, w = ctx.saved_tensors
+        A = proj.size(2)
+        grad_e = grad_e.to(proj.dtype)
+        grad_proj = ctx.proj_grad if ctx.proj_grad is not None else torch.zeros_like(proj)
+        grad_q, grad_w = proj.new_empty(len(q), A), proj.new_zeros(A)
+        blocks = _row_blocks(proj, len(q))
+        scratch = proj.new_empty((blocks[0].stop if blocks else 0, *proj.shape[1:]))
+        for i in blocks:
+            s = torch.add(proj[i], q[i].unsqueeze(1), out=scratch[: i.stop - i.start]).relu_()  # recomputed
+            grad_w.addmv_(s.view(-1, A).t(), grad_e[i].reshape(-1))  # sum_bi g_bi s_bi
+            g = s.sign_().mul_(grad_e[i].unsqueeze(2)).mul_(w)  # d/d(proj + q) = g * w * [s > 0], over s
+            torch.sum(g, dim=1, out=grad_q[i])  # q's share is summed over the L regions
+            grad_proj[i].add_(g)
+        return (None if ctx.proj_grad is not None else grad_proj), grad_q.to(ctx.dtypes[0]), \
+            grad_w.to(ctx.dtypes[1]), None
 
 
-def _row_blocks(x: torch.Tensor) -> list[slice]:
-    rows = x.size(0) if x.is_cuda else max(1, (2 << 20) // max(1, x[0].numel() * x.element_size()))  # ~2 MiB
-    return [slice(i, i + rows) for i in range(0, x.size(0), rows)]
+def _row_blocks(x: torch.Tensor, n: int) -> list[slice]:
+    """Slices over the first n rows of x, each block about 2 MiB on the CPU (all n rows at once on CUDA)."""
+    if n == 0:
+        return []
+    rows = n if x.is_cuda else max(1, (2 << 20) // max(1, x[0].numel() * x.element_size()))
+    return [slice(i, min(i + rows, n)) for i in range(0, n, rows)]
+
+
+class DeferredProjGrad(torch.autograd.Function):
+    """Identity on proj [B, L, A]; its backward hands autograd `proj_grad`, the buffer that the time loop's
+    ReluScore steps filled (they return no gradient for proj themselves). Autograd runs it after all of them.
+    Call: DeferredProjGrad.apply(proj, proj_grad).
+    """
+
+    @staticmethod
+    def forward(ctx, proj, proj_grad):
+        ctx.set_materialize_grads(False)
+        ctx.proj_grad = proj_grad
+        return proj.view_as(proj)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (ctx.proj_grad if grad is None else ctx.proj_grad + grad), None
 
 
 class DeferredWeightGrad(torch.autograd.Function):
@@ -183,10 +214,12 @@ class SoftAttention(nn.Module):
     def query(self, h: torch.Tensor, z_prev: torch.Tensor) -> torch.Tensor:
         return self.query_proj(h)
 
-    def forward(self, proj, feats, h, z_prev):
-        """proj [B, L, A] from precompute, feats [B, L, D], h [B, H], z_prev [B, D] -> z [B, D], alpha [B, L]."""
+    def forward(self, proj, feats, h, z_prev, proj_grad=None):
+        """proj [B0, L, A] from precompute, feats [B, L, D], h [B, H], z_prev [B, D] -> z [B, D], alpha [B, L].
+
+        Only proj's first B rows are read (B0 >= B: the training loop passes all rows, with `proj_grad`)."""
         q = self.query(h, z_prev)  # [B, A]
-        e = ReluScore.apply(proj, q, self.score.weight.squeeze(0))  # [B, L]
+        e = ReluScore.apply(proj, q, self.score.weight.squeeze(0), proj_grad)  # [B, L]
         alpha = F.softmax(e, dim=1)
         z = torch.bmm(alpha.unsqueeze(1), feats).squeeze(1)  # [B, D]
         return z, alpha
@@ -316,12 +349,15 @@ class CaptionDecoder(nn.Module):
         w_ctx_t, w_hh_t = w_ctx.detach().t(), self.lstm.weight_hh.detach().t()
 
         proj = self.attention.precompute(feats)  # W_a a_i, once
+        proj_grad = torch.zeros_like(proj) if proj.requires_grad else None  # filled by the steps' backward
+        if proj_grad is not None:
+            proj = DeferredProjGrad.apply(proj, proj_grad)
         h, c, z_prev = self._init_hidden(feats)
         hs, zs, alphas = [], [], []
         for t, n in enumerate(batch_sizes):
-            if n < h.size(0):  # captions that ended leave the batch (they are its last rows)
-                h, c, z_prev, proj, feats = h[:n], c[:n], z_prev[:n], proj[:n], feats[:n]
-            z, alpha = self.attention(proj, feats, h, z_prev)
+            if n < h.size(0):  # captions that ended leave the batch (they are its last rows; proj stays whole)
+                h, c, z_prev, feats = h[:n], c[:n], z_prev[:n], feats[:n]
+            z, alpha = self.attention(proj, feats, h, z_prev, proj_grad)
             z_in = torch.sigmoid(self.f_beta(h)) * z  # beta_t z_t
             gates = torch.addmm(gates_emb[t], z_in, w_ctx_t) + h @ w_hh_t
             lstm_inputs.append((z_in.detach(), h.detach()))

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 
 import reference  # bench/reference.py (on the path through conftest)
-from capkit.models import (CaptionDecoder, CrossEntropy, DecoderConfig, LookBackAttention, ReluScore, SoftAttention,
-                           caption_loss)
+from capkit.models import (CaptionDecoder, CrossEntropy, DecoderConfig, DeferredProjGrad, LookBackAttention, ReluScore,
+                           SoftAttention, caption_loss)
 
 V, D, L = 23, 12, 7  # vocab, encoder dim, regions
 START, END, PAD = 1, 2, 0
@@ -269,11 +269,32 @@ def test_relu_score_gradients():
     want = torch.autograd.grad(ref, (proj, q, w), grad)
     for a, b in zip(got, want):
         assert torch.allclose(a, b)
-    # backward reuses its saved tensor, so a second backward through the same graph must fail loudly
+    # nothing saved is overwritten: a second backward through the same graph gives the same gradients again
     e = ReluScore.apply(proj, q, w)
-    torch.autograd.grad(e, proj, grad, retain_graph=True)
-    with pytest.raises(RuntimeError):
-        torch.autograd.grad(e, proj, grad)
+    first = torch.autograd.grad(e, (proj, q, w), grad, retain_graph=True)
+    assert all(torch.equal(a, b) for a, b in zip(first, torch.autograd.grad(e, (proj, q, w), grad)))
+
+
+def test_relu_score_steps_accumulate_into_one_proj_gradient():
+    """The time loop's use: fewer rows each step, every step adding d/dproj into one buffer (DeferredProjGrad)."""
+    g = torch.Generator().manual_seed(1)
+    base = torch.randn(6, 300, 900, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(900, generator=g, dtype=torch.float64, requires_grad=True)
+    qs = [torch.randn(n, 900, generator=g, dtype=torch.float64, requires_grad=True) for n in (6, 4, 4, 1)]
+    grads = [torch.randn(len(q), 300, generator=g, dtype=torch.float64) for q in qs]
+
+    def total(score):
+        return sum((score(q) * gr).sum() for q, gr in zip(qs, grads))
+
+    proj = base * 2.0  # a non-leaf, as W_a a is
+    buffer = torch.zeros_like(proj)
+    tied = DeferredProjGrad.apply(proj, buffer)
+    got = torch.autograd.grad(total(lambda q: ReluScore.apply(tied, q, w, buffer)), (base, w, *qs))
+    again = base * 2.0
+    want = torch.autograd.grad(total(lambda q: torch.relu(again[: len(q)] + q.unsqueeze(1)) @ w), (base, w, *qs))
+    for a, b in zip(got, want):
+        assert torch.allclose(a, b)
+    assert buffer[4:].abs().sum() > 0 and buffer[:1].ne(0).any()  # rows 4-5 got gradients from the first step only
 
 
 def test_runs_under_autocast():
