@@ -18,7 +18,8 @@ Speed (the study's code recomputed W_a a_i at every step and stepped the full pa
   the embedding's share of the LSTM input gates, and the whole deep output (L_h, L_z and the big L_o).
   The loop keeps only what is truly sequential: attention, gate, LSTM.
 - Four hand-written autograd ops: `ReluScore` (the attention scores, cache-blocked, nothing of [B, L, A] size
-  saved; with `DeferredProjGrad` each step adds its gradient into one buffer for W_a a), `DeferredWeightGrad` (the LSTM's weight gradients in one matmul over all steps, not 2 per step) and
+  saved), `DeferredProjGrad` (every step adds its share of W_a a's gradient into one buffer),
+  `DeferredWeightGrad` (the LSTM's weight gradients in one matmul over all steps, not 2 per step) and
   `CrossEntropy` (the loss over the [N, V] logits with its gradient written over them).
 Where the work goes, one training step at the study's sizes (B 32, L 196, D 1024, attention 512, decoder 512,
 embed 300, vocab 10k, 29 steps): forward ~21 GFLOP = W_a a 6.6 (once; the study's code did it at every step,
@@ -87,8 +88,7 @@ class ReluScore(torch.autograd.Function):
     def forward(ctx, proj, q, w, proj_grad=None):
         ctx.dtypes = q.dtype, w.dtype  # (they may differ from proj's under autocast)
         q, w = q.to(proj.dtype), w.to(proj.dtype)
-        blocks = _row_blocks(proj, len(q))
-        scratch = proj.new_empty((blocks[0].stop if blocks else 0, *proj.shape[1:]))
+        blocks, scratch = _row_blocks(proj, len(q))
         e = proj.new_empty(len(q), proj.size(1))
         for i in blocks:
             block = scratch[: i.stop - i.start]
@@ -106,8 +106,7 @@ class ReluScore(torch.autograd.Function):
         grad_e = grad_e.to(proj.dtype)
         grad_proj = ctx.proj_grad if ctx.proj_grad is not None else torch.zeros_like(proj)
         grad_q, grad_w = proj.new_empty(len(q), A), proj.new_zeros(A)
-        blocks = _row_blocks(proj, len(q))
-        scratch = proj.new_empty((blocks[0].stop if blocks else 0, *proj.shape[1:]))
+        blocks, scratch = _row_blocks(proj, len(q))
         for i in blocks:
             s = torch.add(proj[i], q[i].unsqueeze(1), out=scratch[: i.stop - i.start]).relu_()  # recomputed
             grad_w.addmv_(s.view(-1, A).t(), grad_e[i].reshape(-1))  # sum_bi g_bi s_bi
@@ -118,12 +117,13 @@ class ReluScore(torch.autograd.Function):
             grad_w.to(ctx.dtypes[1]), None
 
 
-def _row_blocks(x: torch.Tensor, n: int) -> list[slice]:
-    """Slices over the first n rows of x, each block about 2 MiB on the CPU (all n rows at once on CUDA)."""
+def _row_blocks(x: torch.Tensor, n: int) -> tuple[list[slice], torch.Tensor]:
+    """Slices over the first n rows of x, each block about 2 MiB on the CPU (all n rows at once on CUDA), and one
+    scratch tensor that holds a block."""
     if n == 0:
-        return []
+        return [], x.new_empty((0, *x.shape[1:]))
     rows = n if x.is_cuda else max(1, (2 << 20) // max(1, x[0].numel() * x.element_size()))
-    return [slice(i, min(i + rows, n)) for i in range(0, n, rows)]
+    return [slice(i, min(i + rows, n)) for i in range(0, n, rows)], x.new_empty((min(rows, n), *x.shape[1:]))
 
 
 class DeferredProjGrad(torch.autograd.Function):
@@ -174,7 +174,7 @@ class CrossEntropy(torch.autograd.Function):
     F.cross_entropy's backward builds two more [N, V] tensors (a zero-filled one-hot gradient, then the softmax
     gradient); at N ~ 600 tokens x 10k words each is 24 MB of memory traffic in a step. Here forward keeps only
     logsumexp, and backward turns the saved float32 logits into the gradient in place: (softmax - onehot) / N.
-    (So, like ReluScore, it supports one backward per forward.) Call: CrossEntropy.apply(logits, targets).
+    (So it supports one backward per forward.) Call: CrossEntropy.apply(logits, targets).
     """
 
     @staticmethod
