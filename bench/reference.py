@@ -91,13 +91,14 @@ class StudyDecoder(nn.Module):
         return logits, alphas
 
     def loss(self, feats, captions, lengths, lambda_att: float = 1.0):
-        """Cross-entropy over the real tokens + lambda * sum_i (1 - sum_t alpha_ti)^2 over each caption's steps."""
+        """[sum of the real tokens' cross-entropy + lambda * sum_b sum_i (1 - sum_t alpha_bti)^2] / tokens: the
+        paper's per-caption objective (Xu et al. 2015, eq. 14) summed over the batch, divided by its token count."""
         logits, alphas = self(feats, captions, lengths)
         steps = lengths - 1
         mask = torch.arange(captions.size(1) - 1, device=captions.device).unsqueeze(0) < steps.unsqueeze(1)
         ce = F.cross_entropy(logits[mask], captions[:, 1:][mask])
         alpha_sum = (alphas * mask.unsqueeze(2)).sum(dim=1)
-        return ce + lambda_att * ((1.0 - alpha_sum) ** 2).sum(dim=1).mean()
+        return ce + lambda_att * ((1.0 - alpha_sum) ** 2).sum() / mask.sum()
 
     @torch.no_grad()
     def greedy_one(self, feats, start_id: int, end_id: int, max_len: int = 30) -> list[int]:

@@ -186,3 +186,42 @@ def beam_search(
 
     empty = Hypothesis([], 0.0, feats.new_zeros(0, L), False)  # only when max_len == 0
     return [max(done[b], key=penalised) if done[b] else (best_live[b] or empty) for b in range(B)]
+
+
+@torch.inference_mode()
+def sample(
+    model: CaptionDecoder,
+    feats: torch.Tensor,
+    start_id: int,
+    end_id: int,
+    max_len: int = 30,
+    unk_id: int | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[list[list[int]], list[bool]]:
+    """One caption drawn from the model's distribution for each row of feats [B, L, D] (repeat rows for several
+    samples per image): w_t ~ p(. | w_<t, image), renormalised over the allowed words. Returns the token lists
+    (without <start> / <end>) and whether each emitted <end>. Self-critical training's w^s."""
+    banned = _banned(start_id, unk_id)
+    feats = feats.to(model.L_o.weight.dtype)
+    B = feats.size(0)
+    state = model.init_state(feats)
+    tokens = torch.full((B,), start_id, dtype=torch.long, device=feats.device)
+    rows = torch.arange(B, device=feats.device)  # the input row of each live row
+    out = torch.zeros(B, max_len, dtype=torch.long, device=feats.device)
+    length = torch.full((B,), max_len, dtype=torch.long, device=feats.device)
+    finished = torch.zeros(B, dtype=torch.bool, device=feats.device)
+    for t in range(max_len):
+        logprobs, _, state = model.step(tokens, state)
+        probs = _mask(logprobs.float(), banned, None).exp_()  # [n, V]; multinomial renormalises
+        tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        ended = tokens == end_id
+        out[rows[~ended], t] = tokens[~ended]
+        length[rows[ended]] = t
+        finished[rows[ended]] = True
+        if ended.all() or t == max_len - 1:
+            break
+        if ended.any():
+            keep = (~ended).nonzero().squeeze(1)
+            state = model.reorder_state(state, keep)
+            rows, tokens = rows[keep], tokens[keep]
+    return [out[b, :n].tolist() for b, n in enumerate(length.tolist())], finished.tolist()

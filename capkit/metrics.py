@@ -199,6 +199,16 @@ def coco_text_scores(refs, hyps, meteor: Meteor | None = None) -> dict:
     return scores
 
 
+def cider_d(refs, hyps) -> float:
+    """CIDEr-D alone (pycocoevalcap's ``Cider`` on surrogate-coded tokens, as in ``coco_text_scores``): the
+    validation score that selects the best epoch of a text run. NaN for an empty corpus."""
+    refs, hyps = _scorable(refs, hyps)
+    if not hyps:
+        return math.nan
+    gts, res = surrogate_strings(refs, hyps)
+    return float(Cider().compute_score(gts, res)[0])
+
+
 # ---------------------------------------------------------------- the study's definitions
 
 

@@ -9,7 +9,8 @@ LSTM state h_t, c_t, word embedding E y, attended context z_t.
     beta_t  = sigmoid(f_beta(h_{t-1}))                              gate: a scalar (paper) or one per channel
     h_t,c_t = LSTM([E y_{t-1}; beta_t * z_t], (h_{t-1}, c_{t-1})),  h_0, c_0 = tanh(W (1/L sum_i a_i) + b)
     p(y_t)  = softmax(L_o dropout(E y_{t-1} + L_h h_t + L_z beta_t z_t))                       deep output
-    loss    = CE + lambda_att * sum_i (1 - sum_t alpha_ti)^2       doubly stochastic attention
+    loss    = sum_t CE_t + lambda_att * sum_i (1 - sum_t alpha_ti)^2   per caption (the paper's eq. 14); `objective`
+                                                                    divides the batch's sum by its token count
 
 Speed (the study's code recomputed W_a a_i at every step and stepped the full padded batch):
 - W_a a_i does not depend on t: `precompute` runs it once per image.
@@ -169,29 +170,36 @@ class DeferredWeightGrad(torch.autograd.Function):
 
 
 class CrossEntropy(torch.autograd.Function):
-    """Mean cross-entropy of logits [N, V] (any float dtype; computed in float32) against targets [N].
+    """Mean cross-entropy of logits [N, V] (any float dtype; computed in float32) against targets [N], with
+    optional label smoothing eps: the target distribution is (1 - eps) onehot + eps / V (F.cross_entropy's
+    `label_smoothing`).
 
     F.cross_entropy's backward builds two more [N, V] tensors (a zero-filled one-hot gradient, then the softmax
     gradient); at N ~ 600 tokens x 10k words each is 24 MB of memory traffic in a step. Here forward keeps only
-    logsumexp, and backward turns the saved float32 logits into the gradient in place: (softmax - onehot) / N.
-    (So it supports one backward per forward.) Call: CrossEntropy.apply(logits, targets).
+    logsumexp, and backward turns the saved float32 logits into the gradient in place:
+    (softmax - (1 - eps) onehot - eps / V) / N. (So it supports one backward per forward.)
+    Call: CrossEntropy.apply(logits, targets[, eps]).
     """
 
     @staticmethod
-    def forward(ctx, logits, targets):
-        ctx.dtype = logits.dtype
+    def forward(ctx, logits, targets, eps=0.0):
+        ctx.dtype, ctx.eps = logits.dtype, float(eps)
         x = logits.float()
         lse = torch.logsumexp(x, dim=1)
-        loss = (lse - x.gather(1, targets.unsqueeze(1)).squeeze(1)).mean()
+        nll = lse - x.gather(1, targets.unsqueeze(1)).squeeze(1)
+        if ctx.eps:  # smoothing's share: the mean over words of -log p_v = lse - mean_v x_v
+            nll = (1.0 - ctx.eps) * nll + ctx.eps * (lse - x.mean(dim=1))
         ctx.save_for_backward(x, lse, targets)
-        return loss
+        return nll.mean()
 
     @staticmethod
     def backward(ctx, grad):
         x, lse, targets = ctx.saved_tensors
         p = x.sub_(lse.unsqueeze(1)).exp_()  # softmax, over the saved logits
-        p[torch.arange(len(targets), device=p.device), targets] -= 1.0
-        return p.mul_(grad / len(targets)).to(ctx.dtype), None
+        if ctx.eps:
+            p.sub_(ctx.eps / p.size(1))
+        p[torch.arange(len(targets), device=p.device), targets] -= 1.0 - ctx.eps
+        return p.mul_(grad / len(targets)).to(ctx.dtype), None, None
 
 
 class SoftAttention(nn.Module):
@@ -310,14 +318,14 @@ class CaptionDecoder(nn.Module):
         padded_alphas = alphas.new_zeros(B * (T - 1), alphas.size(1)).index_copy(0, rows, alphas)
         return padded_logits.view(B, T - 1, -1), padded_alphas.view(B, T - 1, -1)
 
-    def loss(self, feats, captions, lengths, lambda_att: float = 1.0):
+    def loss(self, feats, captions, lengths, lambda_att: float = 1.0, label_smoothing: float = 0.0):
         """caption_loss(*forward(...)) without building the padded [B, T-1, V] logits (the trainer's fast path)."""
         B, T = captions.shape
         logits, alphas, rows = self.forward_packed(feats, captions, lengths)
-        ce = CrossEntropy.apply(logits, captions[:, 1:].reshape(-1)[rows])  # float32 also under autocast
+        ce = CrossEntropy.apply(logits, captions[:, 1:].reshape(-1)[rows], label_smoothing)  # float32 also under autocast
         alphas = alphas.float()
         alpha_sum = alphas.new_zeros(B, alphas.size(1)).index_add(0, rows // (T - 1), alphas)  # sum_t alpha_ti
-        return _combine(ce, alpha_sum, lambda_att)
+        return objective(ce, len(rows), alpha_sum, lambda_att)
 
     def forward_packed(self, feats: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor):
         """Teacher forcing on the valid positions only.
@@ -415,8 +423,9 @@ class CaptionDecoder(nn.Module):
 # loss
 
 
-def caption_loss(logits, captions, lengths, alphas, lambda_att: float = 1.0):
-    """Mean cross-entropy over real tokens + lambda_att * mean_b sum_i (1 - sum_t alpha_bti)^2.
+def caption_loss(logits, captions, lengths, alphas, lambda_att: float = 1.0, label_smoothing: float = 0.0,
+                 per: str = "token"):
+    """The training objective from padded outputs (see `objective`).
 
     logits [B, T-1, V] and alphas [B, T-1, L] from CaptionDecoder.forward (zero past each length, so the t-sum
     of alphas runs over each caption's valid steps only); targets are captions[:, 1:].
@@ -424,11 +433,31 @@ def caption_loss(logits, captions, lengths, alphas, lambda_att: float = 1.0):
     """
     steps = lengths.to(logits.device) - 1
     mask = torch.arange(logits.size(1), device=logits.device).unsqueeze(0) < steps.unsqueeze(1)  # [B, T-1]
-    ce = F.cross_entropy(logits[mask], captions[:, 1 : 1 + logits.size(1)][mask])
-    return _combine(ce, alphas.sum(dim=1), lambda_att)
+    ce = F.cross_entropy(logits[mask], captions[:, 1 : 1 + logits.size(1)][mask], label_smoothing=label_smoothing)
+    return objective(ce, int(mask.sum()), alphas.sum(dim=1), lambda_att, per=per)
 
 
-def _combine(ce, alpha_sum, lambda_att):
-    att = ((1.0 - alpha_sum) ** 2).sum(dim=1).mean()  # alpha_sum [B, L] = sum_t alpha_ti
-    loss = ce + lambda_att * att
-    return loss, {"ce": ce.detach(), "att": att.detach(), "loss": loss.detach()}
+def objective(ce, n_tokens: int, alpha_sum, lambda_att: float, per: str = "token"):
+    """Cross-entropy plus the doubly stochastic attention term at the paper's scale.
+
+    Xu et al. 2015 (eq. 14) minimise, per caption b,
+        -sum_t log p(y_bt)  +  lambda * sum_i (1 - sum_t alpha_bti)^2,          lambda = 1.
+    capkit sums that over the batch and divides by a count (a constant for the batch, so the trade-off between
+    the two terms is the paper's whatever the caption lengths):
+        per="token" (training):    [sum_bt CE_bt + lambda sum_b sum_i (.)^2] / N    N = tokens in the batch
+        per="caption":             [sum_bt CE_bt + lambda sum_b sum_i (.)^2] / B
+    per="token" keeps the loss on the scale of a mean cross-entropy per token (the learning rate of the study's
+    mean-CE code still fits); it equals  mean CE + (lambda / mean tokens per caption) * mean_b sum_i (.)^2.
+    lambda_att = 0 is the study's own code (masked mean CE, no attention term). The earlier form, mean CE +
+    lambda * mean_b sum_i, weighed the term ~T (tokens per caption) times the paper's and flattened attention.
+
+    ce: the mean cross-entropy over the n_tokens predicted tokens; alpha_sum [B, L] = sum_t alpha_ti.
+    Returns (loss, parts): parts["att"] is the per-caption sum_i (1 - sum_t alpha_ti)^2, averaged over captions.
+    """
+    if per not in ("token", "caption"):
+        raise ValueError(f"per must be 'token' or 'caption', not {per!r}")
+    B = alpha_sum.size(0)
+    att_sum = ((1.0 - alpha_sum) ** 2).sum()  # sum_b sum_i
+    denom = max(n_tokens, 1) if per == "token" else max(B, 1)
+    loss = (ce * n_tokens + lambda_att * att_sum) / denom
+    return loss, {"ce": ce.detach(), "att": (att_sum / max(B, 1)).detach(), "loss": loss.detach()}

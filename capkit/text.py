@@ -580,9 +580,16 @@ class Vocab:
         return cls(d["itos"], d.get("freqs"), d.get("settings"), d.get("counts"))
 
     def save(self, path, **settings) -> None:
-        """Write JSON; `settings` (tokenizer, split, ...) are stored with min_freq and max_size."""
-        self.settings.update(settings)
-        write_json(path, self.to_dict())
+        """Write JSON; `settings` (tokenizer, split, ...) are stored in the file with min_freq and max_size.
+
+        The object itself is left as it was: saving is not part of what a vocabulary is."""
+        d = self.to_dict()
+        d["settings"] = {**d["settings"], **settings}
+        write_json(path, d)
+
+    def same_tokens(self, other: "Vocab") -> bool:
+        """Whether both map the same tokens to the same ids (what a checkpoint's weights depend on)."""
+        return self.itos == other.itos
 
     @classmethod
     def load(cls, path) -> "Vocab":

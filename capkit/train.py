@@ -12,6 +12,7 @@ complete version, and ``train`` with the same config resumes from ``last.pt``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -24,11 +25,14 @@ import numpy as np
 import torch
 
 from capkit import data as D
-from capkit import decode, encoders, metrics, models, text
+from capkit import decode, encoders, metrics, models, scst, text
 
 CKPT_FORMAT = "capkit-checkpoint-1"
 # settings that may differ when a run is resumed (more epochs, another machine or folder layout)
-RESUMABLE_CHANGES = ("epochs", "patience", "device", "beam_size", "cache_dir", "data_dir", "run_dir")
+RESUMABLE_CHANGES = ("epochs", "patience", "device", "beam_size", "cache_dir", "data_dir", "run_dir", "scst_epochs")
+# the validation score that picks the best epoch: CIDEr-D for texts (the field's criterion; the study's BLEU-1 is
+# flat from the first epoch while the model still improves), micro F1 for hashtags
+SELECTION = {"text": "val_cider", "hashtag": "val_f1"}
 
 
 @dataclass
@@ -55,11 +59,18 @@ class TrainConfig:
     decoder_dim: int = 512
     dropout: float = 0.5
     gate: str = "scalar"
-    lambda_att: float = 1.0
+    lambda_att: float = 1.0  # the paper's weight of the attention term, at the paper's scale (models.objective)
+    label_smoothing: float = 0.0
     epochs: int = 40
     patience: int = 5
     batch_size: int = 32
     lr: float = 5e-4
+    lr_schedule: str = "cosine"  # "cosine": lr -> lr * lr_final over `epochs` | "constant" (the study)
+    lr_final: float = 0.1
+    scst_epochs: int = 0  # self-critical epochs after cross-entropy training (texts only; 0: none)
+    scst_samples: int = 5  # captions sampled per image and step
+    scst_lr: float = 5e-5
+    scst_batch: int = 16  # images per self-critical step
     grad_clip: float = 5.0
     beam_size: int = 3  # test decoding; validation is greedy
     device: str = "auto"  # "auto": CUDA when present, else CPU (float32 on both)
@@ -71,6 +82,10 @@ class TrainConfig:
     def __post_init__(self):
         if self.target not in ("text", "hashtag"):
             raise ValueError(f"target must be 'text' or 'hashtag', not {self.target!r}")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ValueError(f"lr_schedule must be 'cosine' or 'constant', not {self.lr_schedule!r}")
+        if self.scst_epochs and self.target != "text":
+            raise ValueError("scst_epochs: self-critical training optimises CIDEr-D, so it is for target='text'")
         if self.decoder not in ("soft", "lookback"):
             raise ValueError(f"decoder must be 'soft' or 'lookback', not {self.decoder!r}")
         if self.encoder not in encoders.ENCODERS:
@@ -96,6 +111,13 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> "TrainConfig":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+    def lr_at(self, epoch: int) -> float:
+        """The learning rate of cross-entropy epoch ``epoch`` (1-based): cosine from lr to lr * lr_final."""
+        if self.lr_schedule == "constant" or self.epochs <= 1:
+            return self.lr
+        t = min(max(epoch - 1, 0) / (self.epochs - 1), 1.0)
+        return self.lr * (self.lr_final + (1 - self.lr_final) * 0.5 * (1 + math.cos(math.pi * t)))
 
     def same_run(self, other: "TrainConfig") -> bool:
         """Whether a checkpoint made with ``other`` can be resumed by this config (epochs may grow)."""
@@ -285,6 +307,19 @@ class State:
     best_score: float = -math.inf
     best_epoch: int = 0
     bad_epochs: int = 0
+    scst_epoch: int = 0  # self-critical epochs completed (they follow the cross-entropy epochs)
+
+
+def best_epoch(history: list[dict], target: str) -> tuple[int, float]:
+    """(epoch, score) of the history row with the highest selection score (SELECTION[target]); the earliest
+    of equal scores; (0, -inf) for an empty history. Rows without the score (NaN / None) never win."""
+    key = SELECTION[target]
+    best, score = 0, -math.inf
+    for row in history:
+        v = row.get(key)
+        if v is not None and not (isinstance(v, float) and math.isnan(v)) and v > score:
+            best, score = row["epoch"], v
+    return best, score
 
 
 def checkpoint(model, optimizer, config: TrainConfig, vocab, state: State) -> dict:
@@ -294,12 +329,14 @@ def checkpoint(model, optimizer, config: TrainConfig, vocab, state: State) -> di
 
 
 def val_score(model, prep: Prepared, split: str = "val", max_images: int | None = None) -> dict:
-    """Free-running greedy decoding (never teacher-forced) scored with the target's metric."""
+    """Free-running greedy decoding (never teacher-forced) scored with the target's metric: CIDEr-D (and the
+    study's BLEU-1, kept as a column) for texts, micro F1 for hashtags. ``score`` is the one that selects."""
     hyps = predict(model, prep, split, beam_size=1, limit=max_images)
     refs = prep.tokens[split][: len(hyps)]
     if prep.config.target == "text":
         s = metrics.study_text_scores(refs, [h["tokens"] for h in hyps])
-        return {"score": s["bleu1"], "bleu1": s["bleu1"]}
+        cider = metrics.cider_d(refs, [h["tokens"] for h in hyps])  # against all of each image's references
+        return {"score": cider, "cider": cider, "bleu1": s["bleu1"]}
     s = metrics.hashtag_scores([r[0] for r in refs], [h["tokens"] for h in hyps])
     return {"score": s["f1"], "f1": s["f1"], "precision": s["precision"], "recall": s["recall"]}
 
@@ -339,7 +376,11 @@ def predict(model, prep: Prepared, split: str, beam_size: int = 1, limit: int | 
 def fit(prep: Prepared, progress: bool = True, stop_after: int | None = None) -> tuple[models.CaptionDecoder, State]:
     """Train (or resume) the run; returns the model with the best validation weights loaded.
 
-    ``stop_after`` ends the call after that many epochs of this call (to test resuming).
+    Cross-entropy epochs (learning rate ``config.lr_at(epoch)``) until ``epochs`` or ``patience`` epochs without a
+    better validation score, then ``scst_epochs`` self-critical epochs from the best weights (:mod:`capkit.scst`).
+    The best epoch of either phase (highest SELECTION score) is ``best.pt``. ``last.pt`` after every epoch;
+    a run folder with ``last.pt`` resumes from it when the run's settings and the vocabulary's tokens are the
+    same (a finished run trains nothing more). ``stop_after`` ends the call after that many epochs of this call.
     """
     config = prep.config
     out = config.path
@@ -358,45 +399,29 @@ def fit(prep: Prepared, progress: bool = True, stop_after: int | None = None) ->
     last = out / "last.pt"
     if last.exists():  # resume
         ckpt = load_checkpoint(last, map_location=device)
-        old = TrainConfig.from_dict(ckpt["config"])
-        if not old.same_run(config) or ckpt["vocab"] != prep.vocab.to_dict():
-            changed = [k for k, v in config.to_dict().items() if old.to_dict().get(k) != v
-                       and k not in RESUMABLE_CHANGES] or ["the vocabulary (the data or its tokens changed)"]
-            raise RunExists(f"{out} holds a run made with other settings ({', '.join(changed)}); nothing was "
-                            f"overwritten. Give this run another run_name, or delete that folder to start it afresh.")
+        check_resumable(ckpt, config, prep.vocab, out)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         state = State(**ckpt["state"])
         torch.set_rng_state(ckpt["rng"].cpu())
         if progress:
-            print(f"resuming {config.run_name} after epoch {state.epoch}")
+            print(f"resuming {config.run_name} after epoch {state.epoch}"
+                  + (f" and {state.scst_epoch} self-critical epochs" if state.scst_epoch else ""))
     write_json(out / "config.json", config.to_dict())
     prep.vocab.save(out / "vocab.json", tokenizer=config.tokenizer if config.target == "text" else "hashtag",
-                    min_freq=config.min_freq, max_size=config.max_vocab, source_split="train", target=config.target)
+                    source_split="train", target=config.target)
     if prep.detok is not None:
         prep.detok.save(out / "detokenizer.json")
     pairs = prep.pairs("train")
     val_pairs = prep.pairs("val")
     done_now = 0
-    while state.epoch < config.epochs and state.bad_epochs < config.patience:
-        if stop_after is not None and done_now >= stop_after:
-            break
-        epoch = state.epoch + 1
-        t0 = time.perf_counter()
-        tot = train_epoch(model, optimizer, prep.features, pairs, config, epoch, device, progress)
-        train_s = time.perf_counter() - t0
-        val_loss = teacher_forced_loss(model, prep, val_pairs, device)
-        v = val_score(model, prep, "val")
-        row = {"epoch": epoch, "train_loss": tot["loss"], "train_ce": tot["ce"], "train_att": tot["att"],
-               "val_loss": val_loss, **{f"val_{k}": x for k, x in v.items()},
-               "train_seconds": train_s, "seconds": time.perf_counter() - t0}
+
+    def end_epoch(row: dict, label: str) -> None:
+        nonlocal done_now
+        summary = row.pop("summary")
         state.history.append(row)
-        state.epoch = epoch
-        improved = v["score"] > state.best_score
-        if improved:
-            state.best_score, state.best_epoch, state.bad_epochs = v["score"], epoch, 0
-        else:
-            state.bad_epochs += 1
+        state.best_epoch, state.best_score = best_epoch(state.history, config.target)
+        improved = state.best_epoch == row["epoch"]
         ckpt = checkpoint(model, optimizer, config, prep.vocab, state)
         if improved:
             save_atomic(ckpt, out / "best.pt")
@@ -404,14 +429,108 @@ def fit(prep: Prepared, progress: bool = True, stop_after: int | None = None) ->
         write_json(out / "history.json", state.history)
         done_now += 1
         if progress:
-            print(f"epoch {epoch}: train CE {row['train_ce']:.3f}  val CE {val_loss:.3f}  "
-                  f"val {'BLEU-1' if config.target == 'text' else 'F1'} {v['score']:.4f}"
-                  f"{'  *' if improved else ''}  ({row['seconds']:.1f} s)")
+            name = "CIDEr-D" if config.target == "text" else "F1"
+            print(f"{label}: {summary}  val {name} {row['val_score']:.4f}{'  *' if improved else ''}  "
+                  f"({row['seconds']:.1f} s)")
+
+    while state.scst_epoch == 0 and state.epoch < config.epochs and state.bad_epochs < config.patience:
+        if stop_after is not None and done_now >= stop_after:
+            break
+        epoch = state.epoch + 1
+        lr = config.lr_at(epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        t0 = time.perf_counter()
+        tot = train_epoch(model, optimizer, prep.features, pairs, config, epoch, device, progress)
+        train_s = time.perf_counter() - t0
+        val_loss = teacher_forced_loss(model, prep, val_pairs, device)
+        v = val_score(model, prep, "val")
+        row = {"epoch": epoch, "phase": "xe", "lr": lr, "train_loss": tot["loss"], "train_ce": tot["ce"],
+               "train_att": tot["att"], "val_loss": val_loss, **{f"val_{k}": x for k, x in v.items()},
+               "train_seconds": train_s, "seconds": time.perf_counter() - t0,
+               "summary": f"train CE {tot['ce']:.3f}  val CE {val_loss:.3f}"}
+        state.epoch = epoch
+        state.bad_epochs = 0 if v["score"] > state.best_score else state.bad_epochs + 1
+        end_epoch(row, f"epoch {epoch}")
+
+    xe_done = state.epoch >= config.epochs or state.bad_epochs >= config.patience
+    if config.scst_epochs and xe_done and state.scst_epoch < config.scst_epochs:
+        if state.scst_epoch == 0:  # start from the best cross-entropy weights, with a fresh optimiser
+            model.load_state_dict(load_checkpoint(out / "best.pt", map_location=device)["model"])
+            optimizer = adam(params, config.scst_lr)
+        images, ref_ids = scst_data(prep)
+        cider = scst.CiderD(ref_ids)
+        ref_vecs = [cider.refs(r) for r in ref_ids]
+        while state.scst_epoch < config.scst_epochs:
+            if stop_after is not None and done_now >= stop_after:
+                break
+            k = state.scst_epoch + 1
+            t0 = time.perf_counter()
+            tot = scst_epoch(model, optimizer, prep.features, images, ref_vecs, cider, config, k, device, progress)
+            train_s = time.perf_counter() - t0
+            v = val_score(model, prep, "val")
+            row = {"epoch": state.epoch + k, "phase": "scst", "lr": config.scst_lr, "train_loss": tot["loss"],
+                   "train_reward": tot["reward"], "train_baseline": tot["baseline"],
+                   "val_loss": teacher_forced_loss(model, prep, val_pairs, device),
+                   **{f"val_{key}": x for key, x in v.items()}, "train_seconds": train_s,
+                   "seconds": time.perf_counter() - t0,
+                   "summary": f"reward {tot['reward']:.3f} (greedy {tot['baseline']:.3f})"}
+            state.scst_epoch = k
+            end_epoch(row, f"self-critical epoch {k}")
     best = out / "best.pt"
     if best.exists():
         model.load_state_dict(load_checkpoint(best, map_location=device)["model"])
     model.eval()
     return model, state
+
+
+def check_resumable(ckpt: dict, config: TrainConfig, vocab: text.Vocab, out: Path) -> None:
+    """Raise RunExists unless the checkpoint was made by the same run: the same settings (but those in
+    RESUMABLE_CHANGES) and a vocabulary with the same tokens in the same order (its ids are the weights' rows)."""
+    old = TrainConfig.from_dict(ckpt["config"])
+    changed = [] if old.same_run(config) else [
+        f"{k}: {old.to_dict().get(k)!r} -> {v!r}" for k, v in config.to_dict().items()
+        if old.to_dict().get(k) != v and k not in RESUMABLE_CHANGES]
+    old_vocab = text.Vocab.from_dict(ckpt["vocab"])
+    if not vocab.same_tokens(old_vocab):
+        changed.append(f"the vocabulary ({len(old_vocab)} -> {len(vocab)} tokens: the data or its tokens changed)")
+    if changed:
+        raise RunExists(f"{out} holds a run made with other settings ({'; '.join(changed)}); nothing was "
+                        f"overwritten. Give this run another run_name, or delete that folder to start it afresh.")
+
+
+def scst_data(prep: Prepared) -> tuple[list[str], list[list[list[int]]]]:
+    """The training images that have references, and each one's references as vocabulary ids (the reward
+    compares ids: a word outside the vocabulary is <unk>, which the decoder never emits)."""
+    n = prep.config.decode_len
+    images, refs = [], []
+    for r, toks in zip(prep.records["train"], prep.tokens["train"]):
+        ids = [prep.vocab.encode(t, max_len=n)[1:-1] for t in toks if t]
+        if ids:
+            images.append(r.image)
+            refs.append(ids)
+    return images, refs
+
+
+def scst_epoch(model, optimizer, features, images, ref_vecs, cider, config: TrainConfig, epoch: int, device,
+               progress: bool = False) -> dict:
+    """One self-critical pass over the training images, shuffled and sampled by (seed, epoch)."""
+    from tqdm.auto import tqdm
+
+    gen = torch.Generator().manual_seed(config.seed * 1000 + 500 + epoch)
+    order = torch.randperm(len(images), generator=gen).tolist()
+    tot, n = {"loss": 0.0, "reward": 0.0, "baseline": 0.0}, 0
+    starts = range(0, len(order), config.scst_batch)
+    for i in tqdm(starts, disable=not progress, desc=f"self-critical {epoch}/{config.scst_epochs}", leave=False):
+        idx = order[i:i + config.scst_batch]
+        feats = features([images[j] for j in idx]).to(device)
+        parts = scst.scst_step(model, optimizer, feats, [ref_vecs[j] for j in idx], cider, config.scst_samples,
+                               config.decode_len, text.START_ID, text.END_ID, text.UNK_ID, generator=gen,
+                               grad_clip=config.grad_clip)
+        for k in tot:
+            tot[k] += parts[k] * len(idx)
+        n += len(idx)
+    return {k: v / max(n, 1) for k, v in tot.items()}
 
 
 def train_epoch(model, optimizer, features, pairs, config: TrainConfig, epoch: int, device,
@@ -432,7 +551,7 @@ def train_epoch(model, optimizer, features, pairs, config: TrainConfig, epoch: i
     for images, caps, lengths in bar:
         feats = features(images).to(device, non_blocking=True)
         parts = train_step(model, optimizer, feats, caps.to(device), lengths.to(device), config.lambda_att,
-                           config.grad_clip)
+                           config.grad_clip, config.label_smoothing)
         for k in tot:
             tot[k] += float(parts[k]) * len(images)
         n += len(images)
@@ -450,14 +569,15 @@ def adam(params, lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr)
 
 
-def train_step(model, optimizer, feats, captions, lengths, lambda_att: float = 1.0, grad_clip: float = 5.0) -> dict:
+def train_step(model, optimizer, feats, captions, lengths, lambda_att: float = 1.0, grad_clip: float = 5.0,
+               label_smoothing: float = 0.0) -> dict:
     """One optimisation step on a batch, in float32; returns the loss parts (detached).
 
     Also in float32 on CUDA: at the study's sizes a step there is bound by its ~5,000 kernel launches, not by
     arithmetic, and bf16 autocast only added cast kernels (an H100, batch 32: 55 ms a step with autocast, 44 ms
     without; `make bench` on the GPU). The decoder itself runs under autocast for those who want it.
     """
-    loss, parts = model.loss(feats, captions, lengths, lambda_att)
+    loss, parts = model.loss(feats, captions, lengths, lambda_att, label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if grad_clip:
@@ -489,10 +609,30 @@ def readable(tokens: list[str], target: str, detok) -> str:
     return detok(tokens) if detok is not None else text.detokenize(tokens)
 
 
-def test(model, prep: Prepared, beam_size: int | None = None, split: str = "test") -> dict:
-    """Decode the test split with beam search; write ``predictions.jsonl`` and ``metrics.json``."""
+def test_fingerprint(prep: Prepared, beam: int, split: str) -> dict:
+    """What the test results of a run depend on beyond its settings: the weights (the training history that led to
+    best.pt), the search and the records scored. Equal fingerprints: the stored results are the ones a new
+    decoding would give."""
+    config = prep.config
+    path = config.path / "history.json"
+    history = json.loads(path.read_text()) if path.exists() else []
+    keys = "\n".join(r.key for r in prep.records[split]).encode()
+    return {"epochs_run": len(history), "best_epoch": best_epoch(history, config.target)[0], "beam_size": beam,
+            "split": split, "records": hashlib.sha256(keys).hexdigest()[:16], "decode_len": config.decode_len}
+
+
+def test(model, prep: Prepared, beam_size: int | None = None, split: str = "test", force: bool = False) -> dict:
+    """Decode the test split with beam search; write ``predictions.jsonl`` and ``metrics.json``.
+
+    When the run folder already holds the results of this very model, search and split (a rerun of a finished
+    run: same :func:`test_fingerprint`), they are returned as they are, without decoding again (``force``
+    decodes anyway)."""
     config = prep.config
     beam = beam_size or config.beam_size
+    fingerprint = test_fingerprint(prep, beam, split)
+    stored = json.loads((config.path / "metrics.json").read_text()) if (config.path / "metrics.json").exists() else {}
+    if not force and stored.get("fingerprint") == fingerprint and (config.path / "predictions.jsonl").exists():
+        return stored
     t0 = time.perf_counter()
     hyps = predict(model, prep, split, beam_size=beam)
     decode_s = time.perf_counter() - t0
@@ -517,15 +657,17 @@ def test(model, prep: Prepared, beam_size: int | None = None, split: str = "test
     tmp.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines), encoding="utf-8")
     os.replace(tmp, path)
     history = json.loads((config.path / "history.json").read_text()) if (config.path / "history.json").exists() else []
-    best = max(history, key=lambda r: r.get("val_score", -1), default={})
+    chosen, _ = best_epoch(history, config.target)
+    best = next((r for r in history if r["epoch"] == chosen), {})
     result = {
         "run": config.run_name, "encoder": config.encoder, "decoder": config.decoder, "target": config.target,
         "dataset": config.dataset, "split": split, "n": len(lines), "beam_size": beam,
         "token_form": config.tokenizer if config.target == "text" else "hashtag",
         "test": scores, "best_epoch": best.get("epoch"), "val": {k: v for k, v in best.items() if k.startswith("val_")},
+        "selection": SELECTION[config.target], "best_phase": best.get("phase", "xe"),
         "epochs_run": len(history), "train_seconds": sum(r.get("seconds", 0) for r in history),
         "decode_images_per_second": len(lines) / decode_s if decode_s else None,
-        "data": prep.info, "skipped": dict(prep.report.skipped),
+        "data": prep.info, "skipped": dict(prep.report.skipped), "fingerprint": fingerprint,
     }
     return update_json(config.path / "metrics.json", result)  # keeps what 04_attention added (grounding)
 
@@ -549,9 +691,13 @@ def plot_history(run_path, save: bool = True):
     a.plot(h.epoch, h.train_ce, "o-", label="train")
     a.plot(h.epoch, h.val_loss, "o-", label="val (teacher-forced)")
     a.set_xlabel("epoch"), a.set_ylabel("cross-entropy per token"), a.legend()
-    name = "val_bleu1" if "val_bleu1" in h else "val_f1"
+    name = next(n for n in ("val_cider", "val_bleu1", "val_f1") if n in h)
+    label = {"val_cider": "val CIDEr-D", "val_bleu1": "val BLEU-1", "val_f1": "val F1"}[name]
     b.plot(h.epoch, h[name], "o-", color="C2")
-    b.set_xlabel("epoch"), b.set_ylabel(name.replace("val_", "val ") + " (greedy, free-running)")
+    if "phase" in h and (h.phase == "scst").any():  # self-critical epochs follow the cross-entropy ones
+        b.axvline(h.epoch[h.phase == "xe"].max() + 0.5, color="grey", ls=":", label="self-critical from here")
+        b.legend()
+    b.set_xlabel("epoch"), b.set_ylabel(label + " (greedy, free-running)")
     fig.suptitle(run_path.name)
     fig.tight_layout()
     if save:

@@ -36,16 +36,16 @@ def study_outputs(study, feats, captions, lengths):
 
 
 def study_loss(study, feats, captions, lengths, lambda_att=1.0):
-    """The loss written out element by element: -log p of every real next token, then the attention penalty."""
+    """The loss written out element by element: -log p of every real next token plus the attention penalty of
+    every caption (the paper's per-caption sum), over the number of tokens."""
     logits, alphas = study_outputs(study, feats, captions, lengths)
     total, count = 0.0, 0
     for b in range(captions.size(0)):
         for t in range(int(lengths[b]) - 1):
             total = total - F.log_softmax(logits[b, t], dim=0)[captions[b, t + 1]]
             count += 1
-    ce = total / count
-    att = sum(((1 - alphas[b].sum(0)) ** 2).sum() for b in range(captions.size(0))) / captions.size(0)
-    return ce + lambda_att * att
+    att = sum(((1 - alphas[b].sum(0)) ** 2).sum() for b in range(captions.size(0)))
+    return (total + lambda_att * att) / count
 
 
 def make_batch(B=5, T=9, seed=0, dtype=torch.float64):
@@ -120,7 +120,8 @@ def test_same_as_study_per_step_decoder(attention, gate):
     ref_loss = study_loss(study, feats, captions, lengths, lambda_att=0.7)
     assert abs(loss.item() - ref_loss.item()) < 1e-5
     assert abs(fast_loss.item() - ref_loss.item()) < 1e-5
-    assert abs(float(parts["loss"]) - float(parts["ce"]) - 0.7 * float(parts["att"])) < 1e-9
+    n_tokens, B = int((lengths - 1).sum()), len(lengths)  # att is per caption: the term is 0.7 * att * B / tokens
+    assert abs(float(parts["loss"]) - float(parts["ce"]) - 0.7 * float(parts["att"]) * B / n_tokens) < 1e-9
 
     fast_loss.backward()
     ref_loss.backward()
@@ -177,7 +178,42 @@ def test_caption_loss_by_hand():
     ce = -(lp[0, 0, 5] + lp[0, 1, 6] + lp[0, 2, END] + lp[1, 0, 7] + lp[1, 1, END]) / 5
     att = (((1 - alphas[0].sum(0)) ** 2).sum() + ((1 - alphas[1, :2].sum(0)) ** 2).sum()) / 2
     assert torch.allclose(parts["ce"], ce) and torch.allclose(parts["att"], att)
-    assert torch.allclose(loss, ce + 2.0 * att)
+    # the paper's per-caption objective summed over the batch: sum_t CE + lambda sum_i (.)^2, over 5 tokens
+    assert torch.allclose(loss, (5 * ce + 2.0 * 2 * att) / 5)
+    per_caption, _ = caption_loss(logits, captions, lengths, alphas, lambda_att=2.0, per="caption")
+    assert torch.allclose(per_caption, (5 * ce + 2.0 * 2 * att) / 2)
+
+
+def test_objective_on_numbers_worked_by_hand():
+    """Two captions of 3 and 1 tokens, L = 2 regions; every number below is worked out on paper."""
+    from capkit.models import objective
+
+    ce = torch.tensor(0.5)  # mean over the 4 tokens: their sum is 2.0
+    alpha_sum = torch.tensor([[1.0, 2.0], [0.5, 0.5]])  # sum_t alpha_ti per caption
+    # sum_i (1 - .)^2: caption 0: 0 + 1 = 1; caption 1: 0.25 + 0.25 = 0.5; together 1.5
+    loss, parts = objective(ce, 4, alpha_sum, lambda_att=1.0)
+    assert float(loss) == pytest.approx((2.0 + 1.5) / 4)  # per token: 0.875
+    assert float(parts["att"]) == pytest.approx(0.75)  # per caption
+    loss, _ = objective(ce, 4, alpha_sum, lambda_att=1.0, per="caption")
+    assert float(loss) == pytest.approx((2.0 + 1.5) / 2)  # per caption: 1.75, the paper's eq. 14 averaged
+    loss, _ = objective(ce, 4, alpha_sum, lambda_att=0.0)
+    assert float(loss) == pytest.approx(0.5)  # lambda 0: the study's masked mean CE
+    with pytest.raises(ValueError):
+        objective(ce, 4, alpha_sum, 1.0, per="image")
+
+
+def test_label_smoothing_matches_torch():
+    from capkit.models import CrossEntropy
+
+    logits = torch.randn(7, 11, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 11, (7,))
+    ours = CrossEntropy.apply(logits.clone(), targets, 0.1)
+    ref = torch.nn.functional.cross_entropy(logits, targets, label_smoothing=0.1)
+    assert abs(float(ours.detach()) - float(ref.detach())) < 1e-5
+    g_ref, = torch.autograd.grad(ref, logits)
+    x = logits.detach().clone().requires_grad_(True)
+    CrossEntropy.apply(x, targets, 0.1).backward()
+    assert torch.allclose(x.grad, g_ref, atol=1e-6)
 
 
 @pytest.mark.parametrize("attention,gate", VARIANTS)

@@ -84,7 +84,7 @@ def test_a_changed_config_does_not_resume_or_overwrite(prep, tmp_path):
     folder = tmp_path / p.config.run_name
     before = {f.name: f.read_bytes() for f in folder.iterdir()}
     other = dataclasses.replace(p, config=dataclasses.replace(p.config, epochs=2, lr=1e-3))
-    with pytest.raises(train.RunExists, match=r"other settings \(lr\)"):
+    with pytest.raises(train.RunExists, match=r"other settings \(lr: 0.0005 -> 0.001\)"):
         train.fit(other, progress=False)
     assert {f.name: f.read_bytes() for f in folder.iterdir()} == before  # nothing written
     more = dataclasses.replace(p, config=dataclasses.replace(p.config, epochs=2))  # more epochs: resumes
