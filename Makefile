@@ -13,6 +13,11 @@ EPOCHS   ?= 12
 ENCODERS ?= efficientnet_lite0 efficientnet_lite2
 DECODERS ?= soft lookback
 TARGETS  ?= text hashtag
+# text runs that get self-critical epochs (on a copy named <run>-text-scst; the cross-entropy run stays as it is)
+SCST_RUNS   ?= efficientnet_lite0-soft
+SCST_EPOCHS ?= 2
+# the regulariser ablation (06_ablation, `make ablation`): lambda x decoder x encoder, text runs
+ABLATION_EPOCHS ?= 8
 
 ACTIVE_ENV := $(or $(filter-out $(CURDIR)/.venv,$(VIRTUAL_ENV)),$(filter-out base,$(CONDA_DEFAULT_ENV)))
 ifeq ($(ACTIVE_ENV),)
@@ -25,11 +30,12 @@ endif
 PM := $(PY) -m papermill --cwd $(CURDIR) --log-level WARNING --no-progress-bar
 NB_ARGS = -p dataset $(DATASET) -p data_dir $(DATA_DIR) -p run_dir $(RUN_DIR) -p seed $(SEED) -p figures_dir $(FIGURES_DIR)
 
-.PHONY: help env java browser data run notebooks train-grid test bench lab clean
+.PHONY: help env java browser data run notebooks train-grid train-scst ablation test bench lab clean
 help:
 	@echo "make run    - create the environment, generate data/sample, execute every notebook into $(RUN_DIR)"
 	@echo "make test   - create the environment and run the test suite (smoke notebooks + browser test)"
 	@echo "make bench  - speed benchmark against the study's algorithm (writes runs/bench.json)"
+	@echo "make ablation - the attention regulariser's weight x decoder x encoder (06_ablation, ~30 min)"
 	@echo "make lab    - open JupyterLab"
 	@echo "environment: $(if $(ACTIVE_ENV),active env '$(ACTIVE_ENV)' ($(PY)),.venv (python3 -m venv))"
 
@@ -75,6 +81,7 @@ notebooks: env data
 	$(PM) notebooks/01_data_exploration.ipynb $(RUN_DIR)/01_data_exploration.ipynb $(NB_ARGS)
 	$(PM) notebooks/02_vocabulary.ipynb $(RUN_DIR)/02_vocabulary.ipynb $(NB_ARGS)
 	@$(MAKE) --no-print-directory train-grid
+	@$(MAKE) --no-print-directory train-scst
 	$(PM) notebooks/04_attention.ipynb $(RUN_DIR)/04_attention.ipynb $(NB_ARGS)
 	$(PM) notebooks/05_results.ipynb $(RUN_DIR)/05_results.ipynb $(NB_ARGS)
 
@@ -85,6 +92,20 @@ train-grid: env data
 	  $(PM) notebooks/03_train.ipynb $(RUN_DIR)/$$run/03_train.ipynb -p dataset $(DATASET) -p data_dir $(DATA_DIR) \
 	    -p run_dir $(RUN_DIR) -p seed $(SEED) -p encoder $$enc -p decoder $$dec -p target $$tgt -p epochs $(EPOCHS) || exit 1; \
 	done; done; done
+
+# Self-critical sequence training on top of finished text runs: a copy of each run continues with SCST_EPOCHS
+# epochs of CIDEr-D reward (start_from), so 05_results shows both rows.
+train-scst: env data
+	@for run in $(SCST_RUNS); do \
+	  enc=$${run%-*}; dec=$${run##*-}; name=$$run-text-scst; mkdir -p $(RUN_DIR)/$$name; echo "== training $$name"; \
+	  $(PM) notebooks/03_train.ipynb $(RUN_DIR)/$$name/03_train.ipynb -p dataset $(DATASET) -p data_dir $(DATA_DIR) \
+	    -p run_dir $(RUN_DIR) -p seed $(SEED) -p encoder $$enc -p decoder $$dec -p target text -p epochs $(EPOCHS) \
+	    -p run_name $$name -p start_from $(RUN_DIR)/$$run-text -p scst_epochs $(SCST_EPOCHS) || exit 1; \
+	done
+
+ablation: env data
+	@mkdir -p $(RUN_DIR) $(FIGURES_DIR)
+	$(PM) notebooks/06_ablation.ipynb $(RUN_DIR)/06_ablation.ipynb $(NB_ARGS) -p epochs $(ABLATION_EPOCHS)
 
 run: env data
 	@start=$$(date +%s); $(MAKE) --no-print-directory notebooks; \

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -29,7 +30,8 @@ from capkit import decode, encoders, metrics, models, scst, text
 
 CKPT_FORMAT = "capkit-checkpoint-1"
 # settings that may differ when a run is resumed (more epochs, another machine or folder layout)
-RESUMABLE_CHANGES = ("epochs", "patience", "device", "beam_size", "cache_dir", "data_dir", "run_dir", "scst_epochs")
+RESUMABLE_CHANGES = ("epochs", "patience", "device", "beam_size", "cache_dir", "data_dir", "run_dir", "run_name",
+                     "start_from", "scst_epochs")
 # the validation score that picks the best epoch: CIDEr-D for texts (the field's criterion; the study's BLEU-1 is
 # flat from the first epoch while the model still improves), micro F1 for hashtags
 SELECTION = {"text": "val_cider", "hashtag": "val_f1"}
@@ -71,6 +73,7 @@ class TrainConfig:
     scst_samples: int = 5  # captions sampled per image and step
     scst_lr: float = 5e-5
     scst_batch: int = 16  # images per self-critical step
+    start_from: str = ""  # a run folder whose checkpoints start this run (e.g. self-critical epochs on a copy)
     grad_clip: float = 5.0
     beam_size: int = 3  # test decoding; validation is greedy
     device: str = "auto"  # "auto": CUDA when present, else CPU (float32 on both)
@@ -397,6 +400,8 @@ def fit(prep: Prepared, progress: bool = True, stop_after: int | None = None) ->
     optimizer = adam(params, config.lr)
     state = State()
     last = out / "last.pt"
+    if not last.exists() and config.start_from:
+        copy_run(D.project_path(config.start_from), out)
     if last.exists():  # resume
         ckpt = load_checkpoint(last, map_location=device)
         check_resumable(ckpt, config, prep.vocab, out)
@@ -484,13 +489,27 @@ def fit(prep: Prepared, progress: bool = True, stop_after: int | None = None) ->
     return model, state
 
 
+def copy_run(src: Path, dst: Path) -> None:
+    """Copy the checkpoints and history of the run folder ``src`` into ``dst`` (each file atomically), so that
+    ``dst`` continues where ``src`` stopped; ``src`` is left as it is."""
+    if not (src / "last.pt").exists():
+        raise FileNotFoundError(f"start_from={src}: no last.pt there (train that run first)")
+    for name in ("best.pt", "history.json", "last.pt"):  # last.pt last: its presence means a complete copy
+        if (src / name).exists():
+            tmp = dst / f".{name}.tmp{os.getpid()}"
+            shutil.copyfile(src / name, tmp)
+            os.replace(tmp, dst / name)
+
+
 def check_resumable(ckpt: dict, config: TrainConfig, vocab: text.Vocab, out: Path) -> None:
     """Raise RunExists unless the checkpoint was made by the same run: the same settings (but those in
     RESUMABLE_CHANGES) and a vocabulary with the same tokens in the same order (its ids are the weights' rows)."""
-    old = TrainConfig.from_dict(ckpt["config"])
-    changed = [] if old.same_run(config) else [
-        f"{k}: {old.to_dict().get(k)!r} -> {v!r}" for k, v in config.to_dict().items()
-        if old.to_dict().get(k) != v and k not in RESUMABLE_CHANGES]
+    old = TrainConfig.from_dict(ckpt["config"]).to_dict()
+    free = set(RESUMABLE_CHANGES)
+    if not ckpt["state"].get("scst_epoch"):  # no self-critical epoch yet: its settings shaped nothing so far
+        free |= {k for k in old if k.startswith("scst_")}
+    changed = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in config.to_dict().items()
+               if old.get(k) != v and k not in free]
     old_vocab = text.Vocab.from_dict(ckpt["vocab"])
     if not vocab.same_tokens(old_vocab):
         changed.append(f"the vocabulary ({len(old_vocab)} -> {len(vocab)} tokens: the data or its tokens changed)")

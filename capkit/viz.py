@@ -445,6 +445,30 @@ def plot_grounding(table):
     return fig
 
 
+def plot_ablation(table, setting: str = "lambda_att"):
+    """Two panels against ``setting`` (one line per encoder + decoder): validation CIDEr-D, and the test
+    pointing game over chance (when the table has it). ``table``: rows of :func:`capkit.ablation.ablate`."""
+    import matplotlib.pyplot as plt
+
+    panels = [("val CIDEr-D", "validation CIDEr-D")]
+    if "test pointing / chance" in table:
+        panels.append(("test pointing / chance", "test pointing game / chance"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.3), squeeze=False)
+    groups = [c for c in ("encoder", "decoder") if c in table]
+    for ax, (column, label) in zip(axes[0], panels):
+        for name, rows in (table.groupby(groups) if groups else [("", table)]):
+            rows = rows.sort_values(setting)
+            name = " + ".join(name) if isinstance(name, tuple) else str(name)
+            ax.plot(rows[setting].astype(str), rows[column], "o-", label=name)
+        if column.endswith("/ chance"):
+            ax.axhline(1.0, color="grey", ls=":", lw=1)
+            ax.axhline(3.0, color="C3", ls=":", lw=1)
+        ax.set_xlabel(setting), ax.set_ylabel(label)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 # ----------------------------------------------------------------------------- results (05)
 
 

@@ -11,7 +11,9 @@ from conftest import NOTEBOOKS, run_notebook
 SHARED = {"dataset", "data_dir", "run_dir", "seed", "smoke"}
 PER_NOTEBOOK = {
     "02_vocabulary.ipynb": {"tokenizer", "min_freq"},
-    "03_train.ipynb": {"encoder", "decoder", "target", "epochs", "batch_size", "lr", "lambda_att", "beam_size", "device"},
+    "03_train.ipynb": {"encoder", "decoder", "target", "epochs", "batch_size", "lr", "lambda_att", "beam_size", "device",
+                       "scst_epochs", "start_from"},
+    "06_ablation.ipynb": {"encoders", "decoders", "lambdas", "epochs"},
 }
 ALL = sorted(p.name for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 
@@ -54,6 +56,10 @@ def smoke_runs(tmp_path_factory, sample_dir, cache_dir):
                           ("efficientnet_lite2", "lookback", "text")):
         run_notebook("03_train.ipynb", out / f"{enc}-{dec}-{tgt}", **common, encoder=enc, decoder=dec, target=tgt,
                      epochs=2, batch_size=8, beam_size=2)
+    # self-critical epochs on a copy of a finished run, as `make run` does for the best text model
+    run_notebook("03_train.ipynb", out / "scst", **common, encoder="efficientnet_lite0", decoder="soft", target="text",
+                 epochs=2, batch_size=8, beam_size=2, run_name="efficientnet_lite0-soft-text-scst",
+                 start_from=str(out / "efficientnet_lite0-soft-text"), scst_epochs=1)
     return out, common, figs
 
 
@@ -63,6 +69,26 @@ def test_01_data_exploration(smoke_runs):
     assert report["records"] > 0 and set(report["splits"]) == {"train", "val", "test"}
     assert "skipped" in report
     assert (figs / "01_hashtag_rank_frequency.png").exists() and (figs / "01_samples.png").exists()
+
+
+def test_03_self_critical_copy(smoke_runs):
+    out, _, _ = smoke_runs
+    history = json.loads((out / "efficientnet_lite0-soft-text-scst" / "history.json").read_text())
+    assert [r["phase"] for r in history] == ["xe", "xe", "scst"]
+    source = json.loads((out / "efficientnet_lite0-soft-text" / "history.json").read_text())
+    assert len(source) == 2  # the run it started from is left as it was
+
+
+def test_06_ablation(tmp_path, sample_dir, cache_dir):
+    import pandas as pd
+
+    common = dict(dataset="sample", data_dir=str(sample_dir), run_dir=str(tmp_path), seed=0, smoke=True,
+                  cache_dir=str(cache_dir), figures_dir=str(tmp_path / "figures"))
+    run_notebook("06_ablation.ipynb", tmp_path, **common, encoders=["efficientnet_lite0"], decoders=["soft"],
+                 lambdas=[0.0, 1.0], epochs=1)
+    table = pd.read_csv(tmp_path / "ablation_lambda.csv")
+    assert list(table.lambda_att) == [0.0, 1.0] and table["test pointing"].between(0, 1).all()
+    assert (tmp_path / "figures" / "06_ablation_lambda.png").exists()
 
 
 def test_03_train_writes_the_run_folder(smoke_runs):

@@ -156,3 +156,18 @@ def test_run_folder_and_load_run(prep, tmp_path):
     run = train.load_run(folder)
     assert same_weights(weights(run.model), weights(model)) and run.vocab.itos == p.vocab.itos
     json.loads((folder / "metrics.json").read_text())  # standard JSON (no NaN)
+
+
+def test_start_from_continues_a_copy_with_self_critical_epochs(prep, tmp_path):
+    base = with_run(prep, tmp_path, epochs=2)
+    train.fit(base, progress=False)
+    src = base.config.path
+    before = {f.name: f.read_bytes() for f in src.iterdir()}
+    fork = with_run(prep, tmp_path, epochs=2, run_name="forked", start_from=str(src), scst_epochs=1,
+                    scst_batch=8, scst_samples=2)
+    _, state = train.fit(fork, progress=False)
+    assert [r["phase"] for r in state.history] == ["xe", "xe", "scst"]  # no cross-entropy epoch again
+    assert state.history[:2] == json.loads(before["history.json"])
+    assert {f.name: f.read_bytes() for f in src.iterdir()} == before  # the source run is untouched
+    with pytest.raises(FileNotFoundError, match="no last.pt"):
+        train.fit(with_run(prep, tmp_path, run_name="x", start_from=str(tmp_path / "nothing")), progress=False)

@@ -1,0 +1,91 @@
+"""Ablations: train one text run per setting and read scores and attention grounding side by side.
+
+``ablate(base, grid)`` trains (or resumes, or reuses: run folders follow the usual resume rules) one run per
+combination of the settings in ``grid`` on top of the ``base`` config, each in ``<base.run_dir>/<name>`` with a
+name built from the settings, and returns one row per run: the validation score that selects epochs (CIDEr-D), the
+test scores (CIDEr-D, BLEU-4, the study's BLEU-1), epochs to the best validation score, training seconds, and,
+where the records carry object boxes (the embedded dataset), the pointing game on the validation and test images.
+
+``choose(table, by)`` picks the row a researcher would pick on validation only.
+
+This module sits at the end of the flow, with the notebooks: it imports train and viz.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+
+import pandas as pd
+
+from capkit import train, viz
+
+
+def run_name(settings: dict) -> str:
+    """``efficientnet_lite0-soft-lambda_att1``: encoder and decoder first, then the other settings."""
+    parts = [str(settings[k]) for k in ("encoder", "decoder") if k in settings]
+    parts += [f"{k}{v:g}" if isinstance(v, float) else f"{k}{v}" for k, v in settings.items()
+              if k not in ("encoder", "decoder")]
+    return "-".join(parts).replace("/", "_")
+
+
+def combinations(grid: dict) -> list[dict]:
+    """Every combination of ``{setting: [values]}``, in the order the values are given."""
+    keys = list(grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def pointing(run, records, object_words: dict, cache_dir, beam_size: int = 3) -> dict | None:
+    """The pointing game of a text run on ``records`` (None when they carry no boxes)."""
+    if not any(r.boxes for r in records):
+        return None
+    summary, _ = viz.grounding(run, records, object_words, beam_size=beam_size, cache_dir=cache_dir)
+    return summary
+
+
+def ablate(base: train.TrainConfig, grid: dict, object_words: dict | None = None, progress: bool = True) -> pd.DataFrame:
+    """Train one run per combination of ``grid`` over ``base`` and return their rows (see the module notes).
+
+    The pointing game of each run is stored in its ``metrics.json`` (``pointing``, with the test fingerprint of
+    the weights it was measured on), so a rerun of a finished ablation decodes nothing again."""
+    import matplotlib.pyplot as plt
+
+    rows = []
+    for settings in combinations(grid):
+        config = dataclasses.replace(base, **settings, run_name=run_name(settings))
+        if progress:
+            print(f"== {config.run_name}")
+        prep = train.prepare(config, progress=False)
+        model, _ = train.fit(prep, progress=False)
+        plt.close(train.plot_history(config.path))
+        metrics = train.test(model, prep)
+        history = json.loads((config.path / "history.json").read_text())
+        best = next(r for r in history if r["epoch"] == metrics["best_epoch"])
+        row = {**settings, "run": config.run_name, "val CIDEr-D": best.get("val_cider"),
+               "test CIDEr-D": metrics["test"].get("CIDEr-D"), "test BLEU-4": metrics["test"].get("BLEU-4"),
+               "test BLEU-1 (study)": metrics["test"].get("study_bleu1"), "best epoch": metrics["best_epoch"],
+               "epochs run": metrics["epochs_run"], "train seconds": round(metrics["train_seconds"], 1)}
+        if object_words:
+            stored = metrics.get("pointing") or {}
+            if stored.get("fingerprint") != metrics["fingerprint"]:
+                run = train.load_run(config.path)
+                stored = {"fingerprint": metrics["fingerprint"],
+                          **{split: pointing(run, prep.records[split], object_words, config.cache_dir,
+                                             config.beam_size) for split in ("val", "test")}}
+                run.update_metrics(pointing=stored)
+            for split in ("val", "test"):
+                game = stored.get(split)
+                if game:
+                    row[f"{split} pointing"] = game["accuracy"]
+                    row[f"{split} chance"] = game["chance"]
+                    row[f"{split} pointing / chance"] = game["accuracy"] / game["chance"] if game["chance"] else None
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def choose(table: pd.DataFrame, by: str = "val CIDEr-D", within: list[str] | None = None) -> pd.DataFrame:
+    """The row with the highest ``by`` (a validation column) per group of ``within`` settings (all rows: one)."""
+    if within:
+        return table.loc[table.groupby(within)[by].idxmax()]
+    return table.loc[[table[by].idxmax()]]

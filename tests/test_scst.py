@@ -1,0 +1,130 @@
+"""Self-critical training: the reward, the baseline, the sign of the gradient; epoch selection by CIDEr-D."""
+
+import math
+
+import pytest
+import torch
+
+from capkit import decode, metrics, scst, train
+from capkit.models import CaptionDecoder, DecoderConfig
+
+START, END, UNK = 2, 3, 1
+
+
+def test_fixed_df_cider_equals_pycocoevalcap_on_its_own_corpus():
+    refs = [[["a", "b", "c", "d"], ["a", "b", "x"]], [["e", "f", "g"]], [["a", "f", "g", "h", "i"], ["b", "c"]]]
+    hyps = [["a", "b", "c"], ["e", "f"], ["a", "f", "g", "h"]]
+    cider = scst.CiderD(refs)  # document frequencies from the same three images pycocoevalcap would use
+    ours = [cider.score(h, r) for h, r in zip(hyps, refs)]
+    assert sum(ours) / 3 == pytest.approx(metrics.cider_d(refs, hyps), abs=1e-12)
+    assert cider.score(hyps[0], cider.refs(refs[0])) == pytest.approx(ours[0])  # precomputed references
+    assert cider.score([], refs[0]) == 0.0
+    # the statistics stay those of the corpus given: scoring one image alone does not change its score
+    assert cider.score(hyps[2], refs[2]) == pytest.approx(ours[2])
+
+
+def test_reward_minus_baseline_sets_the_sign_of_the_update():
+    """A sample above the greedy reward gets likelier after a step on the loss, one below it less likely."""
+    torch.manual_seed(0)
+    logits = torch.zeros(2, requires_grad=True)  # two "captions", their log-probabilities from one softmax
+    lp = torch.log_softmax(logits, 0)
+    loss = scst.self_critical_loss(lp, rewards=[0.9, 0.1], baselines=[0.5, 0.5])
+    assert float(loss.detach()) == pytest.approx(-(0.4 * float(lp[0].detach()) - 0.4 * float(lp[1].detach())) / 2)
+    loss.backward()
+    assert logits.grad[0] < 0 < logits.grad[1]  # gradient descent raises caption 0 and lowers caption 1
+    logits.grad = None
+    scst.self_critical_loss(torch.log_softmax(logits, 0), [0.5, 0.5], [0.5, 0.5]).backward()
+    assert torch.all(logits.grad == 0)  # no better or worse than greedy: no update
+
+
+def tiny_model(seed=0):
+    torch.manual_seed(seed)
+    return CaptionDecoder(DecoderConfig(vocab_size=12, encoder_dim=6, embed_dim=5, attention_dim=7, decoder_dim=8,
+                                        dropout=0.0))
+
+
+def test_sequence_logprobs_equal_the_step_by_step_sum():
+    model = tiny_model().eval()
+    feats = torch.randn(3, 4, 6)
+    caps, fin = [[5, 6, 7], [8], []], [True, False, True]
+    got = scst.sequence_logprobs(model, feats, caps, fin, START, END)
+    state = model.init_state(feats)
+    for b, (c, f) in enumerate(zip(caps, fin)):
+        s = model.init_state(feats[b:b + 1])
+        tok, total = torch.tensor([START]), 0.0
+        for w in c + ([END] if f else []):
+            lp, _, s = model.step(tok, s)
+            total += float(lp[0, w])
+            tok = torch.tensor([w])
+        assert float(got[b]) == pytest.approx(total, abs=1e-5)
+    del state
+
+
+def test_sampling_is_seeded_and_never_emits_start_or_unk():
+    model = tiny_model().eval()
+    feats = torch.randn(5, 4, 6)
+    a = decode.sample(model, feats, START, END, max_len=6, unk_id=UNK, generator=torch.Generator().manual_seed(1))
+    b = decode.sample(model, feats, START, END, max_len=6, unk_id=UNK, generator=torch.Generator().manual_seed(1))
+    assert a == b
+    caps, fin = a
+    assert all(t not in (START, UNK, END) for c in caps for t in c)
+    assert all(len(c) == 6 for c, f in zip(caps, fin) if not f)
+
+
+def test_scst_steps_raise_the_reward():
+    """References say 5 6 7: a few self-critical steps make the sampled captions score much higher."""
+    model = tiny_model(1)
+    feats = torch.randn(4, 4, 6)
+    refs = [[[5, 6, 7]]] * 4
+    cider = scst.CiderD(refs + [[[8, 9]], [[10, 11]]])
+    vecs = [cider.refs(r) for r in refs]
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    gen = torch.Generator().manual_seed(0)
+    rewards = [scst.scst_step(model, opt, feats, vecs, cider, samples=4, max_len=5, start_id=START, end_id=END,
+                              unk_id=UNK, generator=gen)["reward"] for _ in range(20)]
+    assert sum(rewards[-5:]) / 5 > 3 * rewards[0]
+
+
+def test_selection_by_cider_picks_the_right_epoch():
+    # the study's BLEU-1 is flat and would keep epoch 1; CIDEr-D rises until epoch 3, a NaN never wins
+    history = [{"epoch": 1, "val_bleu1": 0.645, "val_cider": 0.20}, {"epoch": 2, "val_bleu1": 0.633, "val_cider": 0.31},
+               {"epoch": 3, "val_bleu1": 0.638, "val_cider": 0.35}, {"epoch": 4, "val_bleu1": 0.644, "val_cider": 0.35},
+               {"epoch": 5, "val_bleu1": 0.640, "val_cider": math.nan}]
+    assert train.best_epoch(history, "text") == (3, 0.35)  # the earliest of equal scores
+    tags = [{"epoch": 1, "val_f1": 0.2}, {"epoch": 2, "val_f1": 0.25}, {"epoch": 3, "val_f1": 0.22}]
+    assert train.best_epoch(tags, "hashtag") == (2, 0.25)
+    assert train.best_epoch([], "text") == (0, -math.inf)
+
+
+def test_cosine_schedule_and_config_checks():
+    cfg = train.TrainConfig(epochs=5, lr=1e-3, lr_final=0.1)
+    assert cfg.lr_at(1) == pytest.approx(1e-3) and cfg.lr_at(5) == pytest.approx(1e-4)
+    assert cfg.lr_at(3) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))
+    assert train.TrainConfig(epochs=5, lr_schedule="constant").lr_at(4) == 5e-4
+    with pytest.raises(ValueError, match="self-critical"):
+        train.TrainConfig(target="hashtag", scst_epochs=1)
+
+
+def test_every_lever_on_a_multi_reference_manifest(sample_dir, cache_dir, tmp_path):
+    """dataset=manifest, several references per image, tokenizer=whitespace: CIDEr-D selection, the schedule,
+    label smoothing and self-critical epochs all run, and every reference counts."""
+    import json
+
+    rows = [json.loads(x) for x in (sample_dir / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
+    words = {}
+    with open(tmp_path / "manifest.jsonl", "w", encoding="utf-8") as f:
+        for r in rows:
+            c = r["category"].replace("_", " ")
+            texts = [f"a photo of a {c}", f"the {c} on a {words.setdefault(c, 'sunny' if len(words) % 2 else 'grey')} day",
+                     f"my trip to the {c}"]
+            f.write(json.dumps({"image": str(sample_dir / r["image"]), "texts": texts, "split": r["split"]}) + "\n")
+    cfg = train.TrainConfig(dataset="manifest", data_dir=str(tmp_path), run_dir=str(tmp_path / "runs"), smoke=True,
+                            tokenizer="whitespace", epochs=2, batch_size=8, label_smoothing=0.1, scst_epochs=1,
+                            scst_batch=8, scst_samples=2, cache_dir=str(cache_dir), beam_size=2)
+    result = train.train(cfg, progress=False)
+    history = json.loads((cfg.path / "history.json").read_text())
+    assert [r["phase"] for r in history] == ["xe", "xe", "scst"]
+    assert all(r["val_cider"] is not None and r["val_cider"] >= 0 for r in history)
+    assert result["selection"] == "val_cider" and result["test"]["CIDEr-D"] >= 0
+    lines = [json.loads(x) for x in (cfg.path / "predictions.jsonl").read_text().splitlines()]
+    assert all(len(x["reference_tokens"]) == 3 for x in lines)
