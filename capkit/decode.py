@@ -197,10 +197,12 @@ def sample(
     max_len: int = 30,
     unk_id: int | None = None,
     generator: torch.Generator | None = None,
+    temperature: float = 1.0,
 ) -> tuple[list[list[int]], list[bool]]:
     """One caption drawn from the model's distribution for each row of feats [B, L, D] (repeat rows for several
-    samples per image): w_t ~ p(. | w_<t, image), renormalised over the allowed words. Returns the token lists
-    (without <start> / <end>) and whether each emitted <end>. Self-critical training's w^s."""
+    samples per image): w_t ~ p(. | w_<t, image)^(1/temperature), renormalised over the allowed words. Returns the
+    token lists (without <start> / <end>) and whether each emitted <end>. Self-critical training's w^s (at
+    temperature 1); minimum Bayes-risk decoding's candidates."""
     banned = _banned(start_id, unk_id)
     feats = feats.to(model.L_o.weight.dtype)
     B = feats.size(0)
@@ -212,7 +214,7 @@ def sample(
     finished = torch.zeros(B, dtype=torch.bool, device=feats.device)
     for t in range(max_len):
         logprobs, _, state = model.step(tokens, state)
-        probs = _mask(logprobs.float(), banned, None).exp_()  # [n, V]; multinomial renormalises
+        probs = _mask(logprobs.float() / temperature, banned, None).exp_()  # [n, V]; multinomial renormalises
         tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)
         ended = tokens == end_id
         out[rows[~ended], t] = tokens[~ended]

@@ -209,6 +209,76 @@ def cider_d(refs, hyps) -> float:
     return float(Cider().compute_score(gts, res)[0])
 
 
+# ---------------------------------------------------------------- CIDEr-D with fixed statistics
+
+
+def _ngrams(tokens, n: int) -> Counter:
+    tokens = list(tokens)
+    return Counter(tuple(tokens[i:i + k]) for k in range(1, n + 1) for i in range(len(tokens) - k + 1))
+
+
+class CiderD:
+    """CIDEr-D (Vedantam et al. 2015) with document frequencies fixed from a reference corpus.
+
+    Same formula as pycocoevalcap's ``Cider`` (n = 1..4, tf-idf vectors, the candidate's weights clipped by the
+    reference's, Gaussian length penalty sigma 6, mean over references, x10); pycocoevalcap recomputes the
+    document frequencies from whatever batch it scores, which would make a reward depend on its batch, so the
+    statistics are kept here once. Built from the references of the images being scored, the scores equal
+    pycocoevalcap's (tested). Tokens may be strings or ids.
+
+    ``corpus``: per image, its list of reference token lists.
+    """
+
+    def __init__(self, corpus, n: int = 4, sigma: float = 6.0):
+        self.n, self.sigma = n, sigma
+        self.df = Counter()
+        for refs in corpus:
+            self.df.update(set(g for ref in refs for g in _ngrams(ref, n)))
+        self.log_docs = math.log(max(len(corpus), 1))
+
+    def _vector(self, tokens):
+        vec = [dict() for _ in range(self.n)]
+        norm = [0.0] * self.n
+        for gram, tf in _ngrams(tokens, self.n).items():
+            w = tf * (self.log_docs - math.log(max(1.0, self.df.get(gram, 0.0))))
+            vec[len(gram) - 1][gram] = w
+            norm[len(gram) - 1] += w * w
+        return vec, [math.sqrt(x) for x in norm], len(tokens)
+
+    def _sim(self, hyp, ref) -> float:
+        (vh, nh, lh), (vr, nr, lr) = hyp, ref
+        penalty = math.exp(-((lh - lr) ** 2) / (2 * self.sigma ** 2))
+        total = 0.0
+        for k in range(self.n):
+            val = sum(min(w, vr[k].get(g, 0.0)) * vr[k].get(g, 0.0) for g, w in vh[k].items())
+            if nh[k] and nr[k]:
+                val /= nh[k] * nr[k]
+            total += val * penalty
+        return total / self.n
+
+    def refs(self, refs) -> list:
+        """Precomputed vectors of one image's references (to score many candidates against them)."""
+        return [self._vector(r) for r in refs]
+
+    def consensus(self, candidates) -> tuple[int, float]:
+        """Minimum Bayes risk: the index of the candidate (token lists) with the highest mean CIDEr-D against the
+        other candidates, and that mean (the first on ties; a single candidate is its own choice, scored 0)."""
+        if len(candidates) < 2:
+            return 0, 0.0
+        vecs = self.refs(candidates)
+        scores = [self.score(c, vecs[:j] + vecs[j + 1:]) for j, c in enumerate(candidates)]
+        best = max(range(len(scores)), key=scores.__getitem__)
+        return best, float(scores[best])
+
+    def score(self, hyp, refs) -> float:
+        """CIDEr-D of one candidate against one image's references (token lists, or ``refs(...)``'s output)."""
+        ref_vecs = refs if refs and isinstance(refs[0], tuple) else self.refs(refs)
+        if not ref_vecs:
+            return 0.0
+        h = self._vector(hyp)
+        return 10.0 * sum(self._sim(h, r) for r in ref_vecs) / len(ref_vecs)
+
+
 # ---------------------------------------------------------------- the study's definitions
 
 

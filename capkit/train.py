@@ -26,12 +26,12 @@ import numpy as np
 import torch
 
 from capkit import data as D
-from capkit import decode, encoders, metrics, models, scst, text
+from capkit import decode, encoders, mbr, metrics, models, scst, text
 
 CKPT_FORMAT = "capkit-checkpoint-1"
 # settings that may differ when a run is resumed (more epochs, another machine or folder layout)
 RESUMABLE_CHANGES = ("epochs", "patience", "device", "beam_size", "cache_dir", "data_dir", "run_dir", "run_name",
-                     "start_from", "scst_epochs")
+                     "start_from", "scst_epochs", "search", "mbr_samples", "mbr_temperature")
 # the validation score that picks the best epoch: CIDEr-D for texts (the field's criterion; the study's BLEU-1 is
 # flat from the first epoch while the model still improves), micro F1 for hashtags
 SELECTION = {"text": "val_cider", "hashtag": "val_f1"}
@@ -73,9 +73,13 @@ class TrainConfig:
     scst_samples: int = 5  # captions sampled per image and step
     scst_lr: float = 5e-5
     scst_batch: int = 16  # images per self-critical step
+    scst_baseline: str = "mean"  # "mean": the other samples' mean reward (Luo 2020) | "greedy" (Rennie et al.)
     start_from: str = ""  # a run folder whose checkpoints start this run (e.g. self-critical epochs on a copy)
     grad_clip: float = 5.0
     beam_size: int = 3  # test decoding; validation is greedy
+    search: str = "beam"  # test decoding: "beam" | "mbr" (texts: minimum Bayes-risk over samples, capkit.mbr)
+    mbr_samples: int = 20
+    mbr_temperature: float = 0.5
     device: str = "auto"  # "auto": CUDA when present, else CPU (float32 on both)
     word_vectors: str | None = None  # a fastText .vec file
     freeze_embeddings: bool = False
@@ -87,6 +91,10 @@ class TrainConfig:
             raise ValueError(f"target must be 'text' or 'hashtag', not {self.target!r}")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ValueError(f"lr_schedule must be 'cosine' or 'constant', not {self.lr_schedule!r}")
+        if self.search not in ("beam", "mbr"):
+            raise ValueError(f"search must be 'beam' or 'mbr', not {self.search!r}")
+        if self.search == "mbr" and self.target != "text":
+            raise ValueError("search='mbr' picks a text by its CIDEr-D consensus: it is for target='text'")
         if self.scst_epochs and self.target != "text":
             raise ValueError("scst_epochs: self-critical training optimises CIDEr-D, so it is for target='text'")
         if self.decoder not in ("soft", "lookback"):
@@ -350,9 +358,12 @@ def decode_batch(device: torch.device) -> int:
 
 
 def predict(model, prep: Prepared, split: str, beam_size: int = 1, limit: int | None = None,
-            batch_size: int | None = None) -> list[dict]:
+            batch_size: int | None = None, search: str = "beam") -> list[dict]:
     """Decode every record of a split (batched): tokens, score, finished, attention maps.
 
+    ``search="beam"``: beam search (greedy when ``beam_size`` is 1). ``search="mbr"``: minimum Bayes-risk
+    decoding (:mod:`capkit.mbr`; ``config.mbr_samples`` at ``config.mbr_temperature``, CIDEr-D statistics from
+    the training references, sampling seeded by the run's seed; no attention maps).
     ``batch_size`` images at once: by default 64 on the CPU, 256 on CUDA (where a step costs about the same for
     64 or 256 rows: kernel launches, not arithmetic, set its time)."""
     model.eval()
@@ -361,6 +372,19 @@ def predict(model, prep: Prepared, split: str, beam_size: int = 1, limit: int | 
     recs = prep.records[split][:limit]
     out = []
     forbid = prep.config.target == "hashtag"
+    if search == "mbr":
+        cfg = prep.config
+        cider = metrics.CiderD(scst_data(prep)[1])
+        gen = torch.Generator(device=device).manual_seed(cfg.seed)
+        batch_size = max(1, batch_size // 4)  # each image is mbr_samples rows
+        for i in range(0, len(recs), batch_size):
+            feats = prep.features([r.image for r in recs[i:i + batch_size]]).to(device)
+            with torch.inference_mode():
+                picked = mbr.mbr_decode(model, feats, cider, text.START_ID, text.END_ID, cfg.mbr_samples,
+                                        cfg.mbr_temperature, cfg.decode_len, text.UNK_ID, gen)
+            out += [{"tokens": prep.vocab.decode(p["tokens"]), "score": p["score"], "finished": p["finished"],
+                     "alphas": None} for p in picked]
+        return out
     for i in range(0, len(recs), batch_size):
         feats = prep.features([r.image for r in recs[i:i + batch_size]]).to(device)
         with torch.inference_mode():
@@ -464,7 +488,7 @@ def fit(prep: Prepared, progress: bool = True, stop_after: int | None = None) ->
             model.load_state_dict(load_checkpoint(out / "best.pt", map_location=device)["model"])
             optimizer = adam(params, config.scst_lr)
         images, ref_ids = scst_data(prep)
-        cider = scst.CiderD(ref_ids)
+        cider = metrics.CiderD(ref_ids)
         ref_vecs = [cider.refs(r) for r in ref_ids]
         while state.scst_epoch < config.scst_epochs:
             if stop_after is not None and done_now >= stop_after:
@@ -545,7 +569,7 @@ def scst_epoch(model, optimizer, features, images, ref_vecs, cider, config: Trai
         feats = features([images[j] for j in idx]).to(device)
         parts = scst.scst_step(model, optimizer, feats, [ref_vecs[j] for j in idx], cider, config.scst_samples,
                                config.decode_len, text.START_ID, text.END_ID, text.UNK_ID, generator=gen,
-                               grad_clip=config.grad_clip)
+                               grad_clip=config.grad_clip, baseline=config.scst_baseline)
         for k in tot:
             tot[k] += parts[k] * len(idx)
         n += len(idx)
@@ -636,12 +660,16 @@ def test_fingerprint(prep: Prepared, beam: int, split: str) -> dict:
     path = config.path / "history.json"
     history = json.loads(path.read_text()) if path.exists() else []
     keys = "\n".join(r.key for r in prep.records[split]).encode()
+    search = ({"search": "mbr", "mbr_samples": config.mbr_samples, "mbr_temperature": config.mbr_temperature}
+              if config.search == "mbr" else {"search": "beam"})
     return {"epochs_run": len(history), "best_epoch": best_epoch(history, config.target)[0], "beam_size": beam,
-            "split": split, "records": hashlib.sha256(keys).hexdigest()[:16], "decode_len": config.decode_len}
+            "split": split, "records": hashlib.sha256(keys).hexdigest()[:16], "decode_len": config.decode_len,
+            **search}
 
 
 def test(model, prep: Prepared, beam_size: int | None = None, split: str = "test", force: bool = False) -> dict:
-    """Decode the test split with beam search; write ``predictions.jsonl`` and ``metrics.json``.
+    """Decode the test split (``config.search``: beam search, or MBR for texts); write ``predictions.jsonl`` and
+    ``metrics.json``.
 
     When the run folder already holds the results of this very model, search and split (a rerun of a finished
     run: same :func:`test_fingerprint`), they are returned as they are, without decoding again (``force``
@@ -653,7 +681,7 @@ def test(model, prep: Prepared, beam_size: int | None = None, split: str = "test
     if not force and stored.get("fingerprint") == fingerprint and (config.path / "predictions.jsonl").exists():
         return stored
     t0 = time.perf_counter()
-    hyps = predict(model, prep, split, beam_size=beam)
+    hyps = predict(model, prep, split, beam_size=beam, search=config.search)
     decode_s = time.perf_counter() - t0
     refs = prep.tokens[split]
     preds = [h["tokens"] for h in hyps]
@@ -680,7 +708,7 @@ def test(model, prep: Prepared, beam_size: int | None = None, split: str = "test
     best = next((r for r in history if r["epoch"] == chosen), {})
     result = {
         "run": config.run_name, "encoder": config.encoder, "decoder": config.decoder, "target": config.target,
-        "dataset": config.dataset, "split": split, "n": len(lines), "beam_size": beam,
+        "dataset": config.dataset, "split": split, "n": len(lines), "beam_size": beam, "search": config.search,
         "token_form": config.tokenizer if config.target == "text" else "hashtag",
         "test": scores, "best_epoch": best.get("epoch"), "val": {k: v for k, v in best.items() if k.startswith("val_")},
         "selection": SELECTION[config.target], "best_phase": best.get("phase", "xe"),

@@ -1,11 +1,11 @@
-"""Self-critical training: the reward, the baseline, the sign of the gradient; epoch selection by CIDEr-D."""
+"""CIDEr-D at work: self-critical training (reward, baseline, gradient sign), MBR decoding, epoch selection."""
 
 import math
 
 import pytest
 import torch
 
-from capkit import decode, metrics, scst, train
+from capkit import decode, mbr, metrics, scst, train
 from capkit.models import CaptionDecoder, DecoderConfig
 
 START, END, UNK = 2, 3, 1
@@ -14,7 +14,7 @@ START, END, UNK = 2, 3, 1
 def test_fixed_df_cider_equals_pycocoevalcap_on_its_own_corpus():
     refs = [[["a", "b", "c", "d"], ["a", "b", "x"]], [["e", "f", "g"]], [["a", "f", "g", "h", "i"], ["b", "c"]]]
     hyps = [["a", "b", "c"], ["e", "f"], ["a", "f", "g", "h"]]
-    cider = scst.CiderD(refs)  # document frequencies from the same three images pycocoevalcap would use
+    cider = metrics.CiderD(refs)  # document frequencies from the same three images pycocoevalcap would use
     ours = [cider.score(h, r) for h, r in zip(hyps, refs)]
     assert sum(ours) / 3 == pytest.approx(metrics.cider_d(refs, hyps), abs=1e-12)
     assert cider.score(hyps[0], cider.refs(refs[0])) == pytest.approx(ours[0])  # precomputed references
@@ -71,18 +71,43 @@ def test_sampling_is_seeded_and_never_emits_start_or_unk():
     assert all(len(c) == 6 for c, f in zip(caps, fin) if not f)
 
 
-def test_scst_steps_raise_the_reward():
+def test_leave_one_out_baseline():
+    # K = 3 samples of image 0 rewarded 1, 2, 3; K = 3 of image 1 all 4
+    assert scst.leave_one_out([1.0, 2.0, 3.0, 4.0, 4.0, 4.0], 3) == [2.5, 2.0, 1.5, 4.0, 4.0, 4.0]
+    with pytest.raises(ValueError, match="baseline"):
+        scst.scst_step(tiny_model(), None, torch.randn(1, 4, 6), [[]], metrics.CiderD([]), 2, 3, START, END, UNK,
+                       baseline="median")
+
+
+@pytest.mark.parametrize("baseline", ["greedy", "mean"])
+def test_scst_steps_raise_the_reward(baseline):
     """References say 5 6 7: a few self-critical steps make the sampled captions score much higher."""
     model = tiny_model(1)
     feats = torch.randn(4, 4, 6)
     refs = [[[5, 6, 7]]] * 4
-    cider = scst.CiderD(refs + [[[8, 9]], [[10, 11]]])
+    cider = metrics.CiderD(refs + [[[8, 9]], [[10, 11]]])
     vecs = [cider.refs(r) for r in refs]
     opt = torch.optim.Adam(model.parameters(), lr=0.05)
     gen = torch.Generator().manual_seed(0)
     rewards = [scst.scst_step(model, opt, feats, vecs, cider, samples=4, max_len=5, start_id=START, end_id=END,
-                              unk_id=UNK, generator=gen)["reward"] for _ in range(20)]
+                              unk_id=UNK, generator=gen, baseline=baseline)["reward"] for _ in range(20)]
     assert sum(rewards[-5:]) / 5 > 3 * rewards[0]
+
+
+def test_mbr_picks_the_samples_consensus():
+    model = tiny_model(2).eval()
+    feats = torch.randn(3, 4, 6)
+    cider = metrics.CiderD([[[5, 6, 7]], [[8, 9]], [[10, 11, 5]]])
+    got = mbr.mbr_decode(model, feats, cider, START, END, samples=6, temperature=0.7, max_len=5, unk_id=UNK,
+                         generator=torch.Generator().manual_seed(3))
+    caps, fin = decode.sample(model, feats.repeat_interleave(6, 0), START, END, max_len=5, unk_id=UNK,
+                              generator=torch.Generator().manual_seed(3), temperature=0.7)
+    for b, pick in enumerate(got):
+        group = caps[6 * b:6 * b + 6]
+        means = [sum(cider.score(c, [d]) for k, d in enumerate(group) if k != j) / 5 for j, c in enumerate(group)]
+        j = max(range(6), key=means.__getitem__)
+        assert pick["tokens"] == group[j] and pick["score"] == pytest.approx(means[j])
+        assert pick["finished"] == fin[6 * b + j]
 
 
 def test_selection_by_cider_picks_the_right_epoch():
@@ -103,6 +128,8 @@ def test_cosine_schedule_and_config_checks():
     assert train.TrainConfig(epochs=5, lr_schedule="constant").lr_at(4) == 5e-4
     with pytest.raises(ValueError, match="self-critical"):
         train.TrainConfig(target="hashtag", scst_epochs=1)
+    with pytest.raises(ValueError, match="mbr"):
+        train.TrainConfig(target="hashtag", search="mbr")
 
 
 def test_every_lever_on_a_multi_reference_manifest(sample_dir, cache_dir, tmp_path):
@@ -120,11 +147,13 @@ def test_every_lever_on_a_multi_reference_manifest(sample_dir, cache_dir, tmp_pa
             f.write(json.dumps({"image": str(sample_dir / r["image"]), "texts": texts, "split": r["split"]}) + "\n")
     cfg = train.TrainConfig(dataset="manifest", data_dir=str(tmp_path), run_dir=str(tmp_path / "runs"), smoke=True,
                             tokenizer="whitespace", epochs=2, batch_size=8, label_smoothing=0.1, scst_epochs=1,
-                            scst_batch=8, scst_samples=2, cache_dir=str(cache_dir), beam_size=2)
+                            scst_batch=8, scst_samples=2, cache_dir=str(cache_dir), beam_size=2, search="mbr",
+                            mbr_samples=4)
     result = train.train(cfg, progress=False)
     history = json.loads((cfg.path / "history.json").read_text())
     assert [r["phase"] for r in history] == ["xe", "xe", "scst"]
     assert all(r["val_cider"] is not None and r["val_cider"] >= 0 for r in history)
     assert result["selection"] == "val_cider" and result["test"]["CIDEr-D"] >= 0
+    assert result["search"] == "mbr" and result["fingerprint"]["mbr_samples"] == 4
     lines = [json.loads(x) for x in (cfg.path / "predictions.jsonl").read_text().splitlines()]
     assert all(len(x["reference_tokens"]) == 3 for x in lines)
