@@ -1,4 +1,5 @@
-"""Minimum Bayes-risk decoding: of N captions drawn from the model, the one the others agree with most.
+"""Minimum Bayes-risk decoding: of N captions drawn from the model, the one the others agree with most; of N
+hashtag sets, the set with the highest expected F1.
 
     S = {y_1 .. y_N},  y_n ~ p(y | image)^(1/tau)                   N samples at temperature tau
     y* = argmax_{y in S}  1/(N-1) sum_{y' in S, y' != y}  CIDEr-D(y, {y'})
@@ -13,6 +14,11 @@ consensus of 30 texts drawn from the true scene), so model and ceiling are read 
 Temperature below 1 draws closer to the mode: with tau = 1 the samples of an imperfect model are too noisy to
 agree on anything.
 
+Hashtags (``mbr_tags``): the study's metric is F1 over sets, so the decision is a set, not a sequence: draw N tag
+sequences at temperature 1 (the model's own distribution), rank tags by the share of draws that contain them
+and keep the top-m with the highest mean F1 against the draws (``metrics.best_guess_tags``, the rule the scene
+oracle's ceiling row applies to the true distribution).
+
 This module imports capkit.decode and capkit.metrics.
 """
 
@@ -21,7 +27,7 @@ from __future__ import annotations
 import torch
 
 from capkit import decode
-from capkit.metrics import CiderD
+from capkit.metrics import CiderD, best_guess_tags
 
 
 def mbr_decode(model, feats: torch.Tensor, cider: CiderD, start_id: int, end_id: int, samples: int = 20,
@@ -37,4 +43,18 @@ def mbr_decode(model, feats: torch.Tensor, cider: CiderD, start_id: int, end_id:
         group = caps[b * samples:(b + 1) * samples]
         j, score = cider.consensus(group)
         out.append({"tokens": group[j], "score": score, "finished": finished[b * samples + j]})
+    return out
+
+
+def mbr_tags(model, feats: torch.Tensor, start_id: int, end_id: int, samples: int = 30, temperature: float = 1.0,
+             max_len: int = 25, unk_id: int | None = None, generator: torch.Generator | None = None) -> list[dict]:
+    """For each image of feats [B, L, D]: ``tokens`` (tag ids, most often drawn first), ``score`` (their mean F1
+    against the draws: the model's own estimate of the expected F1) and ``finished`` (True)."""
+    rows = feats.repeat_interleave(samples, dim=0)
+    caps, _ = decode.sample(model, rows, start_id, end_id, max_len=max_len, unk_id=unk_id, generator=generator,
+                            temperature=temperature)
+    out = []
+    for b in range(feats.size(0)):
+        tags, f1 = best_guess_tags(caps[b * samples:(b + 1) * samples], max_len)
+        out.append({"tokens": tags, "score": f1, "finished": True})
     return out

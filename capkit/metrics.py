@@ -279,6 +279,30 @@ class CiderD:
         return 10.0 * sum(self._sim(h, r) for r in ref_vecs) / len(ref_vecs)
 
 
+def best_guess_tags(draws, max_tags: int) -> tuple[list[str], float]:
+    """The hashtag set that maximises the expected F1 against a fresh draw, estimated from ``draws`` (one post's
+    tag lists, drawn from a distribution of posts: the true scene's for the scene oracle, a model's for MBR
+    decoding; tags may be strings or ids): tags ranked by the share of draws using them (ties: the tag
+    string), then the top-m for the m in 1..``max_tags`` whose mean per-draw F1 against ``draws`` is highest (the
+    smaller m on ties). Returns (the tags in rank order, that mean F1). No draw with a tag: ([], 0.0).
+    """
+    counts = Counter(t for d in draws for t in set(d))
+    if not counts:
+        return [], 0.0
+    ranked = sorted(counts, key=lambda t: (-counts[t], t))[: max(1, int(max_tags))]
+    pos = {t: i for i, t in enumerate(ranked)}
+    used = np.zeros((len(draws), len(ranked)))
+    for j, d in enumerate(draws):
+        for t in set(d):
+            if t in pos:
+                used[j, pos[t]] = 1.0
+    hits = used.cumsum(axis=1)  # [draw, m - 1]: hits of the top-m set
+    sizes = np.array([len(set(d)) for d in draws], dtype=float)[:, None]
+    f1 = (2 * hits / (np.arange(1, len(ranked) + 1)[None, :] + sizes)).mean(axis=0)
+    m = int(np.argmax(f1)) + 1
+    return ranked[:m], float(f1[m - 1])
+
+
 # ---------------------------------------------------------------- the study's definitions
 
 

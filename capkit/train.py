@@ -77,9 +77,10 @@ class TrainConfig:
     start_from: str = ""  # a run folder whose checkpoints start this run (e.g. self-critical epochs on a copy)
     grad_clip: float = 5.0
     beam_size: int = 3  # test decoding; validation is greedy
-    search: str = "beam"  # test decoding: "beam" | "mbr" (texts: minimum Bayes-risk over samples, capkit.mbr)
-    mbr_samples: int = 20
-    mbr_temperature: float = 0.5
+    # test decoding: "mbr" (minimum Bayes risk over samples: capkit.mbr) | "beam" (beam_size; the study: greedy)
+    search: str = "mbr"
+    mbr_samples: int | None = None  # samples per test image; None: 20 for texts, 40 for hashtags
+    mbr_temperature: float | None = None  # None: 0.5 for texts (closer to the mode), 1.0 for hashtags
     device: str = "auto"  # "auto": CUDA when present, else CPU (float32 on both)
     word_vectors: str | None = None  # a fastText .vec file
     freeze_embeddings: bool = False
@@ -93,8 +94,6 @@ class TrainConfig:
             raise ValueError(f"lr_schedule must be 'cosine' or 'constant', not {self.lr_schedule!r}")
         if self.search not in ("beam", "mbr"):
             raise ValueError(f"search must be 'beam' or 'mbr', not {self.search!r}")
-        if self.search == "mbr" and self.target != "text":
-            raise ValueError("search='mbr' picks a text by its CIDEr-D consensus: it is for target='text'")
         if self.scst_epochs and self.target != "text":
             raise ValueError("scst_epochs: self-critical training optimises CIDEr-D, so it is for target='text'")
         if self.decoder not in ("soft", "lookback"):
@@ -110,6 +109,18 @@ class TrainConfig:
     @property
     def path(self) -> Path:
         return D.project_path(self.run_dir) / self.run_name
+
+    @property
+    def mbr_n(self) -> int:
+        """The samples per image of MBR decoding (see ``mbr_samples``)."""
+        return self.mbr_samples or (20 if self.target == "text" else 40)
+
+    @property
+    def mbr_tau(self) -> float:
+        """The sampling temperature of MBR decoding (see ``mbr_temperature``)."""
+        if self.mbr_temperature is not None:
+            return self.mbr_temperature
+        return 0.5 if self.target == "text" else 1.0
 
     @property
     def decode_len(self) -> int:
@@ -374,14 +385,18 @@ def predict(model, prep: Prepared, split: str, beam_size: int = 1, limit: int | 
     forbid = prep.config.target == "hashtag"
     if search == "mbr":
         cfg = prep.config
-        cider = metrics.CiderD(scst_data(prep)[1])
+        cider = metrics.CiderD(scst_data(prep)[1]) if cfg.target == "text" else None
         gen = torch.Generator(device=device).manual_seed(cfg.seed)
         batch_size = max(1, batch_size // 4)  # each image is mbr_samples rows
         for i in range(0, len(recs), batch_size):
             feats = prep.features([r.image for r in recs[i:i + batch_size]]).to(device)
             with torch.inference_mode():
-                picked = mbr.mbr_decode(model, feats, cider, text.START_ID, text.END_ID, cfg.mbr_samples,
-                                        cfg.mbr_temperature, cfg.decode_len, text.UNK_ID, gen)
+                if cider is not None:
+                    picked = mbr.mbr_decode(model, feats, cider, text.START_ID, text.END_ID, cfg.mbr_n,
+                                            cfg.mbr_tau, cfg.decode_len, text.UNK_ID, gen)
+                else:
+                    picked = mbr.mbr_tags(model, feats, text.START_ID, text.END_ID, cfg.mbr_n, cfg.mbr_tau,
+                                          cfg.decode_len, text.UNK_ID, gen)
             out += [{"tokens": prep.vocab.decode(p["tokens"]), "score": p["score"], "finished": p["finished"],
                      "alphas": None} for p in picked]
         return out
@@ -660,7 +675,7 @@ def test_fingerprint(prep: Prepared, beam: int, split: str) -> dict:
     path = config.path / "history.json"
     history = json.loads(path.read_text()) if path.exists() else []
     keys = "\n".join(r.key for r in prep.records[split]).encode()
-    search = ({"search": "mbr", "mbr_samples": config.mbr_samples, "mbr_temperature": config.mbr_temperature}
+    search = ({"search": "mbr", "mbr_samples": config.mbr_n, "mbr_temperature": config.mbr_tau}
               if config.search == "mbr" else {"search": "beam"})
     return {"epochs_run": len(history), "best_epoch": best_epoch(history, config.target)[0], "beam_size": beam,
             "split": split, "records": hashlib.sha256(keys).hexdigest()[:16], "decode_len": config.decode_len,

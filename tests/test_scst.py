@@ -110,6 +110,18 @@ def test_mbr_picks_the_samples_consensus():
         assert pick["finished"] == fin[6 * b + j]
 
 
+def test_mbr_tags_are_the_best_guess_of_the_samples():
+    model = tiny_model(4).eval()
+    feats = torch.randn(2, 4, 6)
+    got = mbr.mbr_tags(model, feats, START, END, samples=8, max_len=4, unk_id=UNK,
+                       generator=torch.Generator().manual_seed(5))
+    caps, _ = decode.sample(model, feats.repeat_interleave(8, 0), START, END, max_len=4, unk_id=UNK,
+                            generator=torch.Generator().manual_seed(5))
+    for b, pick in enumerate(got):
+        tags, f1 = metrics.best_guess_tags(caps[8 * b:8 * b + 8], 4)
+        assert pick["tokens"] == tags and pick["score"] == pytest.approx(f1) and len(set(tags)) == len(tags)
+
+
 def test_selection_by_cider_picks_the_right_epoch():
     # the study's BLEU-1 is flat and would keep epoch 1; CIDEr-D rises until epoch 3, a NaN never wins
     history = [{"epoch": 1, "val_bleu1": 0.645, "val_cider": 0.20}, {"epoch": 2, "val_bleu1": 0.633, "val_cider": 0.31},
@@ -128,8 +140,8 @@ def test_cosine_schedule_and_config_checks():
     assert train.TrainConfig(epochs=5, lr_schedule="constant").lr_at(4) == 5e-4
     with pytest.raises(ValueError, match="self-critical"):
         train.TrainConfig(target="hashtag", scst_epochs=1)
-    with pytest.raises(ValueError, match="mbr"):
-        train.TrainConfig(target="hashtag", search="mbr")
+    assert train.TrainConfig(target="hashtag", search="mbr").mbr_tau == 1.0
+    assert train.TrainConfig(search="mbr").mbr_tau == 0.5
 
 
 def test_every_lever_on_a_multi_reference_manifest(sample_dir, cache_dir, tmp_path):
