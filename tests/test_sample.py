@@ -217,3 +217,88 @@ def test_a_killed_run_leaves_no_complete_looking_manifest(tmp_path, monkeypatch)
     monkeypatch.setattr(S, "_work", real)
     S.ensure(tmp_path, n_per_category=1, seed=1)
     assert len(records(tmp_path)) == len(S.CATEGORIES)
+
+
+# ---------------------------------------------------------------- the scene oracle
+
+
+def says_scene(post, row, okt):
+    """Whether an oracle post is written from ``row``'s scene: the same objects (each word one of its label's),
+    no object word of a label the scene lacks, every always-stated fact's cue and the category's place."""
+    scene, c = row["scene"], row["category"]
+    if set(post["words"]) != set(scene["objects"]) or post["category"] != c:
+        return False
+    if any(w not in S.OBJECT_WORDS[lab] for lab, w in post["words"].items()):
+        return False
+    toks = set(surfaces(okt, post["text"]))
+    if any(toks & set(words) for lab, words in S.OBJECT_WORDS.items() if lab not in scene["objects"]):
+        return False
+    where = [post["text"]] + post["hashtags"]
+    for fact in ("season", "time", "weather"):
+        cues = S.CUES[fact].get(scene[fact])
+        if cues and not any(cue in s for cue in cues for s in where):
+            return False
+    place = S.PLACES[c]
+    names = place["nouns"] + [s for spots in place["locs"].values() for s in spots]
+    return any(n in post["text"] for n in names) or bool(set(post["hashtags"]) & set(place["tags"]))
+
+
+def test_oracle_posts_are_seeded_and_fresh(small):
+    rows = records(small)
+    a = S.oracle_posts(small, seed=0)
+    assert list(a) == [r["key"] for r in rows]
+    assert S.oracle_posts(small / "manifest.jsonl", seed=0) == a == S.oracle_posts(rows, seed=0)
+    b = S.oracle_posts(rows, seed=1)
+    assert sum(a[k]["text"] != b[k]["text"] for k in a) >= 0.8 * len(a)
+    # a fresh draw: not the generator's original post (the text, nor its hashtags)
+    assert sum(a[r["key"]]["text"] != r["text"] for r in rows) >= 0.9 * len(rows)
+    assert sum(a[r["key"]]["hashtags"] != r["hashtags"] for r in rows) >= 0.9 * len(rows)
+    for post in a.values():  # the generator's own post shape
+        assert isinstance(post["text"], str) and post["text"].strip()
+        assert 3 <= len(post["hashtags"]) <= 15 and len(set(post["hashtags"])) == len(post["hashtags"])
+    keys = [rows[5]["key"], rows[0]["key"]]
+    assert S.oracle_posts(rows, keys, seed=0) == {k: a[k] for k in keys}  # a post does not depend on the others
+
+
+def test_oracle_posts_are_written_from_each_posts_own_scene(small, okt):
+    rows = records(small)
+    posts = S.oracle_posts(small, seed=0)
+    assert all(says_scene(posts[r["key"]], r, okt) for r in rows)
+    # the objects are named with their words, those of the boxes' labels
+    said = sum(bool(set(surfaces(okt, posts[r["key"]]["text"])) & {w for b in r["boxes"] for w in
+                                                                    S.OBJECT_WORDS[b["label"]]}) for r in rows)
+    assert said >= 20  # 27 of the 29 posts with objects, at seed 0
+    # the check above catches posts written from another record's scene (keys kept, scenes rotated by one)
+    moved = [dict(r, scene=rows[i - 1]["scene"], category=rows[i - 1]["category"]) for i, r in enumerate(rows)]
+    wrong = S.oracle_posts(moved, seed=0)
+    assert sum(not says_scene(wrong[r["key"]], r, okt) for r in rows) >= 0.8 * len(rows)
+
+
+def test_oracle_posts_leave_out_rows_without_a_scene(small):
+    rows = records(small)
+    broken = [dict(rows[0], scene=None), {k: v for k, v in rows[1].items() if k != "scene"},
+              dict(rows[2], scene=dict(rows[2]["scene"], weather="hail")), dict(rows[3], category="moon"), *rows[4:]]
+    posts = S.oracle_posts(broken, [r["key"] for r in rows] + ["no-such-post"], seed=0)
+    assert list(posts) == [r["key"] for r in rows[4:]]
+
+
+def test_oracle_draws_are_seeded_fresh_and_from_the_scene(small, okt):
+    rows = records(small)
+    keys = [r["key"] for r in rows]
+    a = S.oracle_draws(small, seed=0, n=4)
+    assert list(a) == keys and all(len(v) == 4 for v in a.values())
+    assert S.oracle_draws(rows, keys, seed=0, n=4) == a
+    # a post's draws depend on neither the other keys nor n: the first 2 of 4 draws are the 2 draws
+    assert S.oracle_draws(rows, [keys[7], keys[2]], seed=0, n=2) == {k: a[k][:2] for k in (keys[7], keys[2])}
+    single = S.oracle_posts(rows, seed=0)
+    for r in rows:
+        texts = [p["text"] for p in a[r["key"]]]
+        assert len(set(texts)) >= 3  # independent draws, not copies
+        assert r["text"] not in texts and single[r["key"]]["text"] not in texts  # neither the original nor the oracle's
+        assert all(says_scene({**p, "category": r["category"]}, r, okt) for p in a[r["key"]])
+    b = S.oracle_draws(rows, seed=1, n=4)
+    assert sum(x["text"] != y["text"] for k in keys for x, y in zip(a[k], b[k])) >= 0.8 * 4 * len(keys)
+    # rows without a usable scene are left out, as by oracle_posts
+    assert list(S.oracle_draws([dict(rows[0], scene=None), *rows[1:3]], seed=0, n=1)) == keys[1:3]
+    with pytest.raises(ValueError, match="at least 1"):
+        S.oracle_draws(rows, seed=0, n=0)
