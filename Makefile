@@ -9,13 +9,13 @@ DATASET  ?= sample
 DATA_DIR ?= data/sample
 FIGURES_DIR ?= figures
 SEED     ?= 0
-EPOCHS   ?= 12
+EPOCHS   ?= 8
 ENCODERS ?= efficientnet_lite0_deep efficientnet_lite2_deep
 DECODERS ?= soft lookback
 TARGETS  ?= text hashtag
 # text runs that get self-critical epochs (on a copy named <run>-text-scst; the cross-entropy run stays as it is)
 SCST_RUNS   ?= efficientnet_lite2_deep-soft
-SCST_EPOCHS ?= 2
+SCST_EPOCHS ?= 1
 # the regulariser ablation (06_ablation, `make ablation`): lambda x decoder x encoder, text runs
 ABLATION_EPOCHS ?= 8
 

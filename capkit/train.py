@@ -79,7 +79,7 @@ class TrainConfig:
     beam_size: int = 3  # test decoding; validation is greedy
     # test decoding: "mbr" (minimum Bayes risk over samples: capkit.mbr) | "beam" (beam_size; the study: greedy)
     search: str = "mbr"
-    mbr_samples: int | None = None  # samples per test image; None: 20 for texts, 40 for hashtags
+    mbr_samples: int | None = None  # samples per test image; None: 20 for texts, 30 for hashtags
     mbr_temperature: float | None = None  # None: 0.5 for texts (closer to the mode), 1.0 for hashtags
     device: str = "auto"  # "auto": CUDA when present, else CPU (float32 on both)
     word_vectors: str | None = None  # a fastText .vec file
@@ -113,7 +113,7 @@ class TrainConfig:
     @property
     def mbr_n(self) -> int:
         """The samples per image of MBR decoding (see ``mbr_samples``)."""
-        return self.mbr_samples or (20 if self.target == "text" else 40)
+        return self.mbr_samples or (20 if self.target == "text" else 30)
 
     @property
     def mbr_tau(self) -> float:
