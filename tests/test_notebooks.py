@@ -87,7 +87,10 @@ def test_06_ablation(tmp_path, sample_dir, cache_dir):
     run_notebook("06_ablation.ipynb", tmp_path, **common, encoders=["efficientnet_lite0"], decoders=["soft"],
                  lambdas=[0.0, 1.0], epochs=1)
     table = pd.read_csv(tmp_path / "ablation_lambda.csv")
-    assert list(table.lambda_att) == [0.0, 1.0] and table["test pointing"].between(0, 1).all()
+    assert table.lambda_att.astype(float).tolist() == [0.0, 1.0]
+    # a 1-epoch smoke model may name no drawn object: the pointing game is then NaN, never out of range
+    assert {"val pointing", "test pointing", "val CIDEr-D"} <= set(table.columns)
+    assert table["test pointing"].dropna().between(0, 1).all() and table["val CIDEr-D"].between(0, 10).all()
     assert (tmp_path / "figures" / "06_ablation_lambda.png").exists()
 
 

@@ -367,7 +367,8 @@ def test_vocab_save_load_keeps_settings(tmp_path, okt_tokens):
     assert saved["settings"] == {"min_freq": 2, "max_size": 50, "tokenizer": "okt", "split": "train"}
     assert saved["counts"]["token_lists"] == len(SENTENCES) and saved["counts"]["tokens"] == sum(map(len, okt_tokens))
     again = T.Vocab.load(tmp_path / "vocab_text.json")
-    assert again.itos == vocab.itos and again.stoi == vocab.stoi and again.to_dict() == vocab.to_dict()
+    assert again.itos == vocab.itos and again.stoi == vocab.stoi and again.same_tokens(vocab)
+    assert again.settings == saved["settings"] and vocab.settings == {"min_freq": 2, "max_size": 50}  # not mutated
     assert again.freqs[4] == max(again.freqs)
 
 
