@@ -500,7 +500,8 @@ def fit(prep: Prepared, progress: bool = True, stop_after: int | None = None) ->
     xe_done = state.epoch >= config.epochs or state.bad_epochs >= config.patience
     if config.scst_epochs and xe_done and state.scst_epoch < config.scst_epochs:
         if state.scst_epoch == 0:  # start from the best cross-entropy weights, with a fresh optimiser
-            model.load_state_dict(load_checkpoint(out / "best.pt", map_location=device)["model"])
+            if (out / "best.pt").exists():  # (none when no epoch had a finite validation score)
+                model.load_state_dict(load_checkpoint(out / "best.pt", map_location=device)["model"])
             optimizer = adam(params, config.scst_lr)
         images, ref_ids = scst_data(prep)
         cider = metrics.CiderD(ref_ids)
