@@ -137,3 +137,33 @@ def test_grounding_collects_object_words_from_generated_text():
     assert summary["chance"] == pytest.approx(0.25)
     assert summary["n_images"] == 2 and summary["images_with_mentions"] == 2
     assert summary["per_label"]["dog"] == {"n": 1, "accuracy": 1.0, "chance": 0.25}
+
+
+class StoringRun(FakeRun):
+    """A FakeRun with metrics.json's dict and its update (what viz.stored_grounding adds), counting decodings."""
+
+    def __init__(self, captions, fingerprint):
+        super().__init__(captions)
+        self.metrics, self.decoded = {"fingerprint": fingerprint}, 0
+
+    def caption_many(self, images, **kw):
+        self.decoded += 1
+        return super().caption_many(images, **kw)
+
+    def update_metrics(self, **items):
+        self.metrics = {**self.metrics, **items}
+        return self.metrics
+
+
+def test_stored_grounding_is_read_back_for_the_same_weights_and_records():
+    words_for = {"dog": ("강아지",)}
+    recs = [Rec("a", [{"label": "dog", "box": [0, 0, 0.5, 0.5]}])]
+    caps = {"a": {"words": ["강아지"], "alphas": np.array([one_hot(2, 0, 0)]), "grid": 2}}
+    run = StoringRun(caps, {"best_epoch": 3})
+    first = viz.stored_grounding(run, recs, words_for)
+    again = viz.stored_grounding(run, recs, words_for)
+    assert run.decoded == 1 and again == first and first[0]["accuracy"] == 1.0
+    viz.stored_grounding(run, recs, words_for, beam_size=1)  # another beam: measured again
+    run.metrics["fingerprint"] = {"best_epoch": 4}  # other weights: measured again
+    viz.stored_grounding(run, recs, words_for, beam_size=1)
+    assert run.decoded == 3
