@@ -141,13 +141,6 @@ class TrainConfig:
         t = min(max(epoch - 1, 0) / (self.epochs - 1), 1.0)
         return self.lr * (self.lr_final + (1 - self.lr_final) * 0.5 * (1 + math.cos(math.pi * t)))
 
-    def same_run(self, other: "TrainConfig") -> bool:
-        """Whether a checkpoint made with ``other`` can be resumed by this config (epochs may grow)."""
-        a, b = self.to_dict(), other.to_dict()
-        for k in RESUMABLE_CHANGES:
-            a.pop(k), b.pop(k)
-        return a == b
-
 
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
