@@ -19,7 +19,8 @@ batch 32, texts up to 30 tokens, a 10,000-word vocabulary unless noted):
 5. GFLOP/s: the matmul FLOPs of capkit's training step (counted by torch.utils.flop_counter, forward + backward)
    per second of step time, against 1;
 6. tokenization: Okt sentences per second over the embedded texts, cold (empty cache, JVM warm) and cached
-   (skipped where no Java is found; ``--token-cache data/cache/tokens`` then supplies the texts' tokens).
+   (skipped where no Java is found; ``--token-cache data/cache/tokens`` then supplies the texts' tokens), and the
+   same for the Java-free ``kiwi`` tokenizer (kiwipiepy; its model loaded and warm), so the two compare cold.
 
 Targets (issue 7, this 2-core machine): step >= 4x, epoch >= 10x, greedy >= 20x images/s, step >= 50% of matmul.
 Prints a table and writes JSON. ``--smoke`` shrinks every size so the whole script runs in seconds (the tests).
@@ -296,12 +297,14 @@ def bench_epoch(records, token_lists, size: dict, device, cache_dir: Path, encod
 # ----------------------------------------------------------------------------- 6. tokenization
 
 
-def bench_tokenize(texts: list[str]) -> dict:
+def bench_tokenize(texts: list[str], tokenizer: str = "okt") -> dict:
+    """Sentences (and tokens) per second of `tokenizer` on `texts`, cold (an empty cache; the tokenizer started
+    and warmed up first, untimed: see text.cache_speedup) and read back from the cache."""
     try:
-        table = text.cache_speedup(texts, "okt")
-    except text.TokenizerUnavailable as err:  # no Java here (a GPU machine): the table says so
-        return {"sentences": len(texts), "skipped": str(err)}
-    out = {"sentences": len(texts)}
+        table = text.cache_speedup(texts, tokenizer)
+    except text.TokenizerUnavailable as err:  # no Java (Okt) or no kiwipiepy here: the table says so
+        return {"tokenizer": tokenizer, "sentences": len(texts), "skipped": str(err)}
+    out = {"tokenizer": tokenizer, "sentences": len(texts)}
     for row in ("cold", "cached"):
         s = table.loc[row]
         out[f"{row}_sentences_per_s"] = s["texts"] / s["seconds"]
@@ -340,6 +343,14 @@ def rows(r: dict) -> list[tuple[str, str, str, str, str]]:
     else:
         out.append(("Okt tokenization, sentences/s", f"{t['cached_sentences_per_s']:.0f} cached",
                     f"{t['cold_sentences_per_s']:.0f} cold", f"{t['cache_speedup']:.0f}x", ""))
+    k = r.get("tokenize_kiwi", {"skipped": "not measured"})
+    if "skipped" in k:
+        out.append(("kiwi tokenization", "skipped: no kiwipiepy", "", "", ""))
+    else:
+        vs_okt = (f"{k['cold_sentences_per_s'] / t['cold_sentences_per_s']:.1f}x Okt cold"
+                  if "skipped" not in t else "")
+        out.append(("kiwi tokenization, sentences/s", f"{k['cached_sentences_per_s']:.0f} cached",
+                    f"{k['cold_sentences_per_s']:.0f} cold", vs_okt, ""))
     return out
 
 
@@ -385,6 +396,7 @@ def main(argv=None) -> dict:
 
     print("tokenization ...", flush=True)
     report["tokenize"] = bench_tokenize([r.text for r in train_recs])
+    report["tokenize_kiwi"] = bench_tokenize([r.text for r in train_recs], "kiwi")
     with tempfile.TemporaryDirectory(prefix="capkit-bench-") as tmp:
         token_lists = list(text.tokenize_all([r.text for r in train_recs], "okt",
                                              D.project_path(args.token_cache) if args.token_cache else Path(tmp)))

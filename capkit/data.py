@@ -11,8 +11,14 @@ Sources (``dataset`` parameter of the notebooks):
 - ``kts``: the Korean Tourist Spot layout
   ``{total,train,valid,test}/{nature-scene,person-made}/<category>/<category>.json``.
 - ``instagram``: crawled post files (``key``, an image path or URL, ``description``).
-- ``coco``: a COCO captions JSON (``images`` + ``annotations``).
+- ``coco``: COCO captions JSONs (``images`` + ``annotations``): the 2017 download layout
+  (``annotations/captions_{train,val}2017.json`` beside ``train2017/``, ``val2017/``) or a flat folder.
+- ``karpathy``: Karpathy's split files (``dataset_coco.json``, ``dataset_flickr8k.json``,
+  ``dataset_flickr30k.json``) with their images.
 - ``manifest``: ``manifest.jsonl`` or ``manifest.csv`` (see README, "Bring your own data").
+
+Several lines for the same key (one line per caption, a post crawled twice, ...) become one record
+(:func:`merge_records`): their texts and hashtags are united; only exact duplicate lines are dropped.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from pathlib import Path
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 SPLITS = ("train", "val", "test")
-DATASETS = ("sample", "kts", "instagram", "coco", "manifest")
+DATASETS = ("sample", "kts", "instagram", "coco", "karpathy", "manifest")
 SPLIT_RATIOS = (0.7, 0.1, 0.2)  # as KTS
 MAX_PIXELS = 60_000_000  # larger images are refused as decompression bombs
 AD_WORDS = ("광고", "문의", "연락", "상담")  # the study's advertising filter
@@ -67,6 +73,7 @@ class Record:
     category: str | None = None
     split: str | None = None
     boxes: list[dict] = field(default_factory=list)  # {"label", "word", "box": [x0, y0, x1, y1] in 0..1}
+    origin: str = field(default="", compare=False, repr=False)  # "file#record" of its (first) line
 
     @property
     def text(self) -> str:
@@ -78,10 +85,15 @@ class Record:
 
 @dataclass
 class LoadReport:
-    """What a loader read, kept and skipped (per reason, with examples naming file and record)."""
+    """What a loader read, kept and skipped (per reason, with examples naming file and record).
+
+    Counts are of lines (records as the files hold them): ``read`` = ``kept`` + skipped, and ``merged`` of the
+    kept lines were folded into an earlier line's record (same key), so ``records`` = ``kept`` - ``merged``.
+    """
 
     source: str = ""
     read: int = 0
+    merged: int = 0  # kept lines folded into an earlier record with the same key (their texts and hashtags kept)
     skipped: Counter = field(default_factory=Counter)
     examples: dict = field(default_factory=dict)  # reason -> ["file#record", ...] (first few)
     normalised: Counter = field(default_factory=Counter)  # usable images that needed fixing
@@ -97,11 +109,18 @@ class LoadReport:
     def kept(self) -> int:
         return self.read - sum(self.skipped.values())
 
+    @property
+    def records(self) -> int:
+        """Records the kept lines make (lines with the same key make one)."""
+        return self.kept - self.merged
+
     def to_dict(self) -> dict:
         return {
             "source": self.source,
             "read": self.read,
             "kept": self.kept,
+            "merged": self.merged,
+            "records": self.records,
             "skipped": dict(sorted(self.skipped.items())),
             "examples": self.examples,
             "normalised_images": dict(sorted(self.normalised.items())),
@@ -109,7 +128,9 @@ class LoadReport:
         }
 
     def __str__(self) -> str:
-        lines = [f"{self.source}: read {self.read}, kept {self.kept}, skipped {sum(self.skipped.values())}"]
+        lines = [f"{self.source}: read {self.read}, kept {self.kept}, skipped {sum(self.skipped.values())}"
+                 + (f"; {self.merged} merged into earlier records with the same key -> {self.records} records"
+                    if self.merged else "")]
         for reason, n in sorted(self.skipped.items()):
             lines.append(f"  {reason:<22} {n:>6}   e.g. {self.examples[reason][0]}")
         return "\n".join(lines)
@@ -286,23 +307,28 @@ def image_issue(path) -> str | None:
 
 
 def check_images(records: list[Record], report: LoadReport, workers: int = 4) -> list[Record]:
-    """Decode every image once (at reduced JPEG scale); drop and count the unusable ones."""
+    """Decode every image once (at reduced JPEG scale); drop and count the unusable ones.
 
-    def check(rec):
+    An image shared by several lines (one line per caption) is decoded once; each of its lines is counted."""
+
+    def check(image):
         try:
-            open_image(rec.image, draft=(64, 64))
+            open_image(image, draft=(64, 64))
         except BadImage as e:
             return e.reason
-        return image_issue(rec.image) or ""
+        return image_issue(image) or ""
 
+    images = list(dict.fromkeys(rec.image for rec in records))
     with ThreadPoolExecutor(workers) as pool:
-        verdicts = list(pool.map(check, records))
-    kept = []
-    for rec, verdict in zip(records, verdicts):
+        verdicts = dict(zip(images, pool.map(check, images)))
+    kept, normalised = [], set()
+    for rec in records:
+        verdict = verdicts[rec.image]
         if verdict in BAD_IMAGE_REASONS:
-            report.skip(verdict, f"{rec.image} (record {rec.key})")
+            report.skip(verdict, f"{rec.image} (record {rec.key}{', ' + rec.origin if rec.origin else ''})")
             continue
-        if verdict:
+        if verdict and rec.image not in normalised:
+            normalised.add(rec.image)
             report.normalised[verdict] += 1
         kept.append(rec)
     return kept
@@ -401,7 +427,12 @@ def for_target(records: list[Record], target: str, report: LoadReport | None = N
 
 def load(dataset: str, data_dir=None, seed: int = 0, check: bool = True, download: bool = False,
          workers: int = 4) -> tuple[list[Record], LoadReport]:
-    """Load any source into records. ``check`` decodes every image once to find broken ones."""
+    """Load any source into records. ``check`` decodes every image once to find broken ones.
+
+    Lines with the same key become one record (:func:`merge_records`). Records without a split get a seeded
+    7:1:2 one (:func:`assign_splits`); ``coco`` without validation images carves them out of train
+    (:func:`carve_validation`). ``karpathy`` also takes the path of its JSON file as `data_dir`.
+    """
     if dataset not in DATASETS:
         raise ValueError(f"dataset must be one of {DATASETS}, not {dataset!r}")
     data_dir = project_path(data_dir or ("data/sample" if dataset == "sample" else f"data/{dataset}"))
@@ -410,11 +441,11 @@ def load(dataset: str, data_dir=None, seed: int = 0, check: bool = True, downloa
 
         if not (data_dir / "manifest.jsonl").exists():  # first use: generate it (the dataset's own seed, 0)
             sample.generate(data_dir)
-    if not data_dir.is_dir():
+    if not (data_dir.is_dir() or (dataset == "karpathy" and data_dir.is_file())):
         raise FileNotFoundError(f"data_dir {data_dir} does not exist (dataset={dataset!r}); see README, 'Data'")
     report = LoadReport(source=f"{dataset}:{data_dir}")
     loader = {"sample": load_manifest, "manifest": load_manifest, "kts": load_kts,
-              "instagram": load_instagram, "coco": load_coco}[dataset]
+              "instagram": load_instagram, "coco": load_coco, "karpathy": load_karpathy}[dataset]
     records = loader(data_dir, report)
     if download:
         download_images(records, data_dir / "images", report)
@@ -424,21 +455,65 @@ def load(dataset: str, data_dir=None, seed: int = 0, check: bool = True, downloa
     records = [r for r in records if not is_url(r.image)]
     if check:
         records = check_images(records, report, workers)
-    records = dedupe_keys(records, report)
+    records = merge_records(records, report)
+    if dataset == "coco" and not any(r.split == "val" for r in records):
+        carve_validation(records, seed)
     assign_splits(records, seed)
     report.splits = split_counts(records)
     return records, report
 
 
-def dedupe_keys(records: list[Record], report: LoadReport) -> list[Record]:
-    seen, out = set(), []
+def merge_records(records: list[Record], report: LoadReport) -> list[Record]:
+    """Fold lines with the same key into one record, losing nothing without counting it.
+
+    A later line for a key already seen, with the same image, is merged into the first line's record: its texts
+    are appended in order (a text the record already holds is not added again), its hashtags united in order,
+    its boxes added, and a split or category the record lacks taken; ``report.merged`` counts it. Two kinds of
+    line are skipped and counted instead, each example naming its line: an exact duplicate of an earlier line
+    (same key, image, texts and hashtags) as ``duplicate``, and a line whose key names another image than the
+    record's as ``key_conflict`` (both images named).
+    """
+    by_key: dict[str, Record] = {}
+    seen_lines: dict[str, set] = {}
+    out = []
     for r in records:
-        if r.key in seen:
-            report.skip("duplicate", r.key)
-        else:
-            seen.add(r.key)
+        line = (r.image, tuple(r.texts), tuple(r.hashtags))
+        first = by_key.get(r.key)
+        if first is None:
+            by_key[r.key] = r
+            seen_lines[r.key] = {line}
             out.append(r)
+            continue
+        where = r.origin or r.key
+        if r.image != first.image:
+            report.skip("key_conflict", f"{where}: key {r.key!r} is {r.image}, but {first.origin or 'an earlier line'}"
+                                        f" gave it {first.image}")
+            continue
+        if line in seen_lines[r.key]:
+            report.skip("duplicate", f"{where} (repeats a line of {r.key!r})")
+            continue
+        seen_lines[r.key].add(line)
+        first.texts += [t for t in r.texts if t not in first.texts]
+        first.hashtags += [t for t in r.hashtags if t not in first.hashtags]
+        first.boxes += [b for b in r.boxes if b not in first.boxes]
+        first.split = first.split or r.split
+        first.category = first.category or r.category
+        report.merged += 1
     return out
+
+
+def carve_validation(records: list[Record], seed: int = 0, share: float = 1 / 8, cap: int = 5000) -> int:
+    """Move ``min(round(n_train * share), cap)`` training records to ``val``; return how many.
+
+    The records are chosen by shuffling the training records, sorted by key, with ``random.Random(f"{seed}/val")``:
+    the same seed and records give the same validation set.
+    """
+    train = sorted((r for r in records if r.split == "train"), key=lambda r: r.key)
+    n = min(round(len(train) * share), cap)
+    random.Random(f"{seed}/val").shuffle(train)
+    for r in train[:n]:
+        r.split = "val"
+    return n
 
 
 def make_record(report: LoadReport, where: str, *, key, image, texts, hashtags, category=None,
@@ -450,7 +525,7 @@ def make_record(report: LoadReport, where: str, *, key, image, texts, hashtags, 
         report.skip("no_text_or_hashtags", where)
         return None
     return Record(key=str(key), image=str(image), texts=texts, hashtags=hashtags,
-                  category=category, split=normalize_split(split), boxes=list(boxes or []))
+                  category=category, split=normalize_split(split), boxes=list(boxes or []), origin=where)
 
 
 def require_fields(rows: list, fields: tuple, path) -> None:
@@ -468,9 +543,10 @@ def require_fields(rows: list, fields: tuple, path) -> None:
 
 
 def text_list(row: dict) -> list:
+    """A manifest row's texts: ``texts`` (a list), else ``text``, else ``caption`` (Flickr-style captions files)."""
     if isinstance(row.get("texts"), list):
         return [t for t in row["texts"] if isinstance(t, str)]
-    t = row.get("text")
+    t = row.get("text") if row.get("text") is not None else row.get("caption")
     if isinstance(t, str) and t.startswith("[") and t.endswith("]"):  # CSV cell holding a JSON list
         try:
             return [x for x in json.loads(t) if isinstance(x, str)]
@@ -480,7 +556,10 @@ def text_list(row: dict) -> list:
 
 
 def load_manifest(data_dir: Path, report: LoadReport) -> list[Record]:
-    """``manifest.jsonl`` or ``manifest.csv``: image (relative), text/texts, hashtags, split, category."""
+    """``manifest.jsonl`` or ``manifest.csv``: image (relative), text/texts (or caption), hashtags, split, category.
+
+    The key is ``key``, else ``image``: a file with one line per caption (Flickr's ``captions.txt`` as a CSV with
+    ``image,caption``) gives one record per image with all its captions (:func:`merge_records`)."""
     jl, cs = data_dir / "manifest.jsonl", data_dir / "manifest.csv"
     if jl.exists():
         path, rows = jl, read_jsonl(jl)
@@ -514,7 +593,10 @@ KTS_SPLITS = {"train": "train", "valid": "val", "test": "test"}
 
 
 def load_kts(data_dir: Path, report: LoadReport) -> list[Record]:
-    """The KTS release: split folders (or ``total``), two groups, one JSON per category."""
+    """The KTS release: split folders (or ``total``), two groups, one JSON per category.
+
+    The key is ``<category>/<img_name>``: the same image listed twice in a category is one record with both
+    texts (:func:`merge_records`)."""
     split_dirs = [d for d in KTS_SPLITS if (data_dir / d).is_dir()]
     roots = [(data_dir / d, KTS_SPLITS[d]) for d in split_dirs] or [(data_dir / "total", None)]
     if not roots[0][0].is_dir():
@@ -555,11 +637,12 @@ def parse_instagram(description: str) -> tuple[str, list[str]]:
 
 def load_instagram(data_dir: Path, report: LoadReport) -> list[Record]:
     """Crawled posts (``*.json`` lists or ``*.jsonl``): Korean hashtags from the description,
-    advertising and hashtag-less posts dropped, duplicates by key removed."""
+    advertising and hashtag-less posts dropped. Posts with the same key are merged by :func:`load`
+    (:func:`merge_records`: a post crawled twice is a ``duplicate``)."""
     files = sorted(p for p in data_dir.rglob("*") if p.suffix in (".json", ".jsonl") and p.is_file())
     if not files:
         raise FileNotFoundError(f"{data_dir}: no *.json or *.jsonl post files")
-    records, seen = [], set()
+    records = []
     for path in files:
         rows = read_jsonl(path) if path.suffix == ".jsonl" else read_json(path)
         if isinstance(rows, dict) and isinstance(rows.get("posts"), list):
@@ -573,10 +656,6 @@ def load_instagram(data_dir: Path, report: LoadReport) -> list[Record]:
             if not image or not isinstance(desc, str) or not row.get("key"):
                 report.skip("missing_field", where)
                 continue
-            if row["key"] in seen:
-                report.skip("duplicate", where)
-                continue
-            seen.add(row["key"])
             if any(w in desc for w in AD_WORDS):
                 report.skip("advertising", where)
                 continue
@@ -592,12 +671,45 @@ def load_instagram(data_dir: Path, report: LoadReport) -> list[Record]:
     return records
 
 
+def coco_files(data_dir: Path) -> list[Path]:
+    """The captions JSONs of a COCO folder: in ``data_dir`` itself (the flat layout, or ``data_dir`` is the
+    ``annotations/`` folder), else in ``data_dir/annotations/`` (the 2017 download layout)."""
+    for folder in (data_dir, data_dir / "annotations"):
+        files = sorted(folder.glob("*.json"))
+        files = [p for p in files if "caption" in p.name] or files
+        if files:
+            return files
+    raise FileNotFoundError(f"{data_dir}: no COCO captions *.json here or in {data_dir / 'annotations'} "
+                            "(expected annotations/captions_train2017.json, annotations/captions_val2017.json)")
+
+
+def coco_image(json_dir: Path, subset: str, name: str) -> Path:
+    """Where a COCO image is: the first that exists of the candidate paths (else the first, reported missing).
+
+    Next to an ``annotations/`` folder the images are in its parent's ``<subset>/`` (``train2017/``), else
+    beside the JSON, in ``images/`` or in ``<subset>/`` there.
+    """
+    if json_dir.name == "annotations":
+        root = json_dir.parent
+        candidates = [root / subset / name, root / name, root / "images" / name, json_dir / name]
+    else:
+        candidates = [json_dir / name, json_dir / "images" / name, json_dir / subset / name]
+    return next((c for c in candidates if c.exists()), candidates[0])
+
+
 def load_coco(data_dir: Path, report: LoadReport) -> list[Record]:
-    """COCO captions JSON files in ``data_dir``; several captions per image become ``texts``."""
-    files = sorted(p for p in data_dir.glob("*.json"))
-    files = [p for p in files if "caption" in p.name] or files
-    if not files:
-        raise FileNotFoundError(f"{data_dir}: no COCO captions *.json")
+    """COCO captions JSON files; several captions per image become ``texts``; hashtags are none.
+
+    Layouts: ``data_dir/annotations/captions_{train,val}2017.json`` with the images in ``data_dir/train2017/``
+    and ``data_dir/val2017/`` (the download), ``data_dir`` = that ``annotations/`` folder, or a flat folder
+    with the JSONs and the images beside them, in ``images/`` or in ``<subset>/`` (``val2017/``). Splits: an
+    image's own ``split`` field when it has one; else, when a ``captions_*train*`` file is loaded, its images
+    are ``train`` and those of ``captions_*val*`` files ``test`` (:func:`load` then carves a validation set out
+    of train, :func:`carve_validation`); anything else (a val file alone) gets the seeded 7:1:2 split. The key
+    is ``<subset>/<image id>`` (``train2017/391895``).
+    """
+    files = coco_files(data_dir)
+    has_train = any("train" in p.stem.lower() for p in files)
     records = []
     for path in files:
         doc = read_json(path)
@@ -610,19 +722,83 @@ def load_coco(data_dir: Path, report: LoadReport) -> list[Record]:
             if isinstance(a, dict) and isinstance(a.get("caption"), str):
                 caps.setdefault(a.get("image_id"), []).append(a["caption"])
         subset = re.sub(r"^captions_", "", path.stem)
+        stem = path.stem.lower()
+        file_split = "train" if "train" in stem else "test" if has_train and "val" in stem else None
         for i, img in enumerate(doc["images"]):
             where = f"{path}#images[{i}]"
             report.read += 1
             if not isinstance(img, dict) or "file_name" not in img:
                 report.skip("missing_field:file_name", where)
                 continue
-            name = img["file_name"]
-            candidates = [data_dir / name, data_dir / "images" / name, data_dir / subset / name]
-            image = next((c for c in candidates if c.exists()), candidates[0])
+            image = coco_image(path.parent, subset, img["file_name"])
             rec = make_record(report, where, key=f"{subset}/{img['id']}", image=image,
-                              texts=caps.get(img["id"], []), hashtags=[], split=img.get("split"))
+                              texts=caps.get(img["id"], []), hashtags=[], split=img.get("split") or file_split)
             if rec:
                 records.append(rec)
+    return records
+
+
+KARPATHY_SPLITS = {"train": "train", "restval": "train", "val": "val", "test": "test"}
+
+
+def karpathy_file(data_dir: Path) -> Path:
+    """The Karpathy split file: `data_dir` itself, or the one ``dataset_*.json`` in it."""
+    if data_dir.is_file():
+        return data_dir
+    files = sorted(data_dir.glob("dataset_*.json"))
+    if len(files) > 1:
+        raise DataError(f"{data_dir}: several Karpathy split files ({', '.join(p.name for p in files)}); "
+                        "pass the one to use as data_dir (e.g. data_dir=" + str(files[0]) + ")")
+    if not files:
+        raise FileNotFoundError(f"{data_dir}: no Karpathy split file dataset_*.json "
+                                "(dataset_flickr8k.json, dataset_flickr30k.json, dataset_coco.json)")
+    return files[0]
+
+
+def load_karpathy(data_dir: Path, report: LoadReport) -> list[Record]:
+    """Karpathy's split files: ``{"images": [{"filepath", "filename", "split", "sentences": [{"raw",
+    "tokens"}], ...}]}``, one image an entry.
+
+    `data_dir` is the folder holding one ``dataset_*.json`` and the images, or the JSON file itself (its folder is
+    then the images' root). An image is the first that exists of ``root/filepath/filename``,
+    ``root/filename`` and ``root/<each folder in root>/filename`` (``Flicker8k_Dataset/``, ``Images/``,
+    ``flickr30k-images/``, ``val2014/``, ...). ``split``: ``train`` and ``restval`` -> train, ``val`` -> val,
+    ``test`` -> test. A sentence's text is its ``tokens`` joined by single spaces when it has them (so the
+    ``whitespace`` tokenizer gives exactly Karpathy's tokens: lower case, no punctuation), else its ``raw``.
+    The key is the image's ``cocoid``, else its ``imgid``, else its ``filename``.
+    """
+    path = karpathy_file(data_dir)
+    root = path.parent
+    doc = read_json(path)
+    if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
+        raise DataError(f"{path}: a Karpathy split file needs a top-level 'images' list")
+    require_fields(doc["images"], ("filename", "sentences"), f"{path} images")
+    folders = sorted(d for d in root.iterdir() if d.is_dir())
+    records = []
+    for i, img in enumerate(doc["images"]):
+        where = f"{path}#images[{i}]"
+        report.read += 1
+        if not isinstance(img, dict) or not isinstance(img.get("filename"), str) or not img["filename"]:
+            report.skip("missing_field:filename", where)
+            continue
+        name = img["filename"]
+        candidates = ([root / img["filepath"] / name] if img.get("filepath") else []) + [root / name]
+        image = next((c for c in candidates if c.exists()), None)
+        image = image or next((d / name for d in folders if (d / name).exists()), candidates[0])
+        texts = []
+        for sent in img.get("sentences") or []:
+            if not isinstance(sent, dict):
+                continue
+            tokens = sent.get("tokens")
+            if isinstance(tokens, list) and tokens:
+                texts.append(" ".join(str(t) for t in tokens))
+            elif isinstance(sent.get("raw"), str):
+                texts.append(sent["raw"])
+        key = next(str(img[k]) for k in ("cocoid", "imgid", "filename") if img.get(k) is not None)
+        split = KARPATHY_SPLITS.get(str(img.get("split", "")).strip().lower())
+        rec = make_record(report, where, key=key, image=image, texts=texts, hashtags=[], split=split)
+        if rec:
+            records.append(rec)
     return records
 
 

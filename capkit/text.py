@@ -6,6 +6,11 @@ Tokenizers (chosen by name, see `get_tokenizer`):
   Hashtags inside a text are cut out first and kept whole (``#부산/Hashtag``); Okt alone splits some of them
   (``#2019`` -> ``#`` + ``2019``, ``#부산#해운대`` -> three tokens).
 - ``okt_morph``: the same tokens without the part of speech (``바다``).
+- ``kiwi``: kiwipiepy's morpheme analysis (no Java), as Okt-like ``surface/Tag`` tokens with Kiwi's Sejong tags:
+  a predicate is one token with its endings as written (``예뻤어요/VA``, Okt: ``예뻤어요/Adjective``), particles
+  and suffixes are their own tokens (``바다/NNG``, ``가/JKS``, ``했어요/XSV``); hashtags are cut out first and
+  kept whole as for Okt; the surfaces are the text's own characters (nothing normalised), so the text without
+  spaces is the tokens' surfaces joined.
 - ``whitespace``: NFC, then ``str.split()``; for text that is already tokenized.
 
 This module imports no other capkit module.
@@ -25,7 +30,8 @@ from itertools import chain
 from pathlib import Path
 
 TEXT_LAYER_VERSION = "1"  # bump when the token output of a tokenizer changes (invalidates token caches)
-TOKENIZERS = ("okt", "okt_morph", "whitespace")
+TOKENIZERS = ("okt", "okt_morph", "kiwi", "whitespace")
+KIWI_HINT = "`pip install kiwipiepy` (it brings its model package, kiwipiepy_model; no Java needed)"
 JAVA_HINT = (
     "install a Java JDK (Debian/Ubuntu: `apt-get install default-jdk`; conda: "
     "`conda install -c conda-forge openjdk`), then make sure `java` is on PATH or JAVA_HOME points at it"
@@ -121,35 +127,113 @@ def _whitespace_tokens(text: str) -> list[str]:
     return unicodedata.normalize("NFC", text).split()
 
 
-def _konlpy_version() -> str:
+_KIWI = None  # the process-wide Kiwi instance (loading its model takes ~2 s)
+KIWI_JOINS = ("E", "Z_")  # endings (EP, EF, EC, ETN, ETM) and coda fragments (Z_CODA) join the morpheme before
+
+
+def _kiwi():
+    """The Kiwi instance, created on first use."""
+    global _KIWI
+    if _KIWI is None:
+        try:
+            from kiwipiepy import Kiwi
+        except ImportError as err:
+            raise TokenizerUnavailable(f"the `kiwi` tokenizer needs kiwipiepy: {KIWI_HINT}") from err
+        _KIWI = Kiwi()
+    return _KIWI
+
+
+def _kiwi_piece(piece: str) -> list[str]:
+    """``surface/Tag`` tokens of a text without hashtags.
+
+    Kiwi gives morphemes in their dictionary form (``예쁘/VA 었/EP 어요/EF``) with their place in the text. A
+    morpheme that overlaps the one before it (``오/VV 었/EP`` are both ``왔``) or an ending right after it joins
+    that token, so each token is a run of the text's own characters (``예뻤어요``) with its first morpheme's tag
+    (irregular marks dropped: ``VA-I`` -> ``VA``). Characters no morpheme covers are kept as ``/UN`` tokens.
+    """
+    spans: list[list] = []  # [start, end, tag]
+    for m in _kiwi().tokenize(piece):
+        tag = m.tag.split("-")[0]
+        start, end = m.start, m.start + m.len
+        if spans and (start < spans[-1][1] or (tag.startswith(KIWI_JOINS) and start == spans[-1][1])):
+            spans[-1][1] = max(spans[-1][1], end)
+        else:
+            spans.append([start, end, tag])
+    tokens, cursor = [], 0
+    for start, end, tag in spans:
+        tokens += [f"{gap}/UN" for gap in piece[cursor:start].split()]
+        tokens += [f"{part}/{tag}" for part in piece[max(start, cursor):end].split()]
+        cursor = max(cursor, end)
+    return tokens + [f"{gap}/UN" for gap in piece[cursor:].split()]
+
+
+def _kiwi_tokens(text: str) -> list[str]:
+    """Kiwi ``surface/Tag`` tokens, with hashtags cut out first and kept whole (as `_okt_tokens`)."""
+    text = unicodedata.normalize("NFC", text)
+    tokens, start = [], 0
+    for match in HASHTAG_RE.finditer(text):
+        piece = text[start : match.start()]
+        if piece.strip():
+            tokens += _kiwi_piece(piece)
+        tokens.append(match.group() + "/Hashtag")
+        start = match.end()
+    piece = text[start:]
+    if piece.strip():
+        tokens += _kiwi_piece(piece)
+    return tokens
+
+
+def _package_version(name: str) -> str:
     try:
         from importlib.metadata import version
 
-        return version("konlpy")
+        return version(name)
     except Exception:
         return "unknown"
+
+
+def _konlpy_version() -> str:
+    return _package_version("konlpy")
+
+
+def tokenizer_available(name: str) -> bool:
+    """Whether `name` can run here (Okt: Java found; kiwi: kiwipiepy installed), without starting it."""
+    try:
+        get_tokenizer(name)
+    except TokenizerUnavailable:
+        return False
+    return True
 
 
 def get_tokenizer(name: str) -> Tokenizer:
     """Return the tokenizer called `name` (one of TOKENIZERS).
 
-    ``okt`` and ``okt_morph`` raise TokenizerUnavailable at once when no Java can be found; Okt itself starts
-    on the first call and is shared by the whole process.
+    ``okt`` and ``okt_morph`` raise TokenizerUnavailable at once when no Java can be found, ``kiwi`` when
+    kiwipiepy is not installed; Okt and Kiwi themselves start on the first call and are shared by the process.
     """
     version = tokenizer_version(name)
     if name in ("okt", "okt_morph"):
         if _OKT is None:
             _find_jvm()
         return Tokenizer(name, _okt_tokens if name == "okt" else _okt_morph_tokens, version)
+    if name == "kiwi":
+        import importlib.util
+
+        if _KIWI is None and importlib.util.find_spec("kiwipiepy") is None:
+            raise TokenizerUnavailable(f"the `kiwi` tokenizer needs kiwipiepy: {KIWI_HINT}")
+        return Tokenizer("kiwi", _kiwi_tokens, version)
     return Tokenizer("whitespace", _whitespace_tokens, version)
 
 
 def tokenizer_version(name: str) -> str:
-    """The version that keys `name`'s entries in the token cache; needs no Java."""
+    """The version that keys `name`'s entries in the token cache; needs no Java (nor kiwipiepy)."""
     if name == "whitespace":
         return TEXT_LAYER_VERSION
     if name in ("okt", "okt_morph"):
         return f"konlpy-{_konlpy_version()}.{TEXT_LAYER_VERSION}"
+    if name == "kiwi":  # the analyser and its model both decide the tokens
+        return (f"kiwipiepy-{_package_version('kiwipiepy')}+model-{_package_version('kiwipiepy_model')}"
+                f".{TEXT_LAYER_VERSION}")
     raise ValueError(f"unknown tokenizer {name!r}; choose one of {', '.join(TOKENIZERS)}")
 
 
@@ -178,6 +262,21 @@ OKT_TAGS = frozenset(
     "Adjective Adverb Alpha Conjunction Determiner Eomi Exclamation Foreign Hashtag Josa KoreanParticle Modifier "
     "Noun Number PreEomi Punctuation ScreenName Suffix Unknown Verb VerbPrefix Email URL".split()
 )
+# Kiwi's tags (Sejong, plus its W_ web and Z_ fragment tags) as the Okt tag the spacing rules know them by;
+# None: the surface decides (emoji, ㅋㅋ, symbols).
+KIWI_AS_OKT = {
+    **dict.fromkeys("NNG NNP NNB NR NP XR".split(), "Noun"), **dict.fromkeys("VV VX".split(), "Verb"),
+    **dict.fromkeys("VA VCN".split(), "Adjective"), **dict.fromkeys("MAG MAJ".split(), "Adverb"),
+    **dict.fromkeys("JKS JKC JKG JKO JKB JKV JKQ JX JC VCP".split(), "Josa"),  # the copula attaches like one
+    **dict.fromkeys("EP EF EC ETN ETM Z_CODA Z_SIOT".split(), "Eomi"),
+    **dict.fromkeys("XSN XSV XSA XSM".split(), "Suffix"),
+    **dict.fromkeys("SF SP SS SSO SSC SE".split(), "Punctuation"),
+    **dict.fromkeys("SO SW SB UN W_EMOJI".split(), None),
+    "XPN": "VerbPrefix", "MM": "Determiner", "IC": "Exclamation", "SN": "Number", "W_SERIAL": "Number",
+    "SL": "Alpha", "SH": "Foreign", "W_HASHTAG": "Hashtag", "W_URL": "URL", "W_EMAIL": "Email",
+    "W_MENTION": "ScreenName",
+}
+KIWI_TAGS = frozenset(KIWI_AS_OKT)
 DROP_WHEN_READING = frozenset({"<pad>", "<start>", "<end>"})
 ATTACH_TAGS = frozenset({"Josa", "Eomi", "PreEomi", "Suffix"})
 OPENERS = frozenset("([{<“‘「『【《〈")
@@ -200,9 +299,9 @@ SURFACE_ATTACH = frozenset(  # common particles and endings, for tokens without 
 
 
 def split_token(token: str) -> tuple[str, str | None]:
-    """``'바다/Noun'`` -> ``('바다', 'Noun')``; a token without a known Okt tag -> ``(token, None)``."""
+    """``'바다/Noun'`` -> ``('바다', 'Noun')`` (Okt or Kiwi tags); a token without a known tag -> ``(token, None)``."""
     surface, sep, tag = token.rpartition("/")
-    if sep and surface and tag in OKT_TAGS:
+    if sep and surface and (tag in OKT_TAGS or tag in KIWI_TAGS):
         return surface, tag
     return token, None
 
@@ -237,12 +336,21 @@ def _is_emoticon(s: str) -> bool:
 
 
 def rule_glue(prev_surface: str, prev_tag: str | None, surface: str, tag: str | None) -> bool:
-    """Whether `surface` is written without a space after the previous token, by hand-written rules."""
+    """Whether `surface` is written without a space after the previous token, by hand-written rules.
+
+    Tags are Okt's; Kiwi's are read as the Okt tag they correspond to (`KIWI_AS_OKT`), plus two of their own:
+    an auxiliary verb (``VX``) after a verb in -아/-어 is glued (``해`` + ``준``), and a Kiwi token of a 하다 /
+    되다 suffix or the copula (``했어요/XSV``, ``이에요/VCP``) ends a predicate as a verb does."""
+    if tag == "VX" and prev_tag in ("VV", "VA", "VX") and prev_surface[-1:] in AUX_PREV_LAST:
+        return True
+    kiwi_predicate = prev_tag in ("XSV", "XSA", "VCP")
+    prev_tag = KIWI_AS_OKT[prev_tag] if prev_tag in KIWI_AS_OKT else prev_tag
+    tag = KIWI_AS_OKT[tag] if tag in KIWI_AS_OKT else tag
     if prev_surface in OPENERS:
         return True
     if surface in OPENERS:
         return False
-    predicate = prev_tag in ("Verb", "Adjective", "Eomi", "PreEomi") or (
+    predicate = kiwi_predicate or prev_tag in ("Verb", "Adjective", "Eomi", "PreEomi") or (
         prev_tag is None and _is_hangul(prev_surface) and prev_surface[-1] in FINAL_SYLLABLES
     )
     if _is_emoji(surface):
@@ -440,6 +548,7 @@ _COMMIT_EVERY = 256
 
 
 def _open_cache(cache_dir) -> sqlite3.Connection:
+    """The token cache's connection; while another process writes, a statement waits for it (up to 60 s)."""
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
     con = sqlite3.connect(Path(cache_dir) / _CACHE_FILE, timeout=60)
     with con:
@@ -449,12 +558,21 @@ def _open_cache(cache_dir) -> sqlite3.Connection:
     return con
 
 
+def _store_tokens(con: sqlite3.Connection, rows: list[tuple]) -> None:
+    """Write ``(tokenizer, text, tokens)`` rows in one transaction that takes the write lock as it begins
+    (``BEGIN IMMEDIATE``): concurrent writers then queue on the busy timeout and never fail half-way."""
+    with con:
+        con.execute("BEGIN IMMEDIATE")
+        con.executemany("INSERT OR REPLACE INTO tokens VALUES (?, ?, ?)", rows)
+
+
 def tokenize_all(texts, tokenizer, cache_dir=None, progress: bool = False) -> Tokenized:
     """Tokenize many texts, reusing the on-disk cache in `cache_dir` (a sqlite file) when given.
 
     `tokenizer` is a Tokenizer or a name. The cache is keyed by (tokenizer name and version, text); new entries
     are committed every few hundred texts in sqlite transactions, so a killed run keeps what it committed and
-    never leaves a broken cache. Given a name, the tokenizer is only started when some text is not in the
+    never leaves a broken cache. Several processes may fill one cache at once (they wait for each other's
+    transactions). Given a name, the tokenizer is only started when some text is not in the
     cache: a warm cache reads back without Java (e.g. on a GPU machine that has none). Returns a list of token
     lists with a ``.stats`` attribute.
     """
@@ -488,12 +606,10 @@ def tokenize_all(texts, tokenizer, cache_dir=None, progress: bool = False) -> To
             found[text] = tokenizer(text)
             pending.append((key, text, json.dumps(found[text], ensure_ascii=False)))
             if con is not None and len(pending) >= _COMMIT_EVERY:
-                with con:
-                    con.executemany("INSERT OR REPLACE INTO tokens VALUES (?, ?, ?)", pending)
+                _store_tokens(con, pending)
                 pending = []
         if con is not None and pending:
-            with con:
-                con.executemany("INSERT OR REPLACE INTO tokens VALUES (?, ?, ?)", pending)
+            _store_tokens(con, pending)
     finally:
         if con is not None:
             con.close()
@@ -766,6 +882,30 @@ def roundtrip_examples(texts, token_lists, detokenizer=None, n: int = 8, seed: i
         rows.append({"text": source, "tokens": " ".join(tokens), "readable": readable,
                      "identical": readable == _folded(source)})
     return pd.DataFrame(rows)
+
+
+def compare_tokenizers(texts, tokenizers=("okt", "kiwi")):
+    """The same texts through several tokenizers side by side (a DataFrame, one row a text): for each tokenizer
+    its tokens (``<name> tokens``), their count and the readable text the spacing rules make back from them
+    (``<name> readable``, `detokenize`). A tokenizer that cannot run here is left out; ``.attrs["unavailable"]``
+    says which and why."""
+    import pandas as pd
+
+    texts = list(texts)
+    table = pd.DataFrame({"text": texts})
+    unavailable = {}
+    for name in tokenizers:
+        try:
+            tokenizer = get_tokenizer(name)
+            token_lists = [tokenizer(t) for t in texts]
+        except TokenizerUnavailable as err:
+            unavailable[name] = str(err)
+            continue
+        table[f"{name} tokens"] = [" ".join(tokens) for tokens in token_lists]
+        table[f"{name} n"] = [len(tokens) for tokens in token_lists]
+        table[f"{name} readable"] = [detokenize(tokens, name) for tokens in token_lists]
+    table.attrs["unavailable"] = unavailable
+    return table
 
 
 def spacing_scores(texts, token_lists, detokenizers: dict):

@@ -1,8 +1,10 @@
 """Figures: data exploration plots, image grids, attention maps.
 
-All functions return a matplotlib Figure; :func:`save` writes it to ``figures_dir``. Korean
-text renders with the NanumGothic font bundled in ``koreanize-matplotlib`` (no system fonts);
-emoji, which that font lacks, are dropped from figure text only.
+All functions return a matplotlib Figure; :func:`save` writes it to ``figures_dir``. Text renders
+through a font fallback chain (:data:`FONT_CHAIN`, no system fonts): Hangul with the NanumGothic font
+bundled in ``koreanize-matplotlib``, and every letter it lacks (Vietnamese ầ ủ ấ, other Latin-script
+diacritics, Greek, Cyrillic) with DejaVu Sans, which matplotlib ships; emoji, which neither has, are
+dropped from figure text only.
 """
 
 from __future__ import annotations
@@ -22,16 +24,24 @@ from capkit.data import BadImage, open_image, project_path
 
 WORK_SIDE = 128  # attention maps are smoothed at most this large, then resized (attention_overlay)
 EMOJI_RE = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\uFE0F\u200D\u2B50\u2764]+")
+FONT_CHAIN = ("NanumGothic", "DejaVu Sans")  # Hangul first, then the Latin / Greek / Cyrillic it lacks
 
 
 def use_korean_font() -> None:
-    """Make matplotlib render Hangul (registers NanumGothic from koreanize-matplotlib)."""
+    """Make matplotlib render Korean, English and Latin-script text with diacritics (any caption's language).
+
+    Registers NanumGothic (koreanize-matplotlib) and sets ``font.family`` to the fallback chain
+    :data:`FONT_CHAIN` (matplotlib >= 3.6 takes each glyph from the first font in the list that has it).
+    """
     import matplotlib
+    from matplotlib import font_manager
 
     try:
         import koreanize_matplotlib  # noqa: F401  (registers the font on import)
     except ImportError:
         pass
+    known = {f.name for f in font_manager.fontManager.ttflist}
+    matplotlib.rcParams["font.family"] = [f for f in FONT_CHAIN if f in known] or ["DejaVu Sans"]
     matplotlib.rcParams["axes.unicode_minus"] = False
 
 

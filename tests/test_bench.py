@@ -93,3 +93,7 @@ def test_bench_script_runs_and_checks_equality(sample_dir, tmp_path):
     assert report["decoding"]["same_captions"] == 1.0
     assert report["epoch"]["pairs"] > 0 and report["epoch"]["capkit_epoch_s"] > 0
     assert report["tokenize"]["cache_speedup"] > 1
+    kiwi = report["tokenize_kiwi"]
+    assert "skipped" in kiwi or (kiwi["tokenizer"] == "kiwi" and kiwi["cold_sentences_per_s"] > 0
+                                 and kiwi["cache_speedup"] > 1)
+    assert "kiwi tokenization" in bench_run.table(report)

@@ -8,6 +8,8 @@ from PIL import Image
 
 from capkit import data as D
 
+from caption_data import coco_2017, karpathy
+
 
 def jpeg(path, size=(64, 48), color=(200, 30, 30), mode="RGB", fmt="JPEG", **save):
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,25 +104,28 @@ def test_kts_field_missing_in_one_record_is_skipped(tmp_path):
 # ----------------------------------------------------------------------------- instagram
 
 
-def test_instagram_parsing_filters_and_dedupes(tmp_path):
+def test_instagram_parsing_filters_and_merges(tmp_path):
     for k in "abcdef":
         jpeg(tmp_path / "img" / f"{k}.jpg")
     posts = [
         {"key": "a", "img_path": "img/a.jpg", "description": "노을 지는 바다 🌅 #부산 #바다 #sunset #노을"},
         {"key": "b", "img_path": "img/b.jpg", "description": "신상 입고! 구매 문의는 DM #쇼핑 #데일리룩"},  # advertising
         {"key": "c", "img_path": "img/c.jpg", "description": "해시태그 없는 글"},  # no hashtags
-        {"key": "a", "img_path": "img/a.jpg", "description": "중복 #중복"},  # duplicate key
+        {"key": "a", "img_path": "img/a.jpg", "description": "또 왔다 #바다 #중복"},  # same key: merged
         {"key": "d", "img_path": "img/d.jpg", "description": "#only #english"},  # no Korean hashtags
         {"key": "e", "img_path": "img/e.jpg", "description": "🥰🥰 #카페 #커피"},  # emoji-only text: hashtags kept
+        {"key": "a", "img_path": "img/a.jpg", "description": "노을 지는 바다 🌅 #부산 #바다 #sunset #노을"},  # crawled twice
     ]
     (tmp_path / "posts.json").write_text(json.dumps(posts, ensure_ascii=False))
     records, report = D.load("instagram", tmp_path)
     by_key = {r.key: r for r in records}
     assert set(by_key) == {"a", "e"}
-    assert by_key["a"].texts == ["노을 지는 바다 🌅"] and by_key["a"].hashtags == ["부산", "바다", "노을"]
+    assert by_key["a"].texts == ["노을 지는 바다 🌅", "또 왔다"]
+    assert by_key["a"].hashtags == ["부산", "바다", "노을", "중복"]
     assert by_key["e"].texts == [] and by_key["e"].hashtags == ["카페", "커피"]
     assert report.skipped == {"advertising": 1, "no_hashtags": 2, "duplicate": 1}
-    assert report.read == 6 and report.kept == 2
+    assert "posts.json#6" in report.examples["duplicate"][0]
+    assert report.read == 7 and report.kept == 3 and report.merged == 1 and report.records == len(records) == 2
 
 
 def test_instagram_url_images_download_with_file_urls(tmp_path):
@@ -158,6 +163,138 @@ def test_coco_missing_annotations_key(tmp_path):
     (tmp_path / "captions_x.json").write_text(json.dumps({"images": []}))
     with pytest.raises(D.DataError, match="captions_x.json.*annotations"):
         D.load("coco", tmp_path)
+
+
+def test_coco_2017_download_layout(tmp_path):
+    """annotations/ beside train2017/ and val2017/: train -> train (minus a seeded 1/8 for val), val -> test."""
+    want = coco_2017(tmp_path)
+    records, report = D.load("coco", tmp_path, seed=0)
+    assert report.read == want["read"] == 20
+    assert report.skipped == {"missing_image": want["missing_image"]}
+    assert "val2017/000000000120.jpg" in report.examples["missing_image"][0]
+    assert D.split_counts(records) == want["splits"] == {"train": 14, "val": 2, "test": 3}
+    assert all(len(r.texts) == 5 and r.hashtags == [] for r in records)
+    by_key = {r.key: r for r in records}
+    assert by_key["train2017/101"].image == str(tmp_path / "train2017" / "000000000101.jpg")
+    assert by_key["train2017/101"].texts[0] == "A green cat in the picture."
+    assert all(r.key.startswith("train2017/") for r in records if r.split in ("train", "val"))
+    assert all(r.key.startswith("val2017/") for r in records if r.split == "test")
+    # the same seed gives the same validation images; other seeds choose others
+    val = {r.key for r in records if r.split == "val"}
+    assert val == {r.key for r in D.load("coco", tmp_path, seed=0)[0] if r.split == "val"}
+    assert any({r.key for r in D.load("coco", tmp_path, seed=s)[0] if r.split == "val"} != val for s in (1, 2, 3))
+    # data_dir may also be the annotations/ folder itself: the images are then in its parent's subset folders
+    again, report2 = D.load("coco", tmp_path / "annotations", seed=0)
+    assert [(r.key, r.image, r.split, r.texts) for r in again] == [(r.key, r.image, r.split, r.texts) for r in records]
+    assert report2.skipped == {"missing_image": 1}
+
+
+def test_coco_without_captions_names_both_places(tmp_path):
+    (tmp_path / "annotations").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"no COCO captions.*annotations"):
+        D.load("coco", tmp_path)
+
+
+def test_carve_validation_rule():
+    recs = [D.Record(key=f"k{i:03d}", image="x", texts=["t"], split="train") for i in range(100)]
+    assert D.carve_validation(recs, seed=0) == 12  # round(100 / 8)
+    assert D.split_counts(recs) == {"train": 88, "val": 12, "test": 0}
+    many = [D.Record(key=str(i), image="x", split="train") for i in range(50_000)]
+    assert D.carve_validation(many, seed=0) == 5000  # capped, as COCO's 118,287 training images
+
+
+def test_karpathy_splits_and_tokens(tmp_path):
+    want = karpathy(tmp_path)
+    records, report = D.load("karpathy", tmp_path)
+    assert report.read == 16 and report.skipped == {"missing_image": 1}
+    assert D.split_counts(records) == want["splits"] == {"train": 10, "val": 3, "test": 2}  # restval joined train
+    by_key = {r.key: r for r in records}  # key: imgid
+    assert {by_key["8"].split, by_key["9"].split} == {"train"}  # the two restval images
+    assert by_key["0"].image == str(tmp_path / "Flicker8k_Dataset" / "1000_0000.jpg")
+    assert by_key["0"].texts == ["a red dog in the picture", "the dog is red", "a photo of a red dog",
+                                 "some red dog here", "this is a red dog"]  # the tokens, joined by spaces
+    assert by_key["1"].texts[0] == "A green cat in the picture."  # no tokens: raw
+    from capkit import text as T
+
+    assert T.get_tokenizer("whitespace")(by_key["0"].texts[0]) == ["a", "red", "dog", "in", "the", "picture"]
+    # the JSON file itself as data_dir gives the same records
+    again, _ = D.load("karpathy", tmp_path / "dataset_flickr8k.json")
+    assert [(r.key, r.image, r.split, r.texts) for r in again] == [(r.key, r.image, r.split, r.texts) for r in records]
+
+
+def test_karpathy_coco_filepath_and_several_files(tmp_path):
+    for name in ("COCO_val2014_000000000042.jpg", "COCO_val2014_000000000043.jpg"):
+        jpeg(tmp_path / "val2014" / name)
+    doc = {"images": [
+        {"filepath": "val2014", "filename": "COCO_val2014_000000000042.jpg", "cocoid": 42, "imgid": 0,
+         "split": "restval", "sentences": [{"raw": "A cat.", "tokens": ["a", "cat"]}]},
+        {"filepath": "val2014", "filename": "COCO_val2014_000000000043.jpg", "cocoid": 43, "imgid": 1,
+         "split": "test", "sentences": [{"raw": "A dog.", "tokens": ["a", "dog"]}]}]}
+    (tmp_path / "dataset_coco.json").write_text(json.dumps(doc))
+    records, _ = D.load("karpathy", tmp_path)
+    assert [(r.key, r.split, r.texts) for r in records] == [("42", "train", ["a cat"]), ("43", "test", ["a dog"])]
+    assert records[0].image == str(tmp_path / "val2014" / "COCO_val2014_000000000042.jpg")
+    (tmp_path / "dataset_flickr8k.json").write_text(json.dumps({"images": []}))
+    with pytest.raises(D.DataError, match=r"dataset_coco\.json, dataset_flickr8k\.json.*data_dir"):
+        D.load("karpathy", tmp_path)
+    records, _ = D.load("karpathy", tmp_path / "dataset_coco.json")
+    assert len(records) == 2
+
+
+# ----------------------------------------------------------------------------- several lines for one image
+
+
+def test_manifest_one_line_per_caption(tmp_path):
+    """Flickr-style: 5 lines for an image make one record with 5 texts; only an exact repeat is dropped."""
+    jpeg(tmp_path / "a.jpg")
+    jpeg(tmp_path / "b.jpg", color=(0, 0, 255))
+    lines = [{"image": "a.jpg", "text": f"바다 사진 {i}번째 설명", "hashtags": ["바다", f"태그{i % 2}"]} for i in range(5)]
+    lines += [
+        {"image": "b.jpg", "text": "파란 하늘", "hashtags": ["하늘"]},
+        {"image": "a.jpg", "text": "바다 사진 0번째 설명", "hashtags": ["바다", "태그0"]},  # line 1 again: duplicate
+        {"image": "b.jpg", "key": "a.jpg", "text": "다른 사진", "hashtags": []},  # key a.jpg, other image
+        {"image": "b.jpg", "text": "파란 하늘", "hashtags": ["하늘", "맑음"]},  # same text, one more tag: merged
+    ]
+    (tmp_path / "manifest.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in lines))
+    records, report = D.load("manifest", tmp_path)
+    by_key = {r.key: r for r in records}
+    assert set(by_key) == {"a.jpg", "b.jpg"}
+    assert by_key["a.jpg"].texts == [f"바다 사진 {i}번째 설명" for i in range(5)]
+    assert by_key["a.jpg"].hashtags == ["바다", "태그0", "태그1"]
+    assert by_key["b.jpg"].texts == ["파란 하늘"] and by_key["b.jpg"].hashtags == ["하늘", "맑음"]
+    assert report.read == 9 and report.skipped == {"duplicate": 1, "key_conflict": 1}
+    assert report.kept == 7 and report.merged == 5 and report.records == len(records) == 2
+    assert "manifest.jsonl#7" in report.examples["duplicate"][0]
+    conflict = report.examples["key_conflict"][0]
+    assert "manifest.jsonl#8" in conflict and "b.jpg" in conflict and "a.jpg" in conflict
+    assert "5 merged" in str(report) and "2 records" in str(report)
+    saved = json.loads(D.save_report(report, records, tmp_path / "run" / "data_report.json").read_text())
+    assert saved["merged"] == 5 and saved["records"] == 2 and saved["skipped"] == {"duplicate": 1, "key_conflict": 1}
+
+
+def test_flickr_captions_csv(tmp_path):
+    """Flickr8k's captions.txt (image,caption, one line per caption) read as manifest.csv."""
+    jpeg(tmp_path / "Images" / "1000.jpg")
+    rows = "".join(f"Images/1000.jpg,A child in a pink dress number {i} .\n" for i in range(5))
+    (tmp_path / "manifest.csv").write_text("image,caption\n" + rows)
+    records, report = D.load("manifest", tmp_path)
+    assert len(records) == 1 and len(records[0].texts) == 5 and report.merged == 4
+
+
+def test_kts_repeated_image_is_merged(tmp_path):
+    folder = tmp_path / "total" / "nature-scene" / "lake"
+    jpeg(folder / "images" / "a.jpg")
+    jpeg(folder / "images" / "b.jpg")
+    rows = [{"img_name": "a.jpg", "text": "호수 산책", "hashtag": ["#호수", "#산책"]},
+            {"img_name": "b.jpg", "text": "물안개", "hashtag": ["#호수"]},
+            {"img_name": "a.jpg", "text": "호수 산책 두 번째", "hashtag": ["#호수", "#가을"]},  # same image: merged
+            {"img_name": "a.jpg", "text": "호수 산책", "hashtag": ["#호수", "#산책"]}]  # exact repeat
+    (folder / "lake.json").write_text(json.dumps(rows, ensure_ascii=False))
+    records, report = D.load("kts", tmp_path)
+    a = next(r for r in records if r.key == "lake/a.jpg")
+    assert a.texts == ["호수 산책", "호수 산책 두 번째"] and a.hashtags == ["호수", "산책", "가을"]
+    assert report.read == 4 and report.merged == 1 and report.skipped == {"duplicate": 1} and len(records) == 2
+    assert "lake.json#3" in report.examples["duplicate"][0]
 
 
 # ----------------------------------------------------------------------------- manifest

@@ -6,6 +6,7 @@ import json
 import nbformat
 import pytest
 
+from caption_data import coco_2017, karpathy
 from conftest import NOTEBOOKS, run_notebook
 
 SHARED = {"dataset", "data_dir", "run_dir", "seed", "smoke"}
@@ -69,6 +70,28 @@ def test_01_data_exploration(smoke_runs):
     assert report["records"] > 0 and set(report["splits"]) == {"train", "val", "test"}
     assert "skipped" in report
     assert (figs / "01_hashtag_rank_frequency.png").exists() and (figs / "01_samples.png").exists()
+
+
+@pytest.mark.parametrize("layout", ["coco", "karpathy"])
+def test_01_and_03_on_the_fields_layouts(tmp_path, cache_dir, layout):
+    """COCO's 2017 download layout and a Karpathy split file (fixtures built here): 01 reports what was read and
+    skipped, 03 trains a smoke text model on English captions (whitespace tokens) and scores the test split."""
+    data = tmp_path / "data"
+    want = coco_2017(data) if layout == "coco" else karpathy(data)
+    out = tmp_path / "runs"
+    common = dict(dataset=layout, data_dir=str(data), run_dir=str(out), seed=0, smoke=True, cache_dir=str(cache_dir))
+    run_notebook("01_data_exploration.ipynb", out, **common, figures_dir=str(out / "figures"))
+    report = json.loads((out / "data_report.json").read_text())
+    assert report["read"] == want["read"] and report["skipped"] == {"missing_image": 1}
+    assert report["splits"] == want["splits"] and report["merged"] == 0
+    run_notebook("03_train.ipynb", out / "run", **common, encoder="efficientnet_lite0", decoder="soft", target="text",
+                 epochs=1, batch_size=8, beam_size=2, tokenizer="whitespace", min_freq=1)
+    folder = out / "efficientnet_lite0-soft-text"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    lines = [json.loads(x) for x in (folder / "predictions.jsonl").read_text().splitlines()]
+    assert metrics["n"] == len(lines) == want["splits"]["test"]
+    assert all(len(line["references"]) == 5 for line in lines)  # every caption of an image is a reference
+    assert 0.0 <= metrics["test"]["study_bleu1"] <= 1.0
 
 
 def test_03_self_critical_copy(smoke_runs):

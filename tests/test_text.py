@@ -181,6 +181,84 @@ def test_okt_without_java_says_what_to_install(tmp_path):
     assert "WHITESPACE: ['바다', '여행', '최고']" in out.stdout
 
 
+# Kiwi (kiwipiepy, no Java) on Instagram-style Korean: (source, readable text the spacing rules give back).
+# Spacing errors are corrected, emoji, ㅋㅋ, English words and hashtags inside the text come back as written.
+KIWI_SENTENCES = [
+    ("오늘 해운대바다 너무예뻤어요ㅋㅋ 😍 #부산 #바다", "오늘 해운대 바다 너무 예뻤어요ㅋㅋ 😍 #부산 #바다"),
+    ("친구랑카페왔는데 넘좋다ㅋㅋㅋ I love Seoul!! 👍🏻", "친구랑 카페 왔는데 넘 좋다ㅋㅋㅋ I love Seoul!! 👍🏻"),
+    ("#부산#해운대 오늘 날씨 최고", "#부산 #해운대 오늘 날씨 최고"),
+    ("날씨가 추워서 공부했어요 ㅠㅠ", None),
+    ("눈이와서 너무좋아요", "눈이 와서 너무 좋아요"),
+    ("이 카페 분위기 완전 좋네요. 커피도 12,000원이라 좀 비싸지만 괜찮아요!", None),
+    ("엄마가 해준 김치찌개가 최고야", None),
+    ("우리 강아지 생일 축하해🎂🐶", None),
+    ("Coffee 한잔의 여유 ☕ 오늘은#카페 투어 #먹스타그램", "Coffee 한 잔의 여유 ☕ 오늘은 #카페 투어 #먹스타그램"),
+]
+
+
+@pytest.fixture(scope="module")
+def kiwi():
+    try:
+        return T.get_tokenizer("kiwi")
+    except T.TokenizerUnavailable as err:
+        pytest.skip(str(err))
+
+
+def test_kiwi_gives_surface_tag_tokens(kiwi):
+    tokens = kiwi(KIWI_SENTENCES[0][0])
+    assert tokens == ["오늘/MAG", "해운대/NNP", "바다/NNG", "너무/MAG", "예뻤어요/VA", "ㅋㅋ/SW", "😍/W_EMOJI",
+                      "#부산/Hashtag", "#바다/Hashtag"]  # a predicate keeps its endings as written (예쁘+었+어요)
+    assert "Seoul/SL" in kiwi(KIWI_SENTENCES[1][0]) and "👍🏻/W_EMOJI" in kiwi(KIWI_SENTENCES[1][0])
+    assert kiwi("날씨가 추워서 공부했어요")[-2:] == ["공부/NNG", "했어요/XSV"]
+    assert all(T.split_token(t)[1] in T.KIWI_TAGS or T.split_token(t)[1] == "Hashtag"
+               for src, _ in KIWI_SENTENCES for t in kiwi(src))
+    assert kiwi.name == "kiwi" and "kiwipiepy-" in kiwi.version and "+model-" in kiwi.version
+    assert T.tokenizer_version("kiwi") == kiwi.version != T.tokenizer_version("okt")
+
+
+def test_kiwi_keeps_hashtags_whole(kiwi):
+    tokens = kiwi("오늘은#카페 투어 #부산#해운대 #2019 #먹스타그램ㅋㅋ 최고")
+    for tag in ["#카페/Hashtag", "#부산/Hashtag", "#해운대/Hashtag", "#2019/Hashtag", "#먹스타그램ㅋㅋ/Hashtag"]:
+        assert tag in tokens
+    assert not any(t.startswith("#/") for t in tokens)
+
+
+def test_kiwi_loses_no_character(kiwi):
+    """The surfaces are the text's own characters: joined, they are the text without spaces (no normalisation,
+    unlike Okt's ㅋㅋㅋㅋㅋ -> ㅋㅋㅋ)."""
+    for src in [s for s, _ in SENTENCES] + [s for s, _ in KIWI_SENTENCES]:
+        surfaces = [T.split_token(t)[0] for t in kiwi(src)]
+        assert "".join(surfaces) == "".join(src.split()), src
+    assert "ㅋㅋㅋㅋㅋ/SW" in kiwi("사람 진짜 많다ㅋㅋㅋㅋㅋ")
+
+
+def test_kiwi_round_trip_to_readable_text(kiwi):
+    for src, expected in KIWI_SENTENCES:
+        assert T.detokenize(kiwi(src)) == (expected or src), src
+    # a fitted Detokenizer learns the compounds Kiwi cuts apart (불꽃 + 축제) from training texts
+    src = "광안리 불꽃축제 보러 왔는데 사람 진짜 많다ㅋㅋㅋ"
+    assert T.detokenize(kiwi(src)) != src
+    det = T.Detokenizer.fit(FIT_TEXTS, [kiwi(t) for t in FIT_TEXTS], min_count=1)
+    assert det(kiwi(src)) == src
+
+
+def test_kiwi_through_the_token_cache(kiwi, tmp_path):
+    texts = [src for src, _ in KIWI_SENTENCES]
+    cold = T.tokenize_all(texts, "kiwi", cache_dir=tmp_path)
+    warm = T.tokenize_all(texts, "kiwi", cache_dir=tmp_path)
+    assert warm == cold and warm.stats.hits == len(texts) and warm.stats.misses == 0
+    assert cold.stats.tokenizer == f"kiwi@{kiwi.version}"
+    assert T.tokenize_all(texts, "whitespace", cache_dir=tmp_path).stats.hits == 0  # entries never mix
+
+
+def test_compare_tokenizers_side_by_side(kiwi):
+    table = T.compare_tokenizers([src for src, _ in KIWI_SENTENCES[:3]], ("kiwi", "whitespace"))
+    assert list(table.columns) == ["text", "kiwi tokens", "kiwi n", "kiwi readable", "whitespace tokens",
+                                   "whitespace n", "whitespace readable"]
+    assert table["kiwi readable"].tolist() == [exp for _, exp in KIWI_SENTENCES[:3]]
+    assert table["whitespace readable"].tolist() == table["text"].tolist()
+
+
 def test_hashtag_tokens_normalise_and_deduplicate():
     tags = ["#부산", " 해운대 ", "#Travel", "#travel", "", "#", "#부산#맛집", unicodedata.normalize("NFD", "#바다")]
     assert T.hashtag_tokens(tags) == ["부산", "해운대", "travel", "맛집", "바다"]
