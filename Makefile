@@ -13,6 +13,11 @@ EPOCHS   ?= 8
 ENCODERS ?= efficientnet_lite0_deep efficientnet_lite2_deep
 DECODERS ?= soft lookback
 TARGETS  ?= text hashtag
+# texts' tokenizer (02, 03, 06): okt (the study's) | okt_morph | kiwi (no Java) | whitespace (English captions: coco, karpathy)
+TOKENIZER ?= okt
+# the attention term's weight for the text runs (models.objective, the paper's scale), chosen on validation by
+# 06_ablation (`make ablation`); 0 = the study's code
+LAMBDA_ATT ?= 1.0
 # text runs that get self-critical epochs (on a copy named <run>-text-scst; the cross-entropy run stays as it is)
 SCST_RUNS   ?= efficientnet_lite2_deep-soft
 SCST_EPOCHS ?= 1
@@ -79,7 +84,7 @@ endif
 notebooks: env data
 	@mkdir -p $(RUN_DIR) $(FIGURES_DIR)
 	$(PM) notebooks/01_data_exploration.ipynb $(RUN_DIR)/01_data_exploration.ipynb $(NB_ARGS)
-	$(PM) notebooks/02_vocabulary.ipynb $(RUN_DIR)/02_vocabulary.ipynb $(NB_ARGS)
+	$(PM) notebooks/02_vocabulary.ipynb $(RUN_DIR)/02_vocabulary.ipynb $(NB_ARGS) -p tokenizer $(TOKENIZER)
 	@$(MAKE) --no-print-directory train-grid
 	@$(MAKE) --no-print-directory train-scst
 	$(PM) notebooks/04_attention.ipynb $(RUN_DIR)/04_attention.ipynb $(NB_ARGS)
@@ -90,7 +95,8 @@ train-grid: env data
 	@for enc in $(ENCODERS); do for dec in $(DECODERS); do for tgt in $(TARGETS); do \
 	  run=$$enc-$$dec-$$tgt; mkdir -p $(RUN_DIR)/$$run; echo "== training $$run"; \
 	  $(PM) notebooks/03_train.ipynb $(RUN_DIR)/$$run/03_train.ipynb -p dataset $(DATASET) -p data_dir $(DATA_DIR) \
-	    -p run_dir $(RUN_DIR) -p seed $(SEED) -p encoder $$enc -p decoder $$dec -p target $$tgt -p epochs $(EPOCHS) || exit 1; \
+	    -p run_dir $(RUN_DIR) -p seed $(SEED) -p encoder $$enc -p decoder $$dec -p target $$tgt -p epochs $(EPOCHS) \
+	    -p tokenizer $(TOKENIZER) $$( [ $$tgt = text ] && echo "-p lambda_att $(LAMBDA_ATT)" ) || exit 1; \
 	done; done; done
 
 # Self-critical sequence training on top of finished text runs: a copy of each run continues with SCST_EPOCHS
@@ -100,12 +106,14 @@ train-scst: env data
 	  enc=$${run%-*}; dec=$${run##*-}; name=$$run-text-scst; mkdir -p $(RUN_DIR)/$$name; echo "== training $$name"; \
 	  $(PM) notebooks/03_train.ipynb $(RUN_DIR)/$$name/03_train.ipynb -p dataset $(DATASET) -p data_dir $(DATA_DIR) \
 	    -p run_dir $(RUN_DIR) -p seed $(SEED) -p encoder $$enc -p decoder $$dec -p target text -p epochs $(EPOCHS) \
-	    -p run_name $$name -p start_from $(RUN_DIR)/$$run-text -p scst_epochs $(SCST_EPOCHS) || exit 1; \
+	    -p run_name $$name -p start_from $(RUN_DIR)/$$run-text -p scst_epochs $(SCST_EPOCHS) \
+	    -p tokenizer $(TOKENIZER) -p lambda_att $(LAMBDA_ATT) || exit 1; \
 	done
 
 ablation: env data
 	@mkdir -p $(RUN_DIR) $(FIGURES_DIR)
-	$(PM) notebooks/06_ablation.ipynb $(RUN_DIR)/06_ablation.ipynb $(NB_ARGS) -p epochs $(ABLATION_EPOCHS)
+	$(PM) notebooks/06_ablation.ipynb $(RUN_DIR)/06_ablation.ipynb $(NB_ARGS) -p epochs $(ABLATION_EPOCHS) \
+	  -p tokenizer $(TOKENIZER)
 
 run: env data
 	@start=$$(date +%s); $(MAKE) --no-print-directory notebooks; \

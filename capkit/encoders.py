@@ -32,7 +32,8 @@ EfficientNet-Lite2 is run at 224 rather than its native 260 (2.5x faster here, s
 
 Frozen encoders run once per image: :func:`extract_features` writes a float16 memory-mapped
 grid array and a float32 global-vector array, keyed by encoder (its cut), image set and transform,
-and training reads rows from it.
+and training reads rows from it. Each entry has one writer at a time (a lock file), so parallel runs
+can share one cache.
 """
 
 from __future__ import annotations
@@ -41,15 +42,19 @@ import hashlib
 import json
 import os
 import re
+import sys
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
+from filelock import FileLock, Timeout
 
+from capkit import dist
 from capkit.data import BadImage, open_image, project_path, to_rgb
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -381,7 +386,7 @@ def cache_key(name: str, weights: str, images: list[str], spec: EncoderSpec) -> 
 
 def extract_features(name: str, images, cache_dir="data/cache", weights: str = "pretrained",
                      batch_size: int = 32, device: str = "cpu", progress: bool = True,
-                     encoder: Encoder | None = None) -> FeatureStore:
+                     encoder: Encoder | None = None, sharded: bool = False) -> FeatureStore:
     """Run the frozen encoder once over ``images`` and return their cached features.
 
     One pass per image gives both arrays: the float16 grid ``[n, L, D]`` (``x.f16``) and the float32 global
@@ -390,21 +395,92 @@ def extract_features(name: str, images, cache_dir="data/cache", weights: str = "
     its progress after every batch, so a killed run resumes where it stopped; the final files appear by
     atomic renames, the json (which a reader checks for) last. Images that fail to open get zero features
     and are listed in ``store.failed``.
-    """
-    from tqdm.auto import tqdm
 
+    Any number of processes may ask for the same entry at once (parallel papermill jobs, DDP ranks): one
+    writes it, holding the entry's lock file (``x.lock``), and the others wait for the lock, then read.
+
+    ``sharded=True`` under torchrun: every rank calls it with the same images, and the ranks share the
+    encoding (:func:`extract_sharded`); the same as ``False`` in one process.
+    """
     spec = ENCODERS[name]
     images = sorted(dict.fromkeys(str(p) for p in images))
     key = cache_key(name, weights, images, spec)
     folder = project_path(cache_dir) / "features"
     final = folder / f"{name}-{key}.f16"
-    if final.exists() and final.with_suffix(".json").exists():
+    if sharded and dist.active():
+        return extract_sharded(final, name, weights, images, encoder, batch_size, device, progress)
+    if is_complete(final):
         return FeatureStore(final)
+    covering = covering_entry(folder, name, weights, images, spec)
+    if covering is not None:
+        return FeatureStore(covering)
     folder.mkdir(parents=True, exist_ok=True)
+    with entry_lock(final, progress):
+        if not is_complete(final):  # else another process wrote it while this one waited
+            write_entry(final, name, weights, images, encoder or Encoder(name, weights), batch_size, device, progress)
+    return FeatureStore(final)
+
+
+def covering_entry(folder: Path, name: str, weights: str, images: list[str], spec: EncoderSpec) -> Path | None:
+    """A finished entry of the same encoder, cut, transform and weights whose image set holds all of ``images``
+    and whose files are unchanged since it was written (its key, recomputed from its own image list now, is still
+    the one in its name), or None. The test images of a dataset are then read from the entry of the whole dataset
+    (what training wrote) instead of being encoded a second time."""
+    if not folder.is_dir():
+        return None
+    wanted = set(images)
+    for meta_path in sorted(folder.glob(f"{name}-*.json")):
+        final = meta_path.with_suffix(".f16")
+        if not is_complete(final):
+            continue
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        have = meta.get("images") or []
+        if (meta.get("weights") != weights or meta.get("transform") != spec.transform_id()
+                or meta.get("cut") != spec.cut_id() or len(have) < len(wanted) or not wanted.issubset(have)):
+            continue
+        if final.stem == f"{name}-{cache_key(name, weights, have, spec)}":
+            return final
+    return None
+
+
+def is_complete(final: Path) -> bool:
+    """Whether a cache entry is finished: its json appears last, after the arrays are in place."""
+    return final.exists() and final.with_suffix(".json").exists()
+
+
+@contextmanager
+def entry_lock(final: Path, progress: bool = True):
+    """Hold a cache entry's lock file (``x.lock`` beside ``x.f16``) across processes; says so when it must wait.
+
+    The operating system frees the lock when its holder exits or is killed, so a killed writer never blocks the
+    next one, which resumes from its ``*.partial`` files."""
+    lock = FileLock(final.with_suffix(".lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if progress:
+            print(f"{final.name}: another process is writing this feature cache entry; waiting for it",
+                  file=sys.stderr)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def write_entry(final: Path, name: str, weights: str, images: list[str], enc: Encoder, batch_size: int,
+                device: str, progress: bool) -> None:
+    """Extract the features of ``images`` (sorted) into the cache entry ``final`` (see :func:`extract_features`);
+    the caller holds the entry's lock."""
+    from tqdm.auto import tqdm
+
+    spec = ENCODERS[name]
     part, part_meta = final.with_suffix(".f16.partial"), final.with_suffix(".json.partial")
     gfinal = pooled_path(final)
     gpart = Path(str(gfinal) + ".partial")
-    enc = encoder or Encoder(name, weights)
     enc = enc.to(device).eval()
     shape = (len(images), spec.grid * spec.grid, spec.dim)
     gshape = (len(images), enc.global_dim)
@@ -462,6 +538,77 @@ def extract_features(name: str, images, cache_dir="data/cache", weights: str = "
     os.replace(gpart, gfinal)
     write_json_atomic(final.with_suffix(".json"), meta)
     part_meta.unlink(missing_ok=True)
+
+
+def extract_sharded(final: Path, name: str, weights: str, images: list[str], encoder: Encoder | None,
+                    batch_size: int, device: str, progress: bool) -> FeatureStore:
+    """:func:`extract_features` by all the ranks of a torchrun group on one machine (every rank calls it).
+
+    Rank 0 decides for all (the entry or a covering one is there: nothing to do), takes the entry's lock and
+    creates its ``*.partial`` arrays; every rank encodes every world_size-th batch (the batches one process
+    encodes, so the same bytes) and writes its rows into those arrays; rank 0 then renames them into place and
+    writes the json, as :func:`write_entry` does. A killed sharded extraction starts again from its first batch.
+    """
+    spec = ENCODERS[name]
+    found, lock = None, None
+    if dist.is_main():
+        found = final if is_complete(final) else covering_entry(final.parent, name, weights, images, spec)
+        if found is None:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(final.with_suffix(".lock"))
+            lock.acquire()  # another job may be writing it: wait, then it is complete
+            if is_complete(final):
+                found = final
+                lock.release()
+    found = dist.broadcast(found)
+    if found is not None:
+        return FeatureStore(found)
+    from tqdm.auto import tqdm
+
+    enc = (encoder or Encoder(name, weights)).to(device).eval()
+    part, gpart = final.with_suffix(".f16.partial"), Path(str(pooled_path(final)) + ".partial")
+    shape, gshape = (len(images), spec.grid * spec.grid, spec.dim), (len(images), enc.global_dim)
+    if dist.is_main():  # fresh arrays; a single writer's progress record would no longer describe them
+        final.with_suffix(".json.partial").unlink(missing_ok=True)
+        np.memmap(part, dtype=np.float16, mode="w+", shape=shape).flush()
+        np.memmap(gpart, dtype=np.float32, mode="w+", shape=gshape).flush()
+    dist.barrier()
+    feats = np.memmap(part, dtype=np.float16, mode="r+", shape=shape)
+    gfeats = np.memmap(gpart, dtype=np.float32, mode="r+", shape=gshape)
+    failed = {}
+    starts = range(0, len(images), batch_size)[dist.rank()::dist.world_size()]
+    with torch.inference_mode():
+        for start in tqdm(starts, desc=f"features {name} (rank 0 of {dist.world_size()})", disable=not progress):
+            batch = []
+            for path in images[start:start + batch_size]:
+                try:
+                    batch.append(image_tensor(path, spec.image_size))
+                except BadImage as e:
+                    batch.append(torch.zeros(3, spec.image_size, spec.image_size))
+                    failed[path] = e.reason
+            grid, vec = enc(torch.stack(batch).to(device), pooled=True)
+            out, vec = grid.float().cpu().numpy(), vec.float().cpu().numpy()
+            for j, path in enumerate(images[start:start + batch_size]):
+                if path in failed:
+                    out[j], vec[j] = 0, 0
+            if not (float(np.abs(out).max()) if out.size else 0.0) < F16_MAX or not np.isfinite(vec).all():
+                raise ValueError(f"{name} ({weights} weights) gives features beyond float16's range or non-finite "
+                                 f"global vectors on {images[start]}: the feature cache cannot hold them")
+            feats[start:start + len(out)] = out.astype(np.float16)
+            gfeats[start:start + len(out)] = vec
+    feats.flush()
+    gfeats.flush()
+    del feats, gfeats
+    failed = {k: v for part_failed in dist.gather({dist.rank(): failed}) for k, v in part_failed.items()}
+    if dist.is_main():
+        meta = {"encoder": name, "weights": weights, "transform": spec.transform_id(), "cut": spec.cut_id(),
+                "shape": shape, "pooled_shape": gshape, "images": images,
+                "failed": {im: failed[im] for im in images if im in failed}}
+        os.replace(part, final)
+        os.replace(gpart, pooled_path(final))
+        write_json_atomic(final.with_suffix(".json"), meta)
+        lock.release()
+    dist.barrier()
     return FeatureStore(final)
 
 

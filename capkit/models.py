@@ -419,6 +419,31 @@ class CaptionDecoder(nn.Module):
         return {k: v if k in keep else v.index_select(0, index) for k, v in state.items()}
 
 
+class Objective(nn.Module):
+    """A decoder's training computations as a module's ``forward``: the module that DistributedDataParallel wraps.
+
+    DDP averages gradients over the ranks from hooks on the parameters, but arms them only in the wrapped
+    module's ``forward``: after a backward through another method (``CaptionDecoder.loss``, ``forward_packed``)
+    every rank silently keeps its own gradients. So ``Objective(decoder)("loss", feats, captions, lengths, ...)``
+    calls ``decoder.loss`` from its forward (``"forward_packed"`` likewise).
+
+    The hand-written ops are fine under DDP: each parameter's gradient still reaches its parameter through
+    autograd, even when an op hands it out late (``DeferredWeightGrad``: the LSTM's weight gradients at the end
+    of backward; ``DeferredProjGrad``: W_a a's), and DDP's hook fires when it arrives.
+    """
+
+    METHODS = ("loss", "forward_packed")
+
+    def __init__(self, decoder: CaptionDecoder):
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, method: str, *args, **kwargs):
+        if method not in self.METHODS:
+            raise ValueError(f"method must be one of {self.METHODS}, not {method!r}")
+        return getattr(self.decoder, method)(*args, **kwargs)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # loss
 

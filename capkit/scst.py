@@ -21,7 +21,7 @@ depend on the rest of its batch. Sampling, the baseline and the log-probabilitie
 The sum of log-probabilities is computed by teacher-forcing the sampled captions through the decoder's fast path
 (``forward_packed``), <end> included when the sample emitted it.
 
-This module imports capkit.decode and capkit.metrics.
+This module imports capkit.decode, capkit.dist and capkit.metrics.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from capkit import decode
+from capkit import decode, dist
 from capkit.metrics import CiderD
 
 
@@ -38,17 +38,19 @@ from capkit.metrics import CiderD
 # the loss
 
 
-def sequence_logprobs(model, feats, captions: list[list[int]], finished: list[bool], start_id: int, end_id: int):
+def sequence_logprobs(model, feats, captions: list[list[int]], finished: list[bool], start_id: int, end_id: int,
+                      forward_packed=None):
     """sum_t log p(w_t | w_<t, image) of each caption [N] (differentiable), <end> counted when finished.
 
-    feats [N, L, D] (one row per caption); captions: token lists without <start>/<end>."""
+    feats [N, L, D] (one row per caption); captions: token lists without <start>/<end>. ``forward_packed``:
+    what runs the decoder's ``forward_packed`` (default: the model's own; under DDP its wrapper's forward)."""
     rows = [[start_id, *c] + ([end_id] if f else []) for c, f in zip(captions, finished)]
     lengths = torch.tensor([len(r) for r in rows], device=feats.device)
     padded = torch.zeros(len(rows), int(lengths.max()), dtype=torch.long, device=feats.device)
     for i, r in enumerate(rows):
         padded[i, : len(r)] = torch.tensor(r)
     T = padded.size(1)
-    logits, _, flat = model.forward_packed(feats, padded, lengths)  # [M, V], flat: b * (T - 1) + t
+    logits, _, flat = (forward_packed or model.forward_packed)(feats, padded, lengths)  # [M, V], flat: b * (T - 1) + t
     targets = padded[:, 1:].reshape(-1)[flat]
     lp = F.log_softmax(logits.float(), dim=1).gather(1, targets.unsqueeze(1)).squeeze(1)  # [M]
     return lp.new_zeros(len(rows)).index_add(0, flat // (T - 1), lp)
@@ -72,9 +74,14 @@ def leave_one_out(rewards, samples: int) -> list[float]:
 
 
 def scst_step(model, optimizer, feats, ref_vecs, cider: CiderD, samples: int, max_len: int, start_id: int,
-              end_id: int, unk_id: int, generator=None, grad_clip: float = 5.0, baseline: str = "mean") -> dict:
+              end_id: int, unk_id: int, generator=None, grad_clip: float = 5.0, baseline: str = "mean",
+              ddp=None) -> dict:
     """One self-critical update on a batch of images feats [B, L, D] with their precomputed reference vectors.
-    ``baseline``: "greedy" (Rennie et al.) or "mean" (the other samples' mean reward; needs samples >= 2)."""
+    ``baseline``: "greedy" (Rennie et al.) or "mean" (the other samples' mean reward; needs samples >= 2).
+
+    Under torchrun (``ddp``: the DistributedDataParallel wrapper of ``models.Objective(model)``) every rank
+    samples the whole batch (the same generator state on every rank: one process's samples), and backpropagates
+    only its share of the samples, with the loss scaled so that DDP's average is the whole batch's gradient."""
     if baseline not in ("greedy", "mean"):
         raise ValueError(f"baseline must be 'greedy' or 'mean', not {baseline!r}")
     model.eval()  # dropout off: sample, baseline and gradient all come from the test-time policy
@@ -88,10 +95,21 @@ def scst_step(model, optimizer, feats, ref_vecs, cider: CiderD, samples: int, ma
         baselines = [base[j // samples] for j in range(len(caps))]
     else:
         baselines = leave_one_out(rewards, samples)
-    loss = self_critical_loss(sequence_logprobs(model, rep, caps, finished, start_id, end_id), rewards, baselines)
+    if ddp is None:
+        loss = self_critical_loss(sequence_logprobs(model, rep, caps, finished, start_id, end_id), rewards, baselines)
+        value = float(loss.detach())
+    else:  # this rank's rows; a rank without any runs row 0 at weight 0 (DDP needs its zero gradients)
+        rows = dist.share(len(caps))
+        weight, rows = (1.0 if rows else 0.0), rows or [0]
+        lp = sequence_logprobs(model, rep[rows], [caps[j] for j in rows], [finished[j] for j in rows], start_id,
+                               end_id, forward_packed=lambda *a: ddp("forward_packed", *a))
+        loss = self_critical_loss(lp, [rewards[j] for j in rows], [baselines[j] for j in rows])
+        # the mean over this rank's rows -> its share of the whole batch's mean, times the world (DDP averages)
+        loss = loss * (weight * len(rows) * dist.world_size() / len(caps))
+        value = dist.all_sum([float(loss.detach()) / dist.world_size()])[0]
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if grad_clip:
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], grad_clip)
     optimizer.step()
-    return {"loss": float(loss.detach()), "reward": float(np.mean(rewards)), "baseline": float(np.mean(base))}
+    return {"loss": value, "reward": float(np.mean(rewards)), "baseline": float(np.mean(base))}

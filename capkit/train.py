@@ -12,6 +12,8 @@ complete version, and ``train`` with the same config resumes from ``last.pt``.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import hashlib
 import json
 import math
@@ -19,6 +21,7 @@ import os
 import random
 import shutil
 import time
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -26,7 +29,7 @@ import numpy as np
 import torch
 
 from capkit import data as D
-from capkit import decode, encoders, mbr, metrics, models, scst, text
+from capkit import decode, dist, encoders, mbr, metrics, models, scst, text
 
 CKPT_FORMAT = "capkit-checkpoint-1"
 # settings that may differ when a run is resumed (more epochs, another machine or folder layout)
@@ -143,9 +146,13 @@ class TrainConfig:
 
 
 def resolve_device(device: str) -> torch.device:
+    """"auto": CUDA when present, else the CPU. Under torchrun, "cuda" is this rank's GPU (set by dist.init)."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None and dist.active():
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 def set_seed(seed: int) -> None:
@@ -195,7 +202,11 @@ def reference_tokens(records, config: TrainConfig, progress: bool = False) -> tu
 
 
 def prepare(config: TrainConfig, progress: bool = True) -> Prepared:
-    """Load the data, tokenize, build the vocabulary (train split only), extract/cached features."""
+    """Load the data, tokenize, build the vocabulary (train split only), extract/cached features.
+
+    Under torchrun every rank prepares: rank 0 tokenizes first, filling the token cache, while the others wait,
+    then they read it; the ranks extract the features together, each encoding its share of the images
+    (``encoders.extract_features(sharded=True)``) when all ranks are on one machine, otherwise rank 0 first."""
     set_seed(config.seed)
     records, report = D.load(config.dataset, config.data_dir, seed=config.seed)
     records = D.for_target(records, config.target, report)
@@ -207,17 +218,21 @@ def prepare(config: TrainConfig, progress: bool = True) -> Prepared:
         if not by_split[s]:
             raise ValueError(f"{config.dataset}:{config.data_dir} has no {s} records for target {config.target!r}")
     tokens, stats = {}, {}
-    for s in D.SPLITS:
-        tokens[s], st = reference_tokens(by_split[s], config, progress)
-        stats[s] = st.as_dict() if st else None
+    with dist.main_first():
+        for s in D.SPLITS:
+            tokens[s], st = reference_tokens(by_split[s], config, progress)
+            stats[s] = st.as_dict() if st else None
     train_lists = [t for refs in tokens["train"] for t in refs]
     vocab = text.Vocab.build(train_lists, min_freq=config.min_freq, max_size=config.max_vocab)
     detok = None
     if config.target == "text":
         detok = text.Detokenizer.fit([t for r in by_split["train"] for t in r.texts], train_lists)
     images = [r.image for s in D.SPLITS for r in by_split[s]]
-    store = encoders.extract_features(config.encoder, images, config.cache_dir, weights=config.encoder_weights,
-                                      device=str(resolve_device(config.device)), progress=progress)
+    sharded = dist.one_machine()  # every rank writes its rows into the cache's files: they must see the same files
+    with dist.main_first() if not sharded else contextlib.nullcontext():
+        store = encoders.extract_features(config.encoder, images, config.cache_dir, weights=config.encoder_weights,
+                                          device=str(resolve_device(config.device)), progress=progress,
+                                          sharded=sharded)
     store.to_memory()  # epochs read RAM, not the memory map, when the features fit
     info = {"records": {s: len(v) for s, v in by_split.items()}, "vocab_size": len(vocab),
             "oov_rate": {s: text.oov_rate(vocab, [t for refs in tokens[s] for t in refs]) for s in ("val", "test")},
@@ -310,6 +325,25 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     return ckpt
 
 
+def read_checkpoint(path, device) -> dict | None:
+    """The checkpoint at ``path`` (None when there is none). Under torchrun rank 0 reads it and sends it to the
+    other ranks (on CPU), so that every rank resumes from the same state and only rank 0 needs the run folder."""
+    if not dist.active():
+        return load_checkpoint(path, map_location=device) if Path(path).exists() else None
+    return dist.broadcast(load_checkpoint(path) if dist.is_main() and Path(path).exists() else None)
+
+
+def distributed(model: models.CaptionDecoder, device: torch.device):
+    """``model`` itself in one process; under torchrun its :class:`capkit.models.Objective` wrapped in
+    DistributedDataParallel (which also makes every rank start from rank 0's weights)."""
+    if not dist.active():
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    devices = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(models.Objective(model), device_ids=devices)
+
+
 # ----------------------------------------------------------------------------- training
 
 
@@ -369,19 +403,24 @@ def predict(model, prep: Prepared, split: str, beam_size: int = 1, limit: int | 
     decoding (:mod:`capkit.mbr`; ``config.mbr_samples`` at ``config.mbr_temperature``, CIDEr-D statistics from
     the training references, sampling seeded by the run's seed; no attention maps).
     ``batch_size`` images at once: by default 64 on the CPU, 256 on CUDA (where a step costs about the same for
-    64 or 256 rows: kernel launches, not arithmetic, set its time)."""
+    64 or 256 rows: kernel launches, not arithmetic, set its time).
+
+    Under torchrun every rank decodes every world_size-th batch (each image in the batch it has in one process,
+    so the results are one process's) and all ranks get all results, in order. MBR is the exception: one
+    sampling stream runs through its batches in order, so rank 0 decodes them all (the others wait) to draw
+    the samples one process draws."""
     model.eval()
     device = next(model.parameters()).device
     batch_size = batch_size or decode_batch(device)
     recs = prep.records[split][:limit]
-    out = []
+    mine = {}  # first record of a batch -> its results, for the batches this rank decodes
     forbid = prep.config.target == "hashtag"
     if search == "mbr":
         cfg = prep.config
         cider = metrics.CiderD(scst_data(prep)[1]) if cfg.target == "text" else None
         gen = torch.Generator(device=device).manual_seed(cfg.seed)
         batch_size = max(1, batch_size // 4)  # each image is mbr_samples rows
-        for i in range(0, len(recs), batch_size):
+        for i in range(0, len(recs), batch_size) if dist.is_main() else ():
             feats = prep.features([r.image for r in recs[i:i + batch_size]]).to(device)
             with torch.inference_mode():
                 if cider is not None:
@@ -390,10 +429,10 @@ def predict(model, prep: Prepared, split: str, beam_size: int = 1, limit: int | 
                 else:
                     picked = mbr.mbr_tags(model, feats, text.START_ID, text.END_ID, cfg.mbr_n, cfg.mbr_tau,
                                           cfg.decode_len, text.UNK_ID, gen)
-            out += [{"tokens": prep.vocab.decode(p["tokens"]), "score": p["score"], "finished": p["finished"],
-                     "alphas": None} for p in picked]
-        return out
-    for i in range(0, len(recs), batch_size):
+            mine[i] = [{"tokens": prep.vocab.decode(p["tokens"]), "score": p["score"], "finished": p["finished"],
+                        "alphas": None} for p in picked]
+        return [h for chunk in dist.gather(mine) for h in chunk]
+    for i in range(0, len(recs), batch_size)[dist.rank()::dist.world_size()]:
         feats = prep.features([r.image for r in recs[i:i + batch_size]]).to(device)
         with torch.inference_mode():
             if beam_size > 1:
@@ -402,10 +441,9 @@ def predict(model, prep: Prepared, split: str, beam_size: int = 1, limit: int | 
             else:
                 hyps = decode.greedy(model, feats, text.START_ID, text.END_ID, max_len=prep.config.decode_len,
                                      forbid_repeats=forbid, unk_id=text.UNK_ID)
-        for h in hyps:
-            out.append({"tokens": prep.vocab.decode(h.tokens), "score": float(h.score),
-                        "finished": bool(h.finished), "alphas": h.alphas.float().cpu()})
-    return out
+        mine[i] = [{"tokens": prep.vocab.decode(h.tokens), "score": float(h.score), "finished": bool(h.finished),
+                    "alphas": h.alphas.float().cpu()} for h in hyps]
+    return [h for chunk in dist.gather(mine) for h in chunk]
 
 
 def fit(prep: Prepared, progress: bool = True, stop_after: int | None = None) -> tuple[models.CaptionDecoder, State]:
@@ -419,7 +457,10 @@ def fit(prep: Prepared, progress: bool = True, stop_after: int | None = None) ->
     """
     config = prep.config
     out = config.path
-    out.mkdir(parents=True, exist_ok=True)
+    main = dist.is_main()  # under torchrun only rank 0 writes the run folder (and prints)
+    progress = progress and main
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
     set_seed(config.seed)
     model = build_model(config, len(prep.vocab)).to(device)
@@ -432,10 +473,10 @@ def fit(prep: Prepared, progress: bool = True, stop_after: int | None = None) ->
     optimizer = adam(params, config.lr)
     state = State()
     last = out / "last.pt"
-    if not last.exists() and config.start_from:
+    if main and not last.exists() and config.start_from:
         copy_run(D.project_path(config.start_from), out)
-    if last.exists():  # resume
-        ckpt = load_checkpoint(last, map_location=device)
+    ckpt = read_checkpoint(last, device)  # under torchrun: rank 0's, on every rank
+    if ckpt is not None:  # resume
         check_resumable(ckpt, config, prep.vocab, out)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -444,11 +485,13 @@ def fit(prep: Prepared, progress: bool = True, stop_after: int | None = None) ->
         if progress:
             print(f"resuming {config.run_name} after epoch {state.epoch}"
                   + (f" and {state.scst_epoch} self-critical epochs" if state.scst_epoch else ""))
-    write_json(out / "config.json", config.to_dict())
-    prep.vocab.save(out / "vocab.json", tokenizer=config.tokenizer if config.target == "text" else "hashtag",
-                    source_split="train", target=config.target)
-    if prep.detok is not None:
-        prep.detok.save(out / "detokenizer.json")
+    if main:
+        write_json(out / "config.json", config.to_dict())
+        prep.vocab.save(out / "vocab.json", tokenizer=config.tokenizer if config.target == "text" else "hashtag",
+                        source_split="train", target=config.target)
+        if prep.detok is not None:
+            prep.detok.save(out / "detokenizer.json")
+    net = distributed(model, device)  # one process: the model itself; under torchrun its DDP-wrapped objective
     pairs = prep.pairs("train")
     val_pairs = prep.pairs("val")
     done_now = 0
@@ -459,11 +502,13 @@ def fit(prep: Prepared, progress: bool = True, stop_after: int | None = None) ->
         state.history.append(row)
         state.best_epoch, state.best_score = best_epoch(state.history, config.target)
         improved = state.best_epoch == row["epoch"]
-        ckpt = checkpoint(model, optimizer, config, prep.vocab, state)
-        if improved:
-            save_atomic(ckpt, out / "best.pt")
-        save_atomic(ckpt, last)
-        write_json(out / "history.json", state.history)
+        if main:
+            ckpt = checkpoint(model, optimizer, config, prep.vocab, state)
+            if improved:
+                save_atomic(ckpt, out / "best.pt")
+            save_atomic(ckpt, last)
+            write_json(out / "history.json", state.history)
+        dist.barrier()  # the ranks leave the epoch together, its checkpoint written
         done_now += 1
         if progress:
             name = "CIDEr-D" if config.target == "text" else "F1"
@@ -478,7 +523,7 @@ def fit(prep: Prepared, progress: bool = True, stop_after: int | None = None) ->
         for group in optimizer.param_groups:
             group["lr"] = lr
         t0 = time.perf_counter()
-        tot = train_epoch(model, optimizer, prep.features, pairs, config, epoch, device, progress)
+        tot = train_epoch(net, optimizer, prep.features, pairs, config, epoch, device, progress)
         train_s = time.perf_counter() - t0
         val_loss = teacher_forced_loss(model, prep, val_pairs, device)
         v = val_score(model, prep, "val")
@@ -493,8 +538,9 @@ def fit(prep: Prepared, progress: bool = True, stop_after: int | None = None) ->
     xe_done = state.epoch >= config.epochs or state.bad_epochs >= config.patience
     if config.scst_epochs and xe_done and state.scst_epoch < config.scst_epochs:
         if state.scst_epoch == 0:  # start from the best cross-entropy weights, with a fresh optimiser
-            if (out / "best.pt").exists():  # (none when no epoch had a finite validation score)
-                model.load_state_dict(load_checkpoint(out / "best.pt", map_location=device)["model"])
+            best = read_checkpoint(out / "best.pt", device)  # (none when no epoch had a finite validation score)
+            if best is not None:
+                model.load_state_dict(best["model"])
             optimizer = adam(params, config.scst_lr)
         images, ref_ids = scst_data(prep)
         cider = metrics.CiderD(ref_ids)
@@ -504,7 +550,7 @@ def fit(prep: Prepared, progress: bool = True, stop_after: int | None = None) ->
                 break
             k = state.scst_epoch + 1
             t0 = time.perf_counter()
-            tot = scst_epoch(model, optimizer, prep.features, images, ref_vecs, cider, config, k, device, progress)
+            tot = scst_epoch(net, optimizer, prep.features, images, ref_vecs, cider, config, k, device, progress)
             train_s = time.perf_counter() - t0
             v = val_score(model, prep, "val")
             row = {"epoch": state.epoch + k, "phase": "scst", "lr": config.scst_lr, "train_loss": tot["loss"],
@@ -515,9 +561,9 @@ def fit(prep: Prepared, progress: bool = True, stop_after: int | None = None) ->
                    "summary": f"reward {tot['reward']:.3f} (greedy {tot['baseline']:.3f})"}
             state.scst_epoch = k
             end_epoch(row, f"self-critical epoch {k}")
-    best = out / "best.pt"
-    if best.exists():
-        model.load_state_dict(load_checkpoint(best, map_location=device)["model"])
+    best = read_checkpoint(out / "best.pt", device)
+    if best is not None:
+        model.load_state_dict(best["model"])
     model.eval()
     return model, state
 
@@ -576,9 +622,11 @@ def scst_epoch(model, optimizer, features, images, ref_vecs, cider, config: Trai
     for i in tqdm(starts, disable=not progress, desc=f"self-critical {epoch}/{config.scst_epochs}", leave=False):
         idx = order[i:i + config.scst_batch]
         feats = features([images[j] for j in idx]).to(device)
-        parts = scst.scst_step(model, optimizer, feats, [ref_vecs[j] for j in idx], cider, config.scst_samples,
-                               config.decode_len, text.START_ID, text.END_ID, text.UNK_ID, generator=gen,
-                               grad_clip=config.grad_clip, baseline=config.scst_baseline)
+        ddp = model if dist.active() else None  # under torchrun: the DDP wrapper of models.Objective
+        parts = scst.scst_step(ddp.module.decoder if ddp else model, optimizer, feats, [ref_vecs[j] for j in idx],
+                               cider, config.scst_samples, config.decode_len, text.START_ID, text.END_ID,
+                               text.UNK_ID, generator=gen, grad_clip=config.grad_clip, baseline=config.scst_baseline,
+                               ddp=ddp)
         for k in tot:
             tot[k] += parts[k] * len(idx)
         n += len(idx)
@@ -597,16 +645,21 @@ def train_epoch(model, optimizer, features, pairs, config: TrainConfig, epoch: i
 
     model.train()
     gen = torch.Generator().manual_seed(config.seed * 1000 + epoch)
+    if dist.active():  # each rank draws its own dropout masks, from (seed, epoch, rank): a resumed run draws the same
+        torch.manual_seed(dist.rank_seed(config.seed * 1000 + epoch))
     bar = tqdm(batches(pairs, config.batch_size, gen), total=math.ceil(len(pairs) / config.batch_size),
                disable=not progress, desc=f"epoch {epoch}/{config.epochs}", leave=False)
     tot, n = {"loss": 0.0, "ce": 0.0, "att": 0.0}, 0
     for images, caps, lengths in bar:
+        n_rows, share = len(images), None
+        if dist.active():  # under torchrun every rank builds the same (global) batch and trains on its share
+            images, caps, lengths, share = rank_share(images, caps, lengths)
         feats = features(images).to(device, non_blocking=True)
         parts = train_step(model, optimizer, feats, caps.to(device), lengths.to(device), config.lambda_att,
-                           config.grad_clip, config.label_smoothing)
+                           config.grad_clip, config.label_smoothing, share)
         for k in tot:
-            tot[k] += float(parts[k]) * len(images)
-        n += len(images)
+            tot[k] += float(parts[k]) * n_rows
+        n += n_rows
         bar.set_postfix(ce=f"{float(parts['ce']):.3f}", att=f"{float(parts['att']):.2f}")
     return {k: v / max(n, 1) for k, v in tot.items()}
 
@@ -622,14 +675,21 @@ def adam(params, lr: float) -> torch.optim.Adam:
 
 
 def train_step(model, optimizer, feats, captions, lengths, lambda_att: float = 1.0, grad_clip: float = 5.0,
-               label_smoothing: float = 0.0) -> dict:
+               label_smoothing: float = 0.0, share: tuple | None = None) -> dict:
     """One optimisation step on a batch, in float32; returns the loss parts (detached).
+
+    Under torchrun ``model`` is the DDP-wrapped objective (:func:`distributed`), the batch is this rank's share of
+    the whole batch and ``share`` says what the whole holds (:func:`rank_share`); the parts returned are the whole
+    batch's, on every rank.
 
     Also in float32 on CUDA: at the study's sizes a step there is bound by its ~5,000 kernel launches, not by
     arithmetic, and bf16 autocast only added cast kernels (an H100, batch 32: 55 ms a step with autocast, 44 ms
     without; `make bench` on the GPU). The decoder itself runs under autocast for those who want it.
     """
-    loss, parts = model.loss(feats, captions, lengths, lambda_att, label_smoothing)
+    if share is None:
+        loss, parts = model.loss(feats, captions, lengths, lambda_att, label_smoothing)
+    else:
+        loss, parts = shared_loss(model, feats, captions, lengths, lambda_att, label_smoothing, *share)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if grad_clip:
@@ -638,17 +698,58 @@ def train_step(model, optimizer, feats, captions, lengths, lambda_att: float = 1
     return parts
 
 
+def rank_share(images, captions, lengths) -> tuple:
+    """This rank's rows of a whole batch (every world_size-th one: :func:`capkit.dist.share`), and ``share`` =
+    (tokens, captions, weight): the whole batch's counts, and 1.0, or 0.0 for a rank left without rows (a last
+    batch smaller than the world), which then runs the batch's first row at weight 0 (DDP needs every rank's
+    gradients, even zero ones)."""
+    tokens = int((lengths - 1).clamp(min=0).sum())
+    rows, weight = dist.share(len(images)), 1.0
+    if not rows:
+        rows, weight = [0], 0.0
+    idx = torch.tensor(rows)
+    lengths = lengths[idx]
+    captions = captions[idx, : int(lengths.max())]
+    return [images[j] for j in rows], captions, lengths, (tokens, len(images), weight)
+
+
+def shared_loss(net, feats, captions, lengths, lambda_att: float, label_smoothing: float, tokens: int,
+                n_captions: int, weight: float) -> tuple:
+    """This rank's term of the whole batch's loss (to backpropagate), and the whole batch's loss parts.
+
+    The objective divides a batch's summed loss S (cross-entropy of every token + lambda x the attention term of
+    every caption) by the batch's N tokens (``models.objective``). A rank's share holds n_r of those tokens and
+    S_r of that sum, and computes S_r / n_r; DDP then averages the ranks' gradients (their sum / W ranks). So the
+    share's loss is rescaled to S_r / N * W: the ranks' average is S / N, the whole batch's loss, and the
+    averaged gradient is one process's gradient on the whole batch (up to the order of float sums). The loss
+    goes through the DDP wrapper's forward (``net("loss", ...)``): that is what makes DDP sync the gradients.
+    """
+    loss, parts = net("loss", feats, captions, lengths, lambda_att, label_smoothing)
+    n_r = int((lengths - 1).clamp(min=0).sum())
+    loss = loss * (weight * max(n_r, 1) * dist.world_size() / max(tokens, 1))
+    ce_sum, att_sum = dist.all_sum([weight * float(parts["ce"]) * n_r, weight * float(parts["att"]) * len(lengths)])
+    ce, att = ce_sum / max(tokens, 1), att_sum / max(n_captions, 1)
+    return loss, {"ce": ce, "att": att, "loss": (ce_sum + lambda_att * att_sum) / max(tokens, 1)}
+
+
 def teacher_forced_loss(model, prep: Prepared, pairs, device) -> float:
-    """Validation cross-entropy with teacher forcing (a curve to watch, not the early-stopping score)."""
+    """Validation cross-entropy with teacher forcing (a curve to watch, not the early-stopping score).
+
+    Under torchrun each rank computes every world_size-th batch; the sums are added in batch order."""
     model.eval()
-    tot, n = 0.0, 0
+    mine = {}
     with torch.inference_mode():
-        for images, caps, lengths in batches(pairs, 128):
+        for k, (images, caps, lengths) in enumerate(batches(pairs, 128)):
+            if k % dist.world_size() != dist.rank():
+                continue
             feats = prep.features(images).to(device)
             logits, alphas = model(feats, caps.to(device), lengths.to(device))
             _, parts = models.caption_loss(logits.float(), caps.to(device), lengths.to(device), alphas.float(), 0.0)
-            tot += float(parts["ce"]) * len(images)
-            n += len(images)
+            mine[k] = (float(parts["ce"]) * len(images), len(images))
+    tot, n = 0.0, 0
+    for ce, rows in dist.gather(mine):
+        tot += ce
+        n += rows
     return tot / max(n, 1)
 
 
@@ -682,16 +783,22 @@ def test(model, prep: Prepared, beam_size: int | None = None, split: str = "test
 
     When the run folder already holds the results of this very model, search and split (a rerun of a finished
     run: same :func:`test_fingerprint`), they are returned as they are, without decoding again (``force``
-    decodes anyway)."""
+    decodes anyway).
+
+    Under torchrun the ranks decode their shares (:func:`predict`), rank 0 decides and writes, and every rank
+    returns rank 0's result."""
     config = prep.config
     beam = beam_size or config.beam_size
     fingerprint = test_fingerprint(prep, beam, split)
     stored = json.loads((config.path / "metrics.json").read_text()) if (config.path / "metrics.json").exists() else {}
-    if not force and stored.get("fingerprint") == fingerprint and (config.path / "predictions.jsonl").exists():
-        return stored
+    if dist.broadcast(not force and stored.get("fingerprint") == fingerprint
+                      and (config.path / "predictions.jsonl").exists()):
+        return dist.broadcast(stored)
     t0 = time.perf_counter()
     hyps = predict(model, prep, split, beam_size=beam, search=config.search)
     decode_s = time.perf_counter() - t0
+    if not dist.is_main():
+        return dist.broadcast(None)
     refs = prep.tokens[split]
     preds = [h["tokens"] for h in hyps]
     if config.target == "text":
@@ -725,14 +832,18 @@ def test(model, prep: Prepared, beam_size: int | None = None, split: str = "test
         "decode_images_per_second": len(lines) / decode_s if decode_s else None,
         "data": prep.info, "skipped": dict(prep.report.skipped), "fingerprint": fingerprint,
     }
-    return update_json(config.path / "metrics.json", result)  # keeps what 04_attention added (grounding)
+    # (update_json keeps what 04_attention added: grounding)
+    return dist.broadcast(update_json(config.path / "metrics.json", result))
 
 
 def train(config: TrainConfig, progress: bool = True) -> dict:
-    """prepare -> fit -> test, writing the whole run folder; returns the metrics."""
+    """prepare -> fit -> test, writing the whole run folder; returns the metrics. Under torchrun (after
+    :func:`capkit.dist.init`) every rank calls it; only rank 0 writes and shows progress."""
+    progress = progress and dist.is_main()
     prep = prepare(config, progress)
     model, _ = fit(prep, progress)
-    plot_history(config.path)
+    if dist.is_main():
+        plot_history(config.path)
     return test(model, prep)
 
 
@@ -798,14 +909,15 @@ class Run:
         (:func:`capkit.encoders.extract_features`, float16 as in training), so runs that share an encoder
         encode the images once.
         """
-        enc = self.encoder()
         device = next(self.model.parameters()).device
-        forbid = self.config.target == "hashtag"
         images = list(images)
         store = None
         if cache_dir is not None and images and all(isinstance(im, (str, Path)) for im in images):
+            # the network is built only when the cache (or an entry holding these images) lacks them
             store = encoders.extract_features(self.config.encoder, images, cache_dir, self.config.encoder_weights,
-                                              device=str(device), progress=False, encoder=enc)
+                                              device=str(device), progress=False,
+                                              encoder=self.__dict__.get("_encoder"))
+        enc = self.encoder() if store is None else None
         out = []
         for i in range(0, len(images), batch_size):
             chunk = images[i:i + batch_size]
@@ -815,10 +927,19 @@ class Run:
                 else:
                     size = encoders.ENCODERS[self.config.encoder].image_size
                     feats = enc(torch.stack([encoders.image_tensor(im, size) for im in chunk]).to(device)).float()
-                hyps = decode.beam_search(self.model, feats, text.START_ID, text.END_ID, beam_size=beam_size,
-                                          max_len=self.config.decode_len, forbid_repeats=forbid, unk_id=text.UNK_ID)
-            out += [self._caption_dict(h, beam_size) for h in hyps]
+            out += self.caption_features(feats, beam_size)
         return out
+
+    def caption_features(self, feats: torch.Tensor, beam_size: int = 3) -> list[dict]:
+        """Beam-search captions of images already encoded by this run's encoder (``feats`` ``[n, L, D]``, from
+        :meth:`encoder` or the feature cache): one :meth:`caption` dict per row. Runs on one encoder can share
+        the features of a batch."""
+        device = next(self.model.parameters()).device
+        with torch.inference_mode():
+            hyps = decode.beam_search(self.model, feats.to(device), text.START_ID, text.END_ID, beam_size=beam_size,
+                                      max_len=self.config.decode_len, forbid_repeats=self.config.target == "hashtag",
+                                      unk_id=text.UNK_ID)
+        return [self._caption_dict(h, beam_size) for h in hyps]
 
     def caption(self, image, beam_size: int = 3) -> dict:
         """Caption one image (a path or a PIL image) with beam search.
@@ -870,3 +991,64 @@ def list_runs(run_dir) -> list[Path]:
     """Run folders (those holding a best.pt) under ``run_dir``."""
     root = D.project_path(run_dir)
     return sorted(p.parent for p in root.glob("*/best.pt"))
+
+
+# ----------------------------------------------------------------------------- command line (and torchrun)
+
+
+def _parse_value(kind):
+    """A parser for one command-line value of the field type ``kind`` (str, int, float, bool, or X | None)."""
+    options = [k for k in typing.get_args(kind) if k is not type(None)]
+    if options:  # X | None: "none" (or "null") is None
+        inner = _parse_value(options[0])
+        return lambda s: None if s.lower() in ("none", "null") else inner(s)
+    if kind is bool:
+        def boolean(s: str) -> bool:
+            if s.lower() in ("true", "1", "yes", "on"):
+                return True
+            if s.lower() in ("false", "0", "no", "off"):
+                return False
+            raise argparse.ArgumentTypeError(f"expected true or false, not {s!r}")
+        return boolean
+    return kind
+
+
+def parse_args(argv=None) -> tuple[TrainConfig, bool]:
+    """A TrainConfig from command-line flags, one per field (``--encoder efficientnet_lite0_deep --epochs 8
+    --smoke true``; ``--run-name`` and ``--run_name`` both work), each parsed by the field's type; and whether
+    to show progress (``--quiet``: no)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m capkit.train", description="Train one capkit run (prepare -> fit -> test), like the "
+        "03_train notebook; the same command runs under torchrun --nproc_per_node N.")
+    kinds = typing.get_type_hints(TrainConfig)
+    for f in fields(TrainConfig):
+        names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
+        parser.add_argument(*names, dest=f.name, type=_parse_value(kinds[f.name]), default=f.default,
+                            metavar=f.name.upper(), help=f"default: {f.default!r}")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
+    args = vars(parser.parse_args(argv))
+    quiet = args.pop("quiet")
+    return TrainConfig(**args), not quiet
+
+
+def main(argv=None) -> dict:
+    """``python -m capkit.train [--field value ...]``, in one process or under torchrun: join torchrun's process
+    group when there is one (:func:`capkit.dist.init`), then :func:`train`. Rank 0 prints the run folder and the
+    test scores; returns the metrics."""
+    config, progress = parse_args(argv)
+    dist.init(config.device)
+    try:
+        if dist.is_main():
+            print(f"run folder: {config.path}" + (f" ({dist.world_size()} processes)" if dist.active() else ""),
+                  flush=True)
+        result = train(config, progress=progress)
+        if dist.is_main():
+            print("test:", json.dumps(result["test"], ensure_ascii=False, default=float), flush=True)
+            print(f"run folder: {config.path}", flush=True)
+        return result
+    finally:
+        dist.finish()
+
+
+if __name__ == "__main__":
+    main()

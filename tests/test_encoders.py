@@ -276,6 +276,26 @@ def test_feature_cache_key_changes_with_images_and_resumes(tmp_path, photos):
     assert not final.with_suffix(".json.partial").exists()
 
 
+def test_a_subset_is_read_from_the_entry_that_holds_it(tmp_path, photos):
+    """04_attention asks for the test images only: they come from the whole dataset's entry, no CNN pass, as
+    long as none of that entry's images changed since it was written."""
+    enc = CountingEncoder("efficientnet_lite0")
+    CountingEncoder.calls = 0
+    whole = E.extract_features("efficientnet_lite0", photos[:4], tmp_path, batch_size=2, encoder=enc, progress=False)
+    part = E.extract_features("efficientnet_lite0", [photos[2], photos[0]], tmp_path, encoder=enc, progress=False)
+    assert CountingEncoder.calls == 4 and part.path == whole.path
+    assert torch.equal(part[[photos[0]]], whole[[photos[0]]])
+    deep = E.extract_features("efficientnet_lite0_deep", [photos[0]], tmp_path,
+                              encoder=CountingEncoder("efficientnet_lite0_deep"), progress=False)
+    assert deep.path != whole.path and deep.feats.shape[2] == 320  # another cut is never borrowed
+    Image.fromarray(skdata.camera()).save(photos[1])  # one image of the entry rewritten since
+    CountingEncoder.calls = 0
+    fresh = E.extract_features("efficientnet_lite0", [photos[0]], tmp_path, encoder=enc, progress=False)
+    assert CountingEncoder.calls == 1 and fresh.path != whole.path
+    assert E.covering_entry(tmp_path / "features", "efficientnet_lite0", "pretrained", [photos[3]],
+                            E.ENCODERS["efficientnet_lite0"]) is None
+
+
 def test_random_resnets_stay_in_float16_range(photos):
     """Random weights (tests, timing) must not overflow the float16 cache: residual branches start at zero."""
     enc = E.Encoder("resnet101", weights="random").eval()
