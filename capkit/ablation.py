@@ -84,8 +84,32 @@ def ablate(base: train.TrainConfig, grid: dict, object_words: dict | None = None
     return pd.DataFrame(rows)
 
 
-def choose(table: pd.DataFrame, by: str = "val CIDEr-D", within: list[str] | None = None) -> pd.DataFrame:
-    """The row with the highest ``by`` (a validation column) per group of ``within`` settings (all rows: one)."""
-    if within:
-        return table.loc[table.groupby(within)[by].idxmax()]
-    return table.loc[[table[by].idxmax()]]
+def choose(table: pd.DataFrame, by: str = "val CIDEr-D", within: list[str] | None = None,
+           tolerance: float = 0.0, then: str | None = None) -> pd.DataFrame:
+    """The row a researcher picks on validation only, per group of ``within`` settings (all rows: one).
+
+    Plain (``tolerance`` 0): the highest ``by``. With ``tolerance`` and ``then``: of the rows whose ``by`` lies
+    within ``tolerance`` (a share, e.g. 0.03) of the group's best, the one with the highest ``then`` (e.g. the
+    validation pointing game): differences smaller than the score's noise do not decide, what else the setting
+    buys does. Rows without ``then`` fall back to ``by``."""
+    groups = table.groupby(within) if within else [((), table)]
+    picked = []
+    for _, rows in groups:
+        best = rows[by].max()
+        near = rows[rows[by] >= best * (1 - tolerance)] if tolerance else rows.loc[[rows[by].idxmax()]]
+        if then and then in near and near[then].notna().any():
+            picked.append(near[then].idxmax())
+        else:
+            picked.append(near[by].idxmax())
+    return table.loc[picked]
+
+
+def choose_shared(table: pd.DataFrame, setting: str = "lambda_att", by: str = "val CIDEr-D",
+                  tolerance: float = 0.0, then: str | None = None) -> tuple[object, pd.DataFrame]:
+    """One value of ``setting`` for every encoder and decoder (what ``make run`` uses), on validation only: the
+    settings' mean ``by`` (and mean ``then``) over the other settings' combinations, chosen by :func:`choose`.
+    Returns the value and the table of means."""
+    cols = [by] + ([then] if then and then in table else [])
+    means = table.groupby(setting)[cols].mean().reset_index()
+    row = choose(means, by, tolerance=tolerance, then=then if then in means else None)
+    return row[setting].iloc[0], means
