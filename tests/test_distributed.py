@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -128,7 +129,7 @@ def test_killed_distributed_run_resumes(sample_dir, tmp_path):
     command = torchrun("-m", "capkit.train", *flags, "--run_dir", str(tmp_path / "two"))
     with open(tmp_path / "killed.log", "w") as log:
         proc = subprocess.Popen(command, env=env(), stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 240
+    deadline = time.time() + 480  # a loaded machine (CI) is slow to start two ranks
     while epochs_done(folder) < 1 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     for pid in family(proc.pid):  # torchrun and its workers (which it starts in sessions of their own)
@@ -146,12 +147,21 @@ def test_killed_distributed_run_resumes(sample_dir, tmp_path):
     # the same run in one process, uninterrupted (in this process: the same code path without torchrun)
     one = train.TrainConfig(**settings, run_dir=str(tmp_path / "one"), cache_dir=str(tmp_path / "c1"))
     train.train(one, progress=False)
-    # the features the two ranks extracted together are, byte for byte, those one process extracts
+    # the features the two ranks extracted together are those one process extracts: the same entries, the same
+    # metadata, and the same numbers up to float16 rounding (torchrun's workers run one thread each, this process
+    # as many as torch likes, and a convolution's summation order follows the thread count)
     entries = sorted(p.name for p in (tmp_path / "c1" / "features").iterdir() if p.suffix != ".lock")
     assert entries == sorted(p.name for p in (tmp_path / "c2" / "features").iterdir() if p.suffix != ".lock")
     assert any(name.endswith(".f16") for name in entries)
     for name in entries:
-        assert (tmp_path / "c1" / "features" / name).read_bytes() == (tmp_path / "c2" / "features" / name).read_bytes()
+        mine, theirs = (tmp_path / "c2" / "features" / name), (tmp_path / "c1" / "features" / name)
+        if name.endswith(".json"):
+            assert json.loads(mine.read_text()) == json.loads(theirs.read_text())
+        else:
+            dtype = np.float16 if name.endswith(".f16") else np.float32
+            a, b = np.fromfile(mine, dtype=dtype), np.fromfile(theirs, dtype=dtype)
+            assert a.shape == b.shape and a.any()
+            assert np.allclose(a.astype(np.float32), b.astype(np.float32), rtol=2e-3, atol=2e-3), name
     single = json.loads((one.path / "history.json").read_text())
     for mine, theirs in zip(history, single):
         for key in ("train_loss", "train_ce", "train_att", "val_loss"):
