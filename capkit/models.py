@@ -35,7 +35,8 @@ Incremental decoding for search: `init_state`, `step`, `reorder_state` (used by 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -442,6 +443,68 @@ class Objective(nn.Module):
         if method not in self.METHODS:
             raise ValueError(f"method must be one of {self.METHODS}, not {method!r}")
         return getattr(self.decoder, method)(*args, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the decoder registry
+
+
+@dataclass(frozen=True)
+class DecoderSpec:
+    """One decoder of the registry: how to build it, how to rebuild it from a checkpoint, how it is searched.
+
+    Every decoder is an ``nn.Module`` with a ``config`` (a dataclass with ``vocab_size``, ``to_dict``,
+    ``from_dict``) and ``loss(feats [B, L, D], captions [B, T], lengths [B], lambda_att, label_smoothing) ->
+    (loss, parts)`` with parts holding at least ``"ce"`` and ``"loss"`` (detached); the trainer calls nothing
+    else while training. What search needs depends on ``search``:
+
+    - ``"sequence"``: word by word (capkit.decode: greedy, beam, sampling, MBR) through
+      ``init_state(feats) -> state`` (a dict of batch-first tensors), ``step(tokens [B], state) -> (log-probs
+      [B, V], alpha [B, L], state)`` and ``reorder_state(state, index, static=True)``; ``STATIC_STATE`` names the
+      per-image entries beams of one image share.
+    - ``"set"``: an unordered set of tokens (hashtags), from ``scores(feats) -> [B, V]`` probabilities, turned
+      into a set by a top-k or threshold rule chosen on validation (capkit.multilabel).
+
+    ``settings`` are config values the entry fixes (e.g. the attention form); ``build`` takes the rest (the
+    trainer's sizes) and drops what the config class does not have.
+    """
+
+    label: str  # its name in tables and figures
+    model: Callable  # config -> nn.Module
+    config: type = DecoderConfig
+    settings: dict = field(default_factory=dict)
+    search: str = "sequence"  # "sequence" | "set"
+    targets: tuple = ("text", "hashtag")
+
+    def build(self, **sizes) -> nn.Module:
+        known = {f.name for f in fields(self.config)}
+        return self.model(self.config(**{k: v for k, v in {**sizes, **self.settings}.items() if k in known}))
+
+    def load(self, stored: dict) -> nn.Module:
+        """The module (untrained) for a config stored by ``model.config.to_dict()`` (checkpoints)."""
+        return self.model(self.config.from_dict(stored))
+
+
+DECODERS: dict[str, DecoderSpec] = {}
+
+
+def register_decoder(name: str, spec: DecoderSpec) -> DecoderSpec:
+    """Add a decoder under ``name`` (``TrainConfig.decoder``, run names, the Makefile's DECODERS)."""
+    if name in DECODERS and DECODERS[name] != spec:
+        raise ValueError(f"a different decoder is already registered as {name!r}")
+    DECODERS[name] = spec
+    return spec
+
+
+def decoder_spec(name: str) -> DecoderSpec:
+    try:
+        return DECODERS[name]
+    except KeyError:
+        raise ValueError(f"unknown decoder {name!r}; registered: {', '.join(DECODERS)}") from None
+
+
+register_decoder("soft", DecoderSpec("soft", CaptionDecoder, settings={"attention": "soft"}))
+register_decoder("lookback", DecoderSpec("Look-Back", CaptionDecoder, settings={"attention": "lookback"}))
 
 
 # ----------------------------------------------------------------------------------------------------------------
