@@ -21,6 +21,15 @@ LAMBDA_ATT ?= 0.25
 # text runs that get self-critical epochs (on a copy named <run>-text-scst; the cross-entropy run stays as it is)
 SCST_RUNS   ?= efficientnet_lite2_deep-soft
 SCST_EPOCHS ?= 1
+# extra rows beside the study's grid (05_results): Predict-Forward and Look-Back + Predict-Forward texts, the
+# set-prediction hashtag model
+EXTRA_RUNS ?= efficientnet_lite2_deep-pf-text efficientnet_lite2_deep-lbpf-text \
+              efficientnet_lite0_deep-multilabel-hashtag efficientnet_lite2_deep-multilabel-hashtag
+# runs trained at once (make -j) and the threads each gets; on one GPU keep JOBS=1
+JOBS    ?= 2
+THREADS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); t=$$(( n / $(JOBS) )); echo $$(( t > 0 ? t : 1 )))
+THREADS_ENV = OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS)
+SYNC    := --output-sync=target
 # the regulariser ablation (06_ablation, `make ablation`): lambda x decoder x encoder, text runs
 ABLATION_EPOCHS ?= 8
 
@@ -35,7 +44,8 @@ endif
 PM := $(PY) -m papermill --cwd $(CURDIR) --log-level WARNING --no-progress-bar
 NB_ARGS = -p dataset $(DATASET) -p data_dir $(DATA_DIR) -p run_dir $(RUN_DIR) -p seed $(SEED) -p figures_dir $(FIGURES_DIR)
 
-.PHONY: help env java browser data run notebooks train-grid train-scst ablation test bench lab clean
+.PHONY: help env java browser data run notebooks train-grid train-scst ablation test bench lab clean \
+        nb/01_data_exploration nb/02_vocabulary nb/04_attention nb/05_results $(TRAIN_RUNS)
 help:
 	@echo "make run    - create the environment, generate data/sample, execute every notebook into $(RUN_DIR)"
 	@echo "make test   - create the environment and run the test suite (smoke notebooks + browser test)"
@@ -83,32 +93,44 @@ endif
 
 notebooks: env data
 	@mkdir -p $(RUN_DIR) $(FIGURES_DIR)
-	$(PM) notebooks/01_data_exploration.ipynb $(RUN_DIR)/01_data_exploration.ipynb $(NB_ARGS)
-	$(PM) notebooks/02_vocabulary.ipynb $(RUN_DIR)/02_vocabulary.ipynb $(NB_ARGS) -p tokenizer $(TOKENIZER)
+	@$(MAKE) --no-print-directory -j$(JOBS) $(SYNC) nb/01_data_exploration nb/02_vocabulary
 	@$(MAKE) --no-print-directory train-grid
-	@$(MAKE) --no-print-directory train-scst
-	$(PM) notebooks/04_attention.ipynb $(RUN_DIR)/04_attention.ipynb $(NB_ARGS)
-	$(PM) notebooks/05_results.ipynb $(RUN_DIR)/05_results.ipynb $(NB_ARGS)
+	@$(MAKE) --no-print-directory -j$(JOBS) $(SYNC) nb/04_attention nb/05_results
 
-# The 2x2 grid (encoder x decoder) for both targets; each executed notebook stays in its run folder.
+nb/01_data_exploration nb/05_results: nb/%:
+	$(THREADS_ENV) $(PM) notebooks/$*.ipynb $(RUN_DIR)/$*.ipynb $(NB_ARGS)
+nb/02_vocabulary: nb/%:
+	$(THREADS_ENV) $(PM) notebooks/$*.ipynb $(RUN_DIR)/$*.ipynb $(NB_ARGS) -p tokenizer $(TOKENIZER)
+nb/04_attention: nb/%:
+	$(THREADS_ENV) $(PM) notebooks/$*.ipynb $(RUN_DIR)/$*.ipynb $(NB_ARGS)
+
+# Every training run of `make run`: the study's grid (encoder x decoder x target), the extra rows (EXTRA_RUNS) and
+# the self-critical copies (SCST_RUNS), JOBS at a time, each with its share of the cores. A run is named
+# <encoder>-<decoder>-<target>; its executed notebook stays in its run folder. Runs on one encoder share the
+# feature cache safely (one lock per cache entry: the first extracts, the others wait and read).
+GRID_RUNS := $(foreach e,$(ENCODERS),$(foreach d,$(DECODERS),$(foreach t,$(TARGETS),$(e)-$(d)-$(t))))
+# the encoders' first runs go first, so that their features are extracted side by side
+uniq = $(if $1,$(firstword $1) $(call uniq,$(filter-out $(firstword $1),$1)))
+ORDERED_RUNS = $(call uniq,$(foreach e,$(ENCODERS),$(firstword $(filter $(e)-%,$(GRID_RUNS)))) $(GRID_RUNS) $(EXTRA_RUNS))
+TRAIN_RUNS = $(addprefix train/,$(ORDERED_RUNS) $(addsuffix -text-scst,$(SCST_RUNS)))
 train-grid: env data
-	@for enc in $(ENCODERS); do for dec in $(DECODERS); do for tgt in $(TARGETS); do \
-	  run=$$enc-$$dec-$$tgt; mkdir -p $(RUN_DIR)/$$run; echo "== training $$run"; \
-	  $(PM) notebooks/03_train.ipynb $(RUN_DIR)/$$run/03_train.ipynb -p dataset $(DATASET) -p data_dir $(DATA_DIR) \
-	    -p run_dir $(RUN_DIR) -p seed $(SEED) -p encoder $$enc -p decoder $$dec -p target $$tgt -p epochs $(EPOCHS) \
-	    -p tokenizer $(TOKENIZER) $$( [ $$tgt = text ] && echo "-p lambda_att $(LAMBDA_ATT)" ) || exit 1; \
-	done; done; done
+	@$(MAKE) --no-print-directory -j$(JOBS) $(SYNC) $(TRAIN_RUNS)
 
-# Self-critical sequence training on top of finished text runs: a copy of each run continues with SCST_EPOCHS
-# epochs of CIDEr-D reward (start_from), so 05_results shows both rows.
+train/%-text-scst: train/%-text
+	@echo "== training $*-text-scst (SCST on a copy of $*-text)"; mkdir -p $(RUN_DIR)/$*-text-scst
+	$(THREADS_ENV) $(PM) notebooks/03_train.ipynb $(RUN_DIR)/$*-text-scst/03_train.ipynb $(NB_ARGS) \
+	  -p encoder $(word 1,$(subst -, ,$*)) -p decoder $(word 2,$(subst -, ,$*)) -p target text -p epochs $(EPOCHS) \
+	  -p run_name $*-text-scst -p start_from $(RUN_DIR)/$*-text -p scst_epochs $(SCST_EPOCHS) \
+	  -p tokenizer $(TOKENIZER) -p lambda_att $(LAMBDA_ATT)
+
+train/%:
+	@echo "== training $*"; mkdir -p $(RUN_DIR)/$*
+	$(THREADS_ENV) $(PM) notebooks/03_train.ipynb $(RUN_DIR)/$*/03_train.ipynb $(NB_ARGS) \
+	  -p encoder $(word 1,$(subst -, ,$*)) -p decoder $(word 2,$(subst -, ,$*)) -p target $(word 3,$(subst -, ,$*)) \
+	  -p epochs $(EPOCHS) -p tokenizer $(TOKENIZER) $(if $(filter text,$(word 3,$(subst -, ,$*))),-p lambda_att $(LAMBDA_ATT))
+
 train-scst: env data
-	@for run in $(SCST_RUNS); do \
-	  enc=$${run%-*}; dec=$${run##*-}; name=$$run-text-scst; mkdir -p $(RUN_DIR)/$$name; echo "== training $$name"; \
-	  $(PM) notebooks/03_train.ipynb $(RUN_DIR)/$$name/03_train.ipynb -p dataset $(DATASET) -p data_dir $(DATA_DIR) \
-	    -p run_dir $(RUN_DIR) -p seed $(SEED) -p encoder $$enc -p decoder $$dec -p target text -p epochs $(EPOCHS) \
-	    -p run_name $$name -p start_from $(RUN_DIR)/$$run-text -p scst_epochs $(SCST_EPOCHS) \
-	    -p tokenizer $(TOKENIZER) -p lambda_att $(LAMBDA_ATT) || exit 1; \
-	done
+	@$(MAKE) --no-print-directory -j$(JOBS) $(SYNC) $(addprefix train/,$(addsuffix -text-scst,$(SCST_RUNS)))
 
 ablation: env data
 	@mkdir -p $(RUN_DIR) $(FIGURES_DIR)

@@ -119,12 +119,12 @@ def make_batch(size: dict, lengths: torch.Tensor, device, seed: int = 0):
     return feats.to(device), caps.to(device), lengths.to(device)
 
 
-def new_decoder(size: dict, vocab: int, attention: str = "soft", dropout: float = 0.5, seed: int = 0):
+def new_decoder(size: dict, vocab: int, decoder: str = "soft", dropout: float = 0.5, seed: int = 0):
+    """A decoder of the registry (``soft``, ``lookback``: the two the study's reference implements) at ``size``."""
     torch.manual_seed(seed)
-    cfg = models.DecoderConfig(vocab_size=vocab, encoder_dim=size["encoder_dim"], embed_dim=size["embed_dim"],
-                               attention_dim=size["attention_dim"], decoder_dim=size["decoder_dim"], dropout=dropout,
-                               attention=attention)
-    return models.CaptionDecoder(cfg)
+    return models.decoder_spec(decoder).build(vocab_size=vocab, encoder_dim=size["encoder_dim"],
+                                              embed_dim=size["embed_dim"], attention_dim=size["attention_dim"],
+                                              decoder_dim=size["decoder_dim"], dropout=dropout)
 
 
 def step_flops(model, feats, caps, lengths) -> int:

@@ -8,7 +8,7 @@ where the records carry object boxes (the embedded dataset), the pointing game o
 
 ``choose(table, by)`` picks the row a researcher would pick on validation only.
 
-This module sits at the end of the flow, with the notebooks: it imports train and viz.
+This module sits at the end of the flow, with the notebooks: it imports train and runs.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import json
 
 import pandas as pd
 
-from capkit import train, viz
+from capkit import runs, train
 
 
 def run_name(settings: dict) -> str:
@@ -40,7 +40,7 @@ def pointing(run, records, object_words: dict, cache_dir, beam_size: int = 3) ->
     """The pointing game of a text run on ``records`` (None when they carry no boxes)."""
     if not any(r.boxes for r in records):
         return None
-    summary, _ = viz.grounding(run, records, object_words, beam_size=beam_size, cache_dir=cache_dir)
+    summary, _ = runs.grounding(run, records, object_words, beam_size=beam_size, cache_dir=cache_dir)
     return summary
 
 
@@ -69,7 +69,7 @@ def ablate(base: train.TrainConfig, grid: dict, object_words: dict | None = None
         if object_words:
             stored = metrics.get("pointing") or {}
             if stored.get("fingerprint") != metrics["fingerprint"]:
-                run = train.load_run(config.path)
+                run = runs.load_run(config.path)
                 stored = {"fingerprint": metrics["fingerprint"],
                           **{split: pointing(run, prep.records[split], object_words, config.cache_dir,
                                              config.beam_size) for split in ("val", "test")}}

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from capkit import encoders, train
+from capkit import encoders, runs, store
 from capkit.data import BadImage, open_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -59,7 +59,7 @@ def load_input(path: Path, sizes: tuple[int, ...]):
         return None, {"error": "unreadable_image", "detail": f"{type(e).__name__}: {e}"}
 
 
-def caption_batch(paths: list[Path], run: train.Run, tag_run: train.Run | None, beam: int,
+def caption_batch(paths: list[Path], run: runs.Run, tag_run: runs.Run | None, beam: int,
                   pool: ThreadPoolExecutor) -> list[dict]:
     """One output dict per path, in order: a caption, or an error for an image that cannot be used."""
     shared = tag_run is None or same_encoder(run, tag_run)  # one encoding serves both runs
@@ -79,18 +79,18 @@ def caption_batch(paths: list[Path], run: train.Run, tag_run: train.Run | None, 
     return rows
 
 
-def encode(run: train.Run, inputs: list[torch.Tensor]) -> torch.Tensor:
+def encode(run: runs.Run, inputs: list[torch.Tensor]) -> torch.Tensor:
     """Features ``[n, L, D]`` of a batch of encoder inputs, from the run's own encoder."""
     x = torch.stack(inputs).to(next(run.model.parameters()).device)
     with torch.inference_mode():
         return run.encoder()(x).float()
 
 
-def input_size(run: train.Run) -> int:
+def input_size(run: runs.Run) -> int:
     return encoders.ENCODERS[run.config.encoder].image_size
 
 
-def same_encoder(a: train.Run, b: train.Run) -> bool:
+def same_encoder(a: runs.Run, b: runs.Run) -> bool:
     """Whether two runs read the same features (same encoder and weights), so one encoding serves both."""
     return (a.config.encoder, a.config.encoder_weights) == (b.config.encoder, b.config.encoder_weights)
 
@@ -118,11 +118,11 @@ def usage_error(message: str):
     raise SystemExit(2)
 
 
-def load(path, device: str, what: str) -> train.Run:
+def load(path, device: str, what: str) -> runs.Run:
     """A run folder, or exit 2 with the reason (a usage error, not an image's)."""
     try:
-        return train.load_run(path, device=device)
-    except (train.CheckpointError, OSError) as e:
+        return runs.load_run(path, device=device)
+    except (store.CheckpointError, OSError) as e:
         usage_error(f"{what} {path} is not a run folder ({e})")
 
 

@@ -41,6 +41,8 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from capkit import store
+
 SPLITS = ("train", "val", "test")
 DATASETS = ("sample", "kts", "instagram", "coco", "karpathy", "manifest")
 SPLIT_RATIOS = (0.7, 0.1, 0.2)  # as KTS
@@ -206,18 +208,25 @@ _TRAILING_PUNCT = ".,!?~…'\")]}>·"
 
 
 def normalize_hashtags(tags) -> list[str]:
-    """A list (or a '#a #b' string) of hashtags -> unique tags without '#', NFC, Latin lowercased."""
+    """Hashtags -> whole tags: no '#', NFC, lower case, trailing punctuation cut, no empties, no repeats.
+
+    The one hashtag normaliser: records hold its output, and so do hashtag tokens and the sample writer's tags.
+    ``tags`` is a list, or one string (its ``#tags``, else its words: ``"#부산 #바다!"``,
+    ``"부산 바다"``). An entry holding several tags (``"#부산 #해운대"``, ``"#부산#해운대"``) gives each of them,
+    since a hashtag cannot hold '#' or white space; entries that are not strings are skipped.
+    """
     if tags is None:
         return []
     if isinstance(tags, str):
-        tags = HASHTAG_RE.findall(tags) or tags.split()
+        tags = HASHTAG_RE.findall(tags) or [tags]
     out = []
-    for t in tags:
-        if not isinstance(t, str):
+    for entry in tags:
+        if not isinstance(entry, str):
             continue
-        t = unicodedata.normalize("NFC", t).strip().lstrip("#").rstrip(_TRAILING_PUNCT).lower()
-        if t and t not in out:
-            out.append(t)
+        for t in re.split(r"[#\s]+", unicodedata.normalize("NFC", entry)):
+            t = t.rstrip(_TRAILING_PUNCT).lower()
+            if t and t not in out:
+                out.append(t)
     return out
 
 
@@ -344,13 +353,10 @@ def download_images(records: list[Record], dest, report: LoadReport, timeout: fl
         ext = Path(urllib.parse.urlparse(rec.image).path).suffix.lower() or ".jpg"
         target = dest / (safe_name(rec.key) + ext)
         if not target.exists():
-            tmp = target.with_suffix(target.suffix + ".part")
-            try:
-                with urllib.request.urlopen(rec.image, timeout=timeout) as r, open(tmp, "wb") as f:
+            try:  # (a failed download leaves no file behind)
+                with urllib.request.urlopen(rec.image, timeout=timeout) as r, store.open_atomic(target, "wb") as f:
                     shutil.copyfileobj(r, f)
-                tmp.replace(target)
             except Exception as e:  # a dead link is skipped later as missing_image
-                tmp.unlink(missing_ok=True)
                 report.examples.setdefault("download_failed", []).append(f"{rec.image}: {e}")
         rec.image = str(target)
 
@@ -367,27 +373,46 @@ def safe_name(key: str) -> str:
 # ----------------------------------------------------------------------------- splits
 
 
+def split_names(n: int, tag: str, ratios=SPLIT_RATIOS) -> list[str]:
+    """The seeded split rule, one for every source: the split of each of ``n`` items in a fixed order.
+
+    The positions are shuffled with ``random.Random(tag)``; the first ``round(n * ratios[0])`` of the shuffled order
+    are train, the next ``round(n * ratios[1])`` val, the rest test (7:1:2 by default; 8 items give 6:1:1).
+    Used by :func:`assign_splits` and by the sample painter (``capkit.sample``), each with its own ``tag``.
+    """
+    order = list(range(n))
+    random.Random(tag).shuffle(order)
+    n_train, n_val = round(n * ratios[0]), round(n * ratios[1])
+    names = [""] * n
+    for rank, i in enumerate(order):
+        names[i] = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
+    return names
+
+
 def assign_splits(records: list[Record], seed: int = 0, ratios=SPLIT_RATIOS) -> None:
-    """Give every record without a split one, deterministically: 7:1:2 within each category."""
+    """Give every record without a split one, deterministically: :func:`split_names` within each category, the
+    records in key order, the tag ``f"{seed}/{category}"``."""
     by_cat: dict = {}
     for r in records:
         if r.split is None:
             by_cat.setdefault(r.category or "", []).append(r)
     for cat, recs in sorted(by_cat.items()):
         recs.sort(key=lambda r: r.key)
-        random.Random(f"{seed}/{cat}").shuffle(recs)
-        n = len(recs)
-        n_train = round(n * ratios[0])
-        n_val = round(n * (ratios[0] + ratios[1])) - n_train
-        for i, r in enumerate(recs):
-            r.split = "train" if i < n_train else "val" if i < n_train + n_val else "test"
+        for r, name in zip(recs, split_names(len(recs), f"{seed}/{cat}", ratios)):
+            r.split = name
+
+
+SPLIT_ALIASES = {"valid": "val", "validation": "val", "dev": "val", "training": "train", "testing": "test",
+                 "restval": "train"}  # restval: Karpathy's training images outside his 5,000-image val/test
 
 
 def normalize_split(value) -> str | None:
+    """A split name as a source writes it (``valid``, ``Validation``, KTS's ``valid/`` folder, Karpathy's
+    ``restval``, ...) -> ``train`` / ``val`` / ``test``, or None (unknown: :func:`assign_splits` gives one)."""
     if value is None or value == "":
         return None
     v = str(value).strip().lower()
-    v = {"valid": "val", "validation": "val", "dev": "val", "training": "train", "testing": "test"}.get(v, v)
+    v = SPLIT_ALIASES.get(v, v)
     return v if v in SPLITS else None
 
 
@@ -589,7 +614,7 @@ def load_manifest(data_dir: Path, report: LoadReport) -> list[Record]:
     return records
 
 
-KTS_SPLITS = {"train": "train", "valid": "val", "test": "test"}
+KTS_SPLIT_DIRS = ("train", "valid", "test")  # the split folders, named as splits by normalize_split (valid: val)
 
 
 def load_kts(data_dir: Path, report: LoadReport) -> list[Record]:
@@ -597,8 +622,7 @@ def load_kts(data_dir: Path, report: LoadReport) -> list[Record]:
 
     The key is ``<category>/<img_name>``: the same image listed twice in a category is one record with both
     texts (:func:`merge_records`)."""
-    split_dirs = [d for d in KTS_SPLITS if (data_dir / d).is_dir()]
-    roots = [(data_dir / d, KTS_SPLITS[d]) for d in split_dirs] or [(data_dir / "total", None)]
+    roots = [(data_dir / d, d) for d in KTS_SPLIT_DIRS if (data_dir / d).is_dir()] or [(data_dir / "total", None)]
     if not roots[0][0].is_dir():
         raise FileNotFoundError(f"{data_dir}: expected KTS folders train/ valid/ test/ or total/")
     records = []
@@ -738,9 +762,6 @@ def load_coco(data_dir: Path, report: LoadReport) -> list[Record]:
     return records
 
 
-KARPATHY_SPLITS = {"train": "train", "restval": "train", "val": "val", "test": "test"}
-
-
 def karpathy_file(data_dir: Path) -> Path:
     """The Karpathy split file: `data_dir` itself, or the one ``dataset_*.json`` in it."""
     if data_dir.is_file():
@@ -762,9 +783,10 @@ def load_karpathy(data_dir: Path, report: LoadReport) -> list[Record]:
     `data_dir` is the folder holding one ``dataset_*.json`` and the images, or the JSON file itself (its folder is
     then the images' root). An image is the first that exists of ``root/filepath/filename``,
     ``root/filename`` and ``root/<each folder in root>/filename`` (``Flicker8k_Dataset/``, ``Images/``,
-    ``flickr30k-images/``, ``val2014/``, ...). ``split``: ``train`` and ``restval`` -> train, ``val`` -> val,
-    ``test`` -> test. A sentence's text is its ``tokens`` joined by single spaces when it has them (so the
-    ``whitespace`` tokenizer gives exactly Karpathy's tokens: lower case, no punctuation), else its ``raw``.
+    ``flickr30k-images/``, ``val2014/``, ...). ``split`` (:func:`normalize_split`): ``train`` and ``restval`` ->
+    train, ``val`` -> val, ``test`` -> test. A sentence's text is its ``tokens`` joined by single spaces when it
+    has them (so the ``whitespace`` tokenizer gives exactly Karpathy's tokens: lower case, no punctuation), else its
+    ``raw``.
     The key is the image's ``cocoid``, else its ``imgid``, else its ``filename``.
     """
     path = karpathy_file(data_dir)
@@ -795,8 +817,7 @@ def load_karpathy(data_dir: Path, report: LoadReport) -> list[Record]:
             elif isinstance(sent.get("raw"), str):
                 texts.append(sent["raw"])
         key = next(str(img[k]) for k in ("cocoid", "imgid", "filename") if img.get(k) is not None)
-        split = KARPATHY_SPLITS.get(str(img.get("split", "")).strip().lower())
-        rec = make_record(report, where, key=key, image=image, texts=texts, hashtags=[], split=split)
+        rec = make_record(report, where, key=key, image=image, texts=texts, hashtags=[], split=img.get("split"))
         if rec:
             records.append(rec)
     return records
@@ -818,7 +839,5 @@ def save_report(report: LoadReport, records: list[Record], path) -> Path:
     doc = {**report.to_dict(), "records": len(records), "splits": split_counts(records),
            "categories": {c: {s: cats.get((c, s), 0) for s in SPLITS} for c in sorted({c for c, _ in cats})},
            "with_text": sum(bool(r.texts) for r in records), "with_hashtags": sum(bool(r.hashtags) for r in records)}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    store.write_json(path, doc)
     return path

@@ -1,4 +1,5 @@
-"""Batched greedy decoding and batched beam search over a CaptionDecoder.
+"""Batched greedy decoding and batched beam search over any word-by-word decoder of the registry
+(``capkit.models.DECODERS``, search ``"sequence"``: e.g. ``CaptionDecoder``).
 
 Both work on a whole batch of images at once (the study decoded one image at a time): greedy steps B rows,
 beam search steps B*k rows in one tensor batch. They drive the model through its incremental API
@@ -21,8 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-
-from capkit.models import CaptionDecoder
+import torch.nn as nn
 
 
 @dataclass
@@ -46,7 +46,7 @@ def _mask(logprobs: torch.Tensor, banned: list[int], used: torch.Tensor | None) 
 
 @torch.inference_mode()
 def greedy(
-    model: CaptionDecoder,
+    model: nn.Module,
     feats: torch.Tensor,
     start_id: int,
     end_id: int,
@@ -56,7 +56,7 @@ def greedy(
 ) -> list[Hypothesis]:
     """The most likely next token at every step, for feats [B, L, D] at once. One Hypothesis per image."""
     banned = _banned(start_id, unk_id)
-    feats = feats.to(model.L_o.weight.dtype)  # scores and attention maps come back in the model's dtype
+    feats = feats.to(next(model.parameters()).dtype)  # scores and attention maps come back in the model's dtype
     B, L = feats.shape[:2]
     state = model.init_state(feats)
     image = torch.arange(B, device=feats.device)  # the image of each row
@@ -102,7 +102,7 @@ def greedy(
 
 @torch.inference_mode()
 def beam_search(
-    model: CaptionDecoder,
+    model: nn.Module,
     feats: torch.Tensor,
     start_id: int,
     end_id: int,
@@ -121,7 +121,7 @@ def beam_search(
     has no finished hypothesis at all is its best unfinished beam returned (finished=False).
     beam_size=1 gives exactly greedy().
     """
-    feats = feats.to(model.L_o.weight.dtype)
+    feats = feats.to(next(model.parameters()).dtype)
     banned = _banned(start_id, unk_id)
     B, L = feats.shape[:2]
     k, V, dev = beam_size, model.config.vocab_size, feats.device
@@ -190,7 +190,7 @@ def beam_search(
 
 @torch.inference_mode()
 def sample(
-    model: CaptionDecoder,
+    model: nn.Module,
     feats: torch.Tensor,
     start_id: int,
     end_id: int,
@@ -204,7 +204,7 @@ def sample(
     token lists (without <start> / <end>) and whether each emitted <end>. Self-critical training's w^s (at
     temperature 1); minimum Bayes-risk decoding's candidates."""
     banned = _banned(start_id, unk_id)
-    feats = feats.to(model.L_o.weight.dtype)
+    feats = feats.to(next(model.parameters()).dtype)
     B = feats.size(0)
     state = model.init_state(feats)
     tokens = torch.full((B,), start_id, dtype=torch.long, device=feats.device)

@@ -54,7 +54,7 @@ import torch
 import torch.nn as nn
 from filelock import FileLock, Timeout
 
-from capkit import dist
+from capkit import dist, store
 from capkit.data import BadImage, open_image, project_path, to_rgb
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -289,14 +289,6 @@ class Encoder(nn.Module):
             return grid
         return grid, self.tail(x).mean((2, 3))  # [B, P]
 
-    def fine_tune(self, stages: int = 1) -> None:
-        """Let the last ``stages`` modules of the body learn; the rest stay frozen."""
-        for p in self.parameters():
-            p.requires_grad = False
-        for m in list(self.body)[-stages:]:
-            for p in m.parameters():
-                p.requires_grad = True
-
 
 def image_tensor(image, size: int) -> torch.Tensor:
     """A path (opened as :func:`capkit.data.open_image` does: RGB, EXIF-rotated) or a PIL image (any mode), resized
@@ -529,14 +521,14 @@ def write_entry(final: Path, name: str, weights: str, images: list[str], enc: En
             feats.flush()
             gfeats.flush()
             meta["done"] = stop
-            write_json_atomic(part_meta, meta)
+            write_entry_json(part_meta, meta)
             bar.update(stop - start)
         bar.close()
     del feats, gfeats
     meta.pop("done")
-    os.replace(part, final)
-    os.replace(gpart, gfinal)
-    write_json_atomic(final.with_suffix(".json"), meta)
+    store.publish(part, final)
+    store.publish(gpart, gfinal)
+    write_entry_json(final.with_suffix(".json"), meta)
     part_meta.unlink(missing_ok=True)
 
 
@@ -604,18 +596,17 @@ def extract_sharded(final: Path, name: str, weights: str, images: list[str], enc
         meta = {"encoder": name, "weights": weights, "transform": spec.transform_id(), "cut": spec.cut_id(),
                 "shape": shape, "pooled_shape": gshape, "images": images,
                 "failed": {im: failed[im] for im in images if im in failed}}
-        os.replace(part, final)
-        os.replace(gpart, pooled_path(final))
-        write_json_atomic(final.with_suffix(".json"), meta)
+        store.publish(part, final)
+        store.publish(gpart, pooled_path(final))
+        write_entry_json(final.with_suffix(".json"), meta)
         lock.release()
     dist.barrier()
     return FeatureStore(final)
 
 
-def write_json_atomic(path: Path, obj) -> None:
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(obj, ensure_ascii=False))
-    os.replace(tmp, path)
+def write_entry_json(path: Path, obj) -> None:
+    """A cache entry's description: compact JSON on one line, written atomically."""
+    store.write_text_atomic(path, json.dumps(obj, ensure_ascii=False))
 
 
 def describe() -> list[dict]:

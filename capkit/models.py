@@ -1,16 +1,26 @@
-"""Attention decoders: Show, Attend and Tell (soft attention) and the study's Look-Back attention.
+"""Attention decoders: Show, Attend and Tell (soft attention) and the study's Look-Back attention; the registry of
+the decoders a run can use.
 
 One LSTM decoder, two attention modules. Notation (DESIGN.md section 2): image features a_i (i = 1..L, dim D),
-LSTM state h_t, c_t, word embedding E y, attended context z_t.
+LSTM state h_t, c_t, word embedding E y, attended context z_t. Top down:
+
+Config: `DecoderConfig`, the sizes, the attention form and the gate (`to_dict` / `from_dict`: checkpoints).
+
+Attention: `SoftAttention`, `LookBackAttention`.
 
     e_ti    = w^T relu(W_a a_i + W_h h_{t-1})                      soft attention
     e_ti    = w^T relu(W_a a_i + W_q [h_{t-1}; z_{t-1}])           look-back attention (the study's form)
     alpha_t = softmax_i(e_t),   z_t = sum_i alpha_ti a_i
+
+Decoder: `CaptionDecoder` (and `Objective`, its training calls as one module's forward, for DDP).
+
     beta_t  = sigmoid(f_beta(h_{t-1}))                              gate: a scalar (paper) or one per channel
     h_t,c_t = LSTM([E y_{t-1}; beta_t * z_t], (h_{t-1}, c_{t-1})),  h_0, c_0 = tanh(W (1/L sum_i a_i) + b)
     p(y_t)  = softmax(L_o dropout(E y_{t-1} + L_h h_t + L_z beta_t z_t))                       deep output
-    loss    = sum_t CE_t + lambda_att * sum_i (1 - sum_t alpha_ti)^2   per caption (the paper's eq. 14); `objective`
-                                                                    divides the batch's sum by its token count
+
+`forward` returns padded [B, T-1, .] outputs (with `caption_loss`); `loss` is the trainer's path: the same
+loss straight from the packed rows, without building and re-reading the padded [B, T-1, V] logits.
+Incremental decoding for search: `init_state`, `step`, `reorder_state` (used by capkit.decode).
 
 Speed (the study's code recomputed W_a a_i at every step and stepped the full padded batch):
 - W_a a_i does not depend on t: `precompute` runs it once per image.
@@ -18,21 +28,23 @@ Speed (the study's code recomputed W_a a_i at every step and stepped the full pa
 - Everything that does not feed the recurrence runs once over all valid positions, outside the time loop:
   the embedding's share of the LSTM input gates, and the whole deep output (L_h, L_z and the big L_o).
   The loop keeps only what is truly sequential: attention, gate, LSTM.
-- Four hand-written autograd ops: `ReluScore` (the attention scores, cache-blocked, nothing of [B, L, A] size
-  saved), `DeferredProjGrad` (every step adds its share of W_a a's gradient into one buffer),
-  `DeferredWeightGrad` (the LSTM's weight gradients in one matmul over all steps, not 2 per step) and
-  `CrossEntropy` (the loss over the [N, V] logits with its gradient written over them).
+- The attention scores, the deferred gradients of W_a a and of the LSTM's weights, and the cross-entropy run
+  through hand-written autograd ops (`capkit.fused`).
 Where the work goes, one training step at the study's sizes (B 32, L 196, D 1024, attention 512, decoder 512,
 embed 300, vocab 10k, 29 steps): forward ~21 GFLOP = W_a a 6.6 (once; the study's code did it at every step,
 29 x 6.6 = 191) + the LSTM's context/recurrent matmuls 5.8 (0.2 a step, M = batch, the only big matmuls left
 in the loop) + the embedding's gate share 1.1 + deep output 0.9 + L_o 5.6; backward about twice that. The
 per-step attention (add, relu, score over [B, L, 512]) is few FLOPs but memory-bound.
 
-`forward` returns padded [B, T-1, .] outputs (with `caption_loss`); `loss` is the trainer's path: the same
-loss straight from the packed rows, without building and re-reading the padded [B, T-1, V] logits.
-Incremental decoding for search: `init_state`, `step`, `reorder_state` (used by capkit.decode).
-"""
+Loss: `caption_loss` (from padded outputs), `objective` (both paths end there).
 
+    loss    = sum_t CE_t + lambda_att * sum_i (1 - sum_t alpha_ti)^2   per caption (the paper's eq. 14); `objective`
+                                                                    divides the batch's sum by its token count
+
+Registry: `DecoderSpec`, `DECODERS`, `register_decoder`, `decoder_spec`. Every decoder a run can name
+(`TrainConfig.decoder`), with how it is built, rebuilt from a checkpoint, labelled and searched: "soft" and
+"lookback" here; other modules register theirs.
+"""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
@@ -41,6 +53,8 @@ from typing import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from capkit.fused import CrossEntropy, DeferredProjGrad, DeferredWeightGrad, ReluScore
 
 
 @dataclass
@@ -70,137 +84,6 @@ class DecoderConfig:
 
 # ----------------------------------------------------------------------------------------------------------------
 # attention
-
-
-class ReluScore(torch.autograd.Function):
-    """Attention scores e = relu(proj[:n] + q) @ w: proj [B, L, A] (its first n = len(q) rows), q [n, A], w [A]
-    -> e [n, L].
-
-    The [n, L, A] tensor behind them is the biggest one of every step and the work on it is memory-bound, so this
-    op is written by hand: rows go a few at a time through one cache-sized scratch block (still in cache for the
-    next op), and nothing of that size is saved: backward recomputes each block from proj and q.
-    The decoder's time loop steps fewer rows as captions end. It passes the whole proj and `proj_grad`, a buffer
-    that each step's backward adds its d/dproj into (rows :n, while the block is in cache), and
-    `DeferredProjGrad` hands that buffer to autograd once, after the last step: proj is never sliced in the
-    graph and no step allocates and sums a gradient of proj's size. Without `proj_grad`, backward returns
-    d/dproj itself. Call: ReluScore.apply(proj, q, w[, proj_grad]).
-    """
-
-    @staticmethod
-    def forward(ctx, proj, q, w, proj_grad=None):
-        ctx.dtypes = q.dtype, w.dtype  # (they may differ from proj's under autocast)
-        q, w = q.to(proj.dtype), w.to(proj.dtype)
-        blocks, scratch = _row_blocks(proj, len(q))
-        e = proj.new_empty(len(q), proj.size(1))
-        for i in blocks:
-            block = scratch[: i.stop - i.start]
-            torch.add(proj[i], q[i].unsqueeze(1), out=block).relu_()
-            torch.matmul(block, w, out=e[i])
-        if any(ctx.needs_input_grad):
-            ctx.save_for_backward(proj, q, w)
-            ctx.proj_grad = proj_grad
-        return e
-
-    @staticmethod
-    def backward(ctx, grad_e):
-        proj, q, w = ctx.saved_tensors
-        A = proj.size(2)
-        grad_e = grad_e.to(proj.dtype)
-        grad_proj = ctx.proj_grad if ctx.proj_grad is not None else torch.zeros_like(proj)
-        grad_q, grad_w = proj.new_empty(len(q), A), proj.new_zeros(A)
-        blocks, scratch = _row_blocks(proj, len(q))
-        for i in blocks:
-            s = torch.add(proj[i], q[i].unsqueeze(1), out=scratch[: i.stop - i.start]).relu_()  # recomputed
-            grad_w.addmv_(s.view(-1, A).t(), grad_e[i].reshape(-1))  # sum_bi g_bi s_bi
-            g = s.sign_().mul_(grad_e[i].unsqueeze(2)).mul_(w)  # d/d(proj + q) = g * w * [s > 0], over s
-            torch.sum(g, dim=1, out=grad_q[i])  # q's share is summed over the L regions
-            grad_proj[i].add_(g)
-        return (None if ctx.proj_grad is not None else grad_proj), grad_q.to(ctx.dtypes[0]), \
-            grad_w.to(ctx.dtypes[1]), None
-
-
-def _row_blocks(x: torch.Tensor, n: int) -> tuple[list[slice], torch.Tensor]:
-    """Slices over the first n rows of x, each block about 2 MiB on the CPU (all n rows at once on CUDA), and one
-    scratch tensor that holds a block."""
-    if n == 0:
-        return [], x.new_empty((0, *x.shape[1:]))
-    rows = n if x.is_cuda else max(1, (2 << 20) // max(1, x[0].numel() * x.element_size()))
-    return [slice(i, min(i + rows, n)) for i in range(0, n, rows)], x.new_empty((min(rows, n), *x.shape[1:]))
-
-
-class DeferredProjGrad(torch.autograd.Function):
-    """Identity on proj [B, L, A]; its backward hands autograd `proj_grad`, the buffer that the time loop's
-    ReluScore steps filled (they return no gradient for proj themselves). Autograd runs it after all of them.
-    Call: DeferredProjGrad.apply(proj, proj_grad).
-    """
-
-    @staticmethod
-    def forward(ctx, proj, proj_grad):
-        ctx.set_materialize_grads(False)
-        ctx.proj_grad = proj_grad
-        return proj.view_as(proj)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return (ctx.proj_grad if grad is None else ctx.proj_grad + grad), None
-
-
-class DeferredWeightGrad(torch.autograd.Function):
-    """Identity on the packed gate pre-activations G [N, 4H]; its backward also returns the LSTM's context and
-    recurrent weight gradients for all steps at once: dW_ctx = dG^T Z, dW_hh = dG^T H_prev.
-
-    The time loop multiplies by detached weights (gradients flow to z and h only), and the gradient reaching G
-    is exactly dL/dgates of every step, stacked in the packed order. So instead of two thin [B, 4H] x [B, D]
-    weight-gradient matmuls (plus an accumulation) per step, two big ones run once, as cuDNN's LSTM does.
-    `inputs` is a list the loop fills with each step's (beta z, h_{t-1}), detached.
-    """
-
-    @staticmethod
-    def forward(ctx, gates, w_ctx, w_hh, inputs):
-        ctx.inputs = inputs
-        return gates.view_as(gates)
-
-    @staticmethod
-    def backward(ctx, grad):
-        grad_w = [None, None]
-        for k in (0, 1):  # 0: context weights from the z's, 1: recurrent weights from the h's
-            if ctx.needs_input_grad[1 + k]:
-                x = torch.cat([pair[k] for pair in ctx.inputs])
-                grad_w[k] = grad.t().mm(x.to(grad.dtype))
-        return grad, *grad_w, None
-
-
-class CrossEntropy(torch.autograd.Function):
-    """Mean cross-entropy of logits [N, V] (any float dtype; computed in float32) against targets [N], with
-    optional label smoothing eps: the target distribution is (1 - eps) onehot + eps / V (F.cross_entropy's
-    `label_smoothing`).
-
-    F.cross_entropy's backward builds two more [N, V] tensors (a zero-filled one-hot gradient, then the softmax
-    gradient); at N ~ 600 tokens x 10k words each is 24 MB of memory traffic in a step. Here forward keeps only
-    logsumexp, and backward turns the saved float32 logits into the gradient in place:
-    (softmax - (1 - eps) onehot - eps / V) / N. (So it supports one backward per forward.)
-    Call: CrossEntropy.apply(logits, targets[, eps]).
-    """
-
-    @staticmethod
-    def forward(ctx, logits, targets, eps=0.0):
-        ctx.dtype, ctx.eps = logits.dtype, float(eps)
-        x = logits.float()
-        lse = torch.logsumexp(x, dim=1)
-        nll = lse - x.gather(1, targets.unsqueeze(1)).squeeze(1)
-        if ctx.eps:  # smoothing's share: the mean over words of -log p_v = lse - mean_v x_v
-            nll = (1.0 - ctx.eps) * nll + ctx.eps * (lse - x.mean(dim=1))
-        ctx.save_for_backward(x, lse, targets)
-        return nll.mean()
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, lse, targets = ctx.saved_tensors
-        p = x.sub_(lse.unsqueeze(1)).exp_()  # softmax, over the saved logits
-        if ctx.eps:
-            p.sub_(ctx.eps / p.size(1))
-        p[torch.arange(len(targets), device=p.device), targets] -= 1.0 - ctx.eps
-        return p.mul_(grad / len(targets)).to(ctx.dtype), None, None
 
 
 class SoftAttention(nn.Module):
@@ -301,8 +184,9 @@ class CaptionDecoder(nn.Module):
         mean = feats.mean(dim=1)
         return torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean)), mean
 
-    def _deep_output(self, emb, h, z):
-        return self.L_o(self.dropout(emb + self.L_h(h) + self.L_z(z)))
+    def _deep_vector(self, emb, h, z):
+        """The deep-output vector that L_o reads: dropout(E y + L_h h + L_z z) [., E] (heads of subclasses too)."""
+        return self.dropout(emb + self.L_h(h) + self.L_z(z))
 
     # -- teacher forcing ---------------------------------------------------------------------------------------
 
@@ -335,6 +219,12 @@ class CaptionDecoder(nn.Module):
         each sits in the flattened [B, T-1] grid, in the caller's order: (b, t) = divmod(rows[r], T - 1) means
         row r predicts captions[b, t + 1].
         """
+        deep, alphas, rows = self._forward_deep(feats, captions, lengths)
+        return self.L_o(deep), alphas, rows
+
+    def _forward_deep(self, feats: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor):
+        """forward_packed up to L_o: the deep-output vectors [N, E] (`_deep_vector`, dropout applied), alphas [N, L],
+        rows [N]. A subclass's extra output heads read the same vectors."""
         B, T = captions.shape
         feats = feats.to(self.L_o.weight.dtype)  # e.g. float16 features from the cache
         steps = (lengths.to(captions.device) - 1).clamp(min=0)  # decoding steps per caption
@@ -379,12 +269,12 @@ class CaptionDecoder(nn.Module):
             z_prev = z
 
         if not batch_sizes:  # every caption empty
-            return emb.new_zeros(0, self.config.vocab_size), emb.new_zeros(0, feats.size(1)), order[:0]
-        # deep output and the big L_o once, over the N valid positions
-        logits = self._deep_output(emb, torch.cat(hs), torch.cat(zs))
+            return emb.new_zeros(0, self.config.embed_dim), emb.new_zeros(0, feats.size(1)), order[:0]
+        # deep output (and, in forward_packed, the big L_o) once, over the N valid positions
+        deep = self._deep_vector(emb, torch.cat(hs), torch.cat(zs))
         t_idx, b_idx = valid.nonzero(as_tuple=True)  # row-major = the packed order
         rows = order[b_idx] * (T - 1) + t_idx
-        return logits, torch.cat(alphas), rows
+        return deep, torch.cat(alphas), rows
 
     # -- incremental decoding ----------------------------------------------------------------------------------
 
@@ -402,13 +292,17 @@ class CaptionDecoder(nn.Module):
 
         Computes exactly what forward() computes at the same position (in eval mode).
         """
+        deep, alpha, state = self._step_deep(tokens, state)
+        return F.log_softmax(self.L_o(deep), dim=1), alpha, state
+
+    def _step_deep(self, tokens: torch.Tensor, state: dict):
+        """step up to L_o: the deep-output vector [B, E], alpha [B, L], the new state."""
         h, c = state["h"], state["c"]
         z, alpha = self.attention(state["proj"], state["feats"], h, state["z"])
         z_in = torch.sigmoid(self.f_beta(h)) * z
         emb = self.embedding(tokens)
         h, c = self.lstm(torch.cat([emb, z_in], dim=1), (h, c))
-        logprobs = F.log_softmax(self._deep_output(emb, h, z_in), dim=1)
-        return logprobs, alpha, {**state, "h": h, "c": c, "z": z}
+        return self._deep_vector(emb, h, z_in), alpha, {**state, "h": h, "c": c, "z": z}
 
     def reorder_state(self, state: dict, index: torch.Tensor, static: bool = True) -> dict:
         """index_select every entry along the batch (beam search reordering; B images -> B*k beams).

@@ -51,7 +51,8 @@ The oracle rows are references, not baselines to beat: tables note them "oracle"
 ceiling" and never bold them, and ``summary`` reads the best model against the ceiling
 (``gap_closed``: the share of the gap from the best baseline to ``oracle_best`` it closes).
 
-This module sits after ``train`` in the flow and imports it, ``metrics``, ``data`` and ``sample``.
+This module sits after ``train`` in the flow and imports it, ``metrics``, ``models`` (the decoders' labels),
+``store``, ``data`` and ``sample``.
 """
 
 from __future__ import annotations
@@ -59,7 +60,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections import Counter
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -67,7 +67,7 @@ import numpy as np
 import pandas as pd
 
 from capkit import data as D
-from capkit import metrics, sample, train
+from capkit import metrics, models, sample, store, train
 
 ENCODER_LABELS = {
     "resnet101": "ResNet-101",
@@ -79,8 +79,7 @@ ENCODER_LABELS = {
 ENCODER_ORDER = tuple(ENCODER_LABELS)  # the study's encoders first, then ours
 # the grid `make run` trains: the last stage, at 14x14 in the dilated network, learned best (README, "Encoders")
 DEFAULT_ENCODERS = ("efficientnet_lite0_deep", "efficientnet_lite2_deep")
-DECODER_LABELS = {"soft": "soft", "lookback": "Look-Back"}
-DEFAULT_DECODERS = ("soft", "lookback")
+DEFAULT_DECODERS = ("soft", "lookback")  # the study's two; any name of models.DECODERS is shown by its label
 TARGETS = ("text", "hashtag")
 
 # Display name -> key of metrics.json["test"]: the study's columns, then the extra metrics.
@@ -199,9 +198,15 @@ def grid(runs: pd.DataFrame, encoders=None, decoders=None) -> list[tuple[str, st
     return [(e, d) for d in decoders for e in encoders]
 
 
+def decoder_label(decoder: str) -> str:
+    """The registry's label of a decoder (``"Look-Back"``), the name itself for one it does not hold."""
+    spec = models.DECODERS.get(decoder)
+    return spec.label if spec else decoder
+
+
 def row_label(encoder: str, decoder: str, baseline: bool = False) -> str:
     """``"EfficientNet-Lite0 + soft (baseline)"``."""
-    label = f"{ENCODER_LABELS.get(encoder, encoder)} + {DECODER_LABELS.get(decoder, decoder)}"
+    label = f"{ENCODER_LABELS.get(encoder, encoder)} + {decoder_label(decoder)}"
     return label + (" (baseline)" if baseline else "")
 
 
@@ -534,7 +539,7 @@ def write_baselines(prep: train.Prepared, run_dir=None, split: str = "test", met
     scored = baselines(prep, split, meteor=meteor)
     path = baselines_path(run_dir or config.run_dir, config.encoder, config.target)
     path.parent.mkdir(parents=True, exist_ok=True)
-    train.write_json(path, {"format": BASELINES_FORMAT, "encoder": config.encoder, "target": config.target,
+    store.write_json(path, {"format": BASELINES_FORMAT, "encoder": config.encoder, "target": config.target,
                             "split": split, "n": len(prep.records[split]),
                             "keys": [r.key for r in prep.records[split]], "config": baseline_config(config),
                             "seconds": time.perf_counter() - t0, "baselines": scored})

@@ -13,13 +13,13 @@ Tokenizers (chosen by name, see `get_tokenizer`):
   spaces is the tokens' surfaces joined.
 - ``whitespace``: NFC, then ``str.split()``; for text that is already tokenized.
 
-This module imports no other capkit module.
+This module imports the capkit modules below it: ``data`` (the split names and the hashtag normaliser,
+`data.normalize_hashtags`) and ``store`` (atomic JSON writes).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import sqlite3
 import time
@@ -28,6 +28,9 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from itertools import chain
 from pathlib import Path
+
+from capkit import store
+from capkit.data import SPLITS, normalize_hashtags
 
 TEXT_LAYER_VERSION = "1"  # bump when the token output of a tokenizer changes (invalidates token caches)
 TOKENIZERS = ("okt", "okt_morph", "kiwi", "whitespace")
@@ -196,15 +199,6 @@ def _konlpy_version() -> str:
     return _package_version("konlpy")
 
 
-def tokenizer_available(name: str) -> bool:
-    """Whether `name` can run here (Okt: Java found; kiwi: kiwipiepy installed), without starting it."""
-    try:
-        get_tokenizer(name)
-    except TokenizerUnavailable:
-        return False
-    return True
-
-
 def get_tokenizer(name: str) -> Tokenizer:
     """Return the tokenizer called `name` (one of TOKENIZERS).
 
@@ -235,24 +229,6 @@ def tokenizer_version(name: str) -> str:
         return (f"kiwipiepy-{_package_version('kiwipiepy')}+model-{_package_version('kiwipiepy_model')}"
                 f".{TEXT_LAYER_VERSION}")
     raise ValueError(f"unknown tokenizer {name!r}; choose one of {', '.join(TOKENIZERS)}")
-
-
-def hashtag_tokens(hashtags) -> list[str]:
-    """Normalise a post's hashtags into whole tokens: no '#', NFC, lower case, no empties, no repeats.
-
-    An entry holding several tags (``"#부산 #해운대"`` or ``"#부산#해운대"``) gives each of them, since a hashtag
-    cannot contain '#' or white space; a single string is read as one such entry.
-    """
-    if isinstance(hashtags, str):
-        hashtags = [hashtags]
-    out, seen = [], set()
-    for entry in hashtags or []:
-        for tag in re.split(r"[#\s]+", unicodedata.normalize("NFC", str(entry))):
-            tag = tag.lower()
-            if tag and tag not in seen:
-                seen.add(tag)
-                out.append(tag)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -497,20 +473,11 @@ class Detokenizer:
         return det
 
     def save(self, path) -> None:
-        write_json(path, self.to_dict())
+        store.write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path) -> "Detokenizer":
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
-
-
-def write_json(path, obj) -> None:
-    """Write JSON through a temporary file and a rename, so a killed process leaves no half file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -701,7 +668,7 @@ class Vocab:
         The object itself is left as it was: saving is not part of what a vocabulary is."""
         d = self.to_dict()
         d["settings"] = {**d["settings"], **settings}
-        write_json(path, d)
+        store.write_json(path, d)
 
     def same_tokens(self, other: "Vocab") -> bool:
         """Whether both map the same tokens to the same ids (what a checkpoint's weights depend on)."""
@@ -727,8 +694,6 @@ def oov_rate(vocab: Vocab, token_lists) -> float:
 # ---------------------------------------------------------------------------------------------------------------
 # Corpus statistics (what notebooks/02_vocabulary.ipynb shows). The tables are pandas DataFrames.
 
-SPLIT_ORDER = ("train", "val", "test")
-
 
 @dataclass
 class Corpus:
@@ -737,7 +702,7 @@ class Corpus:
     tokenizer: str
     texts: dict  # split -> raw texts (a post with several texts gives each of them)
     tokens: dict  # split -> token lists, aligned with `texts`
-    hashtags: dict  # split -> hashtag token lists (`hashtag_tokens`), one per post that has hashtags
+    hashtags: dict  # split -> hashtag token lists (`data.normalize_hashtags`), one per post that has hashtags
     stats: TokenizeStats
 
     @property
@@ -756,20 +721,20 @@ class Corpus:
 def tokenize_records(records, tokenizer="okt", cache_dir=None, progress: bool = False) -> Corpus:
     """Tokenize the texts of records (anything with ``.texts``, ``.hashtags`` and ``.split``) through the cache.
 
-    Splits come in the order train, val, test, then any other. Hashtags are `hashtag_tokens`, never split.
+    Splits come in the order train, val, test, then any other. Hashtags are `data.normalize_hashtags`'s, never split.
     """
     if isinstance(tokenizer, str):
         tokenizer = get_tokenizer(tokenizer)
     records = list(records)
     present = {r.split for r in records}
-    splits = [s for s in SPLIT_ORDER if s in present] + sorted(present - set(SPLIT_ORDER), key=str)
+    splits = [s for s in SPLITS if s in present] + sorted(present - set(SPLITS), key=str)
     texts = {s: [t for r in records if r.split == s for t in r.texts] for s in splits}
     flat = tokenize_all([t for s in splits for t in texts[s]], tokenizer, cache_dir, progress=progress)
     tokens, i = {}, 0
     for s in splits:
         tokens[s] = [list(t) for t in flat[i : i + len(texts[s])]]
         i += len(texts[s])
-    hashtags = {s: [tags for r in records if r.split == s if (tags := hashtag_tokens(r.hashtags))] for s in splits}
+    hashtags = {s: [tags for r in records if r.split == s if (tags := normalize_hashtags(r.hashtags))] for s in splits}
     return Corpus(tokenizer.name, texts, tokens, hashtags, flat.stats)
 
 

@@ -1,13 +1,16 @@
-"""Training: the run folder, data preparation, the training loop, checkpoints, test predictions.
+"""Training: the run's settings, data preparation, the training loop, test predictions, the command line.
 
-A run is one (encoder, decoder, target) model. ``train(config)`` does it all; the notebook
-``03_train`` calls the same steps one by one (:func:`prepare`, :func:`fit`, :func:`test`).
+A run is one (encoder, decoder, target) model; the decoder is any entry of the registry
+(:data:`capkit.models.DECODERS`). ``train(config)`` does it all; the notebook ``03_train`` calls the
+same steps one by one (:func:`prepare`, :func:`fit`, :func:`test`); ``python -m capkit.train`` is
+the same from a shell (or under torchrun).
 
 Run folder ``run_dir/<run_name>/``: ``config.json``, ``vocab.json``, ``detokenizer.json``,
 ``last.pt`` and ``best.pt`` (weights, optimiser, config and vocabulary; loaded with
 ``weights_only=True``), ``history.json``, ``curves.png``, ``metrics.json``, ``predictions.jsonl``.
-Every file is written through a temporary file and a rename: a killed run leaves the previous
-complete version, and ``train`` with the same config resumes from ``last.pt``.
+Every file is written through :mod:`capkit.store` (a temporary file and a rename): a killed run
+leaves the previous complete version, and ``train`` with the same config resumes from ``last.pt``.
+Reading a finished run back (to caption images) is :mod:`capkit.runs`.
 """
 
 from __future__ import annotations
@@ -17,9 +20,7 @@ import contextlib
 import hashlib
 import json
 import math
-import os
 import random
-import shutil
 import time
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -29,9 +30,8 @@ import numpy as np
 import torch
 
 from capkit import data as D
-from capkit import decode, dist, encoders, mbr, metrics, models, scst, text
+from capkit import decode, dist, encoders, mbr, metrics, models, scst, store, text
 
-CKPT_FORMAT = "capkit-checkpoint-1"
 # settings that may differ when a run is resumed (more epochs, another machine or folder layout)
 RESUMABLE_CHANGES = ("epochs", "patience", "device", "beam_size", "cache_dir", "data_dir", "run_dir", "run_name",
                      "start_from", "scst_epochs", "search", "mbr_samples", "mbr_temperature")
@@ -52,7 +52,7 @@ class TrainConfig:
     smoke: bool = False  # tiny model and data, for tests
     encoder: str = "efficientnet_lite0"
     encoder_weights: str = "pretrained"  # "random" only when asked for (tests)
-    decoder: str = "soft"  # "soft" | "lookback"
+    decoder: str = "soft"  # a name in capkit.models.DECODERS: "soft", "lookback", ...
     target: str = "text"  # "text" | "hashtag"
     tokenizer: str = "okt"
     min_freq: int = 5
@@ -99,8 +99,10 @@ class TrainConfig:
             raise ValueError(f"search must be 'beam' or 'mbr', not {self.search!r}")
         if self.scst_epochs and self.target != "text":
             raise ValueError("scst_epochs: self-critical training optimises CIDEr-D, so it is for target='text'")
-        if self.decoder not in ("soft", "lookback"):
-            raise ValueError(f"decoder must be 'soft' or 'lookback', not {self.decoder!r}")
+        spec = models.decoder_spec(self.decoder)  # (ValueError for a name the registry does not hold)
+        if self.target not in spec.targets:
+            raise ValueError(f"decoder {self.decoder!r} is for target {' or '.join(map(repr, spec.targets))}, "
+                             f"not {self.target!r}")
         if self.encoder not in encoders.ENCODERS:
             raise ValueError(f"encoder must be one of {sorted(encoders.ENCODERS)}, not {self.encoder!r}")
         if not self.run_name:
@@ -190,7 +192,7 @@ class Prepared:
 def reference_tokens(records, config: TrainConfig, progress: bool = False) -> tuple[list, object]:
     """Per record, the list of its reference token lists (texts tokenized, or its hashtags)."""
     if config.target == "hashtag":
-        return [[text.hashtag_tokens(r.hashtags)[: config.max_hashtags]] for r in records], None
+        return [[D.normalize_hashtags(r.hashtags)[: config.max_hashtags]] for r in records], None
     flat = [t for r in records for t in r.texts]
     toks = text.tokenize_all(flat, config.tokenizer, cache_dir=D.project_path(config.cache_dir) / "tokens",
                              progress=progress)
@@ -258,82 +260,26 @@ def batches(pairs, batch_size: int, generator: torch.Generator | None = None):
 # ----------------------------------------------------------------------------- model and checkpoints
 
 
-def build_model(config: TrainConfig, vocab_size: int) -> models.CaptionDecoder:
-    dcfg = models.DecoderConfig(
+def build_model(config: TrainConfig, vocab_size: int) -> torch.nn.Module:
+    """The run's decoder (``config.decoder``, from the registry), untrained, with the run's sizes."""
+    return models.decoder_spec(config.decoder).build(
         vocab_size=vocab_size, encoder_dim=encoders.ENCODERS[config.encoder].dim, embed_dim=config.embed_dim,
-        attention_dim=config.attention_dim, decoder_dim=config.decoder_dim, dropout=config.dropout,
-        attention=config.decoder, gate=config.gate)
-    return models.CaptionDecoder(dcfg)
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that is not a plain capkit checkpoint (e.g. holds pickled objects) or is damaged."""
+        attention_dim=config.attention_dim, decoder_dim=config.decoder_dim, dropout=config.dropout, gate=config.gate)
 
 
 class RunExists(RuntimeError):
     """The run folder already holds a run trained with other settings (it is never overwritten)."""
 
 
-def save_atomic(obj, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def finite(obj):
-    """NaN / inf -> None, recursively, so the JSON we write is standard JSON."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [finite(v) for v in obj]
-    return obj
-
-
-def write_json(path: Path, obj) -> None:
-    path = Path(path)
-    obj = finite(obj)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=1, default=float) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def update_json(path: Path, items: dict) -> dict:
-    """Set top-level keys of a JSON file, keeping the others (read, merge, atomic write); returns the result."""
-    path = Path(path)
-    current = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-    current.update(items)
-    write_json(path, current)
-    return current
-
-
-def load_checkpoint(path, map_location="cpu") -> dict:
-    """Load a checkpoint with ``weights_only=True``: tensors and plain containers only, never code."""
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"{path}: refused or unreadable checkpoint ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:200]})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT:
-        raise CheckpointError(f"{path}: not a {CKPT_FORMAT} file")
-    return ckpt
-
-
 def read_checkpoint(path, device) -> dict | None:
     """The checkpoint at ``path`` (None when there is none). Under torchrun rank 0 reads it and sends it to the
     other ranks (on CPU), so that every rank resumes from the same state and only rank 0 needs the run folder."""
     if not dist.active():
-        return load_checkpoint(path, map_location=device) if Path(path).exists() else None
-    return dist.broadcast(load_checkpoint(path) if dist.is_main() and Path(path).exists() else None)
+        return store.load_checkpoint(path, map_location=device) if Path(path).exists() else None
+    return dist.broadcast(store.load_checkpoint(path) if dist.is_main() and Path(path).exists() else None)
 
 
-def distributed(model: models.CaptionDecoder, device: torch.device):
+def distributed(model: torch.nn.Module, device: torch.device):
     """``model`` itself in one process; under torchrun its :class:`capkit.models.Objective` wrapped in
     DistributedDataParallel (which also makes every rank start from rank 0's weights)."""
     if not dist.active():
@@ -372,7 +318,7 @@ def best_epoch(history: list[dict], target: str) -> tuple[int, float]:
 
 
 def checkpoint(model, optimizer, config: TrainConfig, vocab, state: State) -> dict:
-    return {"format": CKPT_FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+    return {"format": store.CKPT_FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "config": config.to_dict(), "decoder_config": model.config.to_dict(), "vocab": vocab.to_dict(),
             "state": asdict(state), "rng": torch.get_rng_state()}
 
@@ -446,7 +392,7 @@ def predict(model, prep: Prepared, split: str, beam_size: int = 1, limit: int | 
     return [h for chunk in dist.gather(mine) for h in chunk]
 
 
-def fit(prep: Prepared, progress: bool = True, stop_after: int | None = None) -> tuple[models.CaptionDecoder, State]:
+def fit(prep: Prepared, progress: bool = True, stop_after: int | None = None) -> tuple[torch.nn.Module, State]:
     """Train (or resume) the run; returns the model with the best validation weights loaded.
 
     Cross-entropy epochs (learning rate ``config.lr_at(epoch)``) until ``epochs`` or ``patience`` epochs without a
@@ -486,7 +432,7 @@ def fit(prep: Prepared, progress: bool = True, stop_after: int | None = None) ->
             print(f"resuming {config.run_name} after epoch {state.epoch}"
                   + (f" and {state.scst_epoch} self-critical epochs" if state.scst_epoch else ""))
     if main:
-        write_json(out / "config.json", config.to_dict())
+        store.write_json(out / "config.json", config.to_dict())
         prep.vocab.save(out / "vocab.json", tokenizer=config.tokenizer if config.target == "text" else "hashtag",
                         source_split="train", target=config.target)
         if prep.detok is not None:
@@ -505,9 +451,9 @@ def fit(prep: Prepared, progress: bool = True, stop_after: int | None = None) ->
         if main:
             ckpt = checkpoint(model, optimizer, config, prep.vocab, state)
             if improved:
-                save_atomic(ckpt, out / "best.pt")
-            save_atomic(ckpt, last)
-            write_json(out / "history.json", state.history)
+                store.save_checkpoint(ckpt, out / "best.pt")
+            store.save_checkpoint(ckpt, last)
+            store.write_json(out / "history.json", state.history)
         dist.barrier()  # the ranks leave the epoch together, its checkpoint written
         done_now += 1
         if progress:
@@ -575,9 +521,7 @@ def copy_run(src: Path, dst: Path) -> None:
         raise FileNotFoundError(f"start_from={src}: no last.pt there (train that run first)")
     for name in ("best.pt", "history.json", "last.pt"):  # last.pt last: its presence means a complete copy
         if (src / name).exists():
-            tmp = dst / f".{name}.tmp{os.getpid()}"
-            shutil.copyfile(src / name, tmp)
-            os.replace(tmp, dst / name)
+            store.copy_atomic(src / name, dst / name)
 
 
 def check_resumable(ckpt: dict, config: TrainConfig, vocab: text.Vocab, out: Path) -> None:
@@ -638,7 +582,8 @@ def train_epoch(model, optimizer, features, pairs, config: TrainConfig, epoch: i
     """One pass over the training ``pairs`` (image, token ids), shuffled by (seed, epoch).
 
     ``features(images)`` returns their encoder features (from the cache: the CNN never runs here). Teacher forcing
-    goes through ``CaptionDecoder.loss``, which steps only the captions still running (no work on padding).
+    goes through the decoder's ``loss`` (``CaptionDecoder.loss`` steps only the captions still running: no work on
+    padding).
     Returns the mean ``loss``, ``ce`` and ``att`` per caption.
     """
     from tqdm.auto import tqdm
@@ -815,10 +760,7 @@ def test(model, prep: Prepared, beam_size: int | None = None, split: str = "test
         if config.target == "hashtag":
             line["hashtags"], line["true_hashtags"] = h["tokens"], ref[0]
         lines.append(line)
-    path = config.path / "predictions.jsonl"
-    tmp = path.with_name(".predictions.jsonl.tmp")
-    tmp.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines), encoding="utf-8")
-    os.replace(tmp, path)
+    store.write_jsonl(config.path / "predictions.jsonl", lines)
     history = json.loads((config.path / "history.json").read_text()) if (config.path / "history.json").exists() else []
     chosen, _ = best_epoch(history, config.target)
     best = next((r for r in history if r["epoch"] == chosen), {})
@@ -833,7 +775,7 @@ def test(model, prep: Prepared, beam_size: int | None = None, split: str = "test
         "data": prep.info, "skipped": dict(prep.report.skipped), "fingerprint": fingerprint,
     }
     # (update_json keeps what 04_attention added: grounding)
-    return dist.broadcast(update_json(config.path / "metrics.json", result))
+    return dist.broadcast(store.update_json(config.path / "metrics.json", result))
 
 
 def train(config: TrainConfig, progress: bool = True) -> dict:
@@ -870,127 +812,6 @@ def plot_history(run_path, save: bool = True):
     if save:
         fig.savefig(run_path / "curves.png", dpi=110)
     return fig
-
-
-# ----------------------------------------------------------------------------- loading a run back
-
-
-@dataclass
-class Run:
-    """A trained run, ready to caption images: model, vocabulary, config, encoder name."""
-
-    path: Path
-    config: TrainConfig
-    model: models.CaptionDecoder
-    vocab: text.Vocab
-    detok: text.Detokenizer | None
-    metrics: dict
-
-    def readable(self, tokens: list[str]) -> str:
-        return readable(tokens, self.config.target, self.detok)
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-    def encoder(self) -> encoders.Encoder:
-        """The run's image encoder (the weights it was trained on), built on first use and kept on the Run."""
-        enc = self.__dict__.get("_encoder")
-        if enc is None:
-            device = next(self.model.parameters()).device
-            enc = encoders.Encoder(self.config.encoder, self.config.encoder_weights).to(device).eval()
-            self.__dict__["_encoder"] = enc
-        return enc
-
-    def caption_many(self, images, beam_size: int = 3, batch_size: int = 32, cache_dir=None) -> list[dict]:
-        """:meth:`caption` for many images (paths or PIL images), encoded and beam-searched in batches.
-
-        With ``cache_dir`` (and paths) the features go through the on-disk feature cache
-        (:func:`capkit.encoders.extract_features`, float16 as in training), so runs that share an encoder
-        encode the images once.
-        """
-        device = next(self.model.parameters()).device
-        images = list(images)
-        store = None
-        if cache_dir is not None and images and all(isinstance(im, (str, Path)) for im in images):
-            # the network is built only when the cache (or an entry holding these images) lacks them
-            store = encoders.extract_features(self.config.encoder, images, cache_dir, self.config.encoder_weights,
-                                              device=str(device), progress=False,
-                                              encoder=self.__dict__.get("_encoder"))
-        enc = self.encoder() if store is None else None
-        out = []
-        for i in range(0, len(images), batch_size):
-            chunk = images[i:i + batch_size]
-            with torch.inference_mode():
-                if store is not None:
-                    feats = store[[str(im) for im in chunk]].to(device)
-                else:
-                    size = encoders.ENCODERS[self.config.encoder].image_size
-                    feats = enc(torch.stack([encoders.image_tensor(im, size) for im in chunk]).to(device)).float()
-            out += self.caption_features(feats, beam_size)
-        return out
-
-    def caption_features(self, feats: torch.Tensor, beam_size: int = 3) -> list[dict]:
-        """Beam-search captions of images already encoded by this run's encoder (``feats`` ``[n, L, D]``, from
-        :meth:`encoder` or the feature cache): one :meth:`caption` dict per row. Runs on one encoder can share
-        the features of a batch."""
-        device = next(self.model.parameters()).device
-        with torch.inference_mode():
-            hyps = decode.beam_search(self.model, feats.to(device), text.START_ID, text.END_ID, beam_size=beam_size,
-                                      max_len=self.config.decode_len, forbid_repeats=self.config.target == "hashtag",
-                                      unk_id=text.UNK_ID)
-        return [self._caption_dict(h, beam_size) for h in hyps]
-
-    def caption(self, image, beam_size: int = 3) -> dict:
-        """Caption one image (a path or a PIL image) with beam search.
-
-        Returns ``tokens`` (vocabulary tokens, e.g. ``강아지/Noun``), ``words`` (what a reader sees per token:
-        the surface form, or ``#tag``), ``alphas`` (float32 numpy ``[len(tokens), grid*grid]``, the attention
-        map behind each token), ``grid``, ``text`` (readable text or ``#a #b``), ``hashtags`` (hashtag runs only),
-        ``score``, ``finished`` and ``beam_size``. Raises :class:`capkit.data.BadImage` for an unusable file.
-        """
-        return self.caption_many([image], beam_size=beam_size, batch_size=1)[0]
-
-    def _caption_dict(self, h, beam_size: int) -> dict:
-        keep = [j for j, t in enumerate(h.tokens) if t not in (text.PAD_ID, text.START_ID)]
-        tokens = [self.vocab.itos[h.tokens[j]] for j in keep]
-        alphas = h.alphas[keep].float().cpu().numpy() if keep else np.zeros((0, h.alphas.shape[-1]), np.float32)
-        hashtag = self.config.target == "hashtag"
-        out = {"tokens": tokens, "words": ["#" + t if hashtag else text.split_token(t)[0] for t in tokens],
-               "alphas": alphas, "grid": encoders.ENCODERS[self.config.encoder].grid, "text": self.readable(tokens),
-               "score": float(h.score), "finished": bool(h.finished), "beam_size": beam_size}
-        if hashtag:
-            out["hashtags"] = list(tokens)
-        return out
-
-    def predictions(self) -> list[dict]:
-        """The test predictions the run wrote (``predictions.jsonl``), one dict per test image."""
-        path = self.path / "predictions.jsonl"
-        return D.read_jsonl(path) if path.exists() else []
-
-    def update_metrics(self, **items) -> dict:
-        """Set top-level keys of ``metrics.json`` (read, merge, write to a temporary file, rename); returns it."""
-        self.metrics = update_json(self.path / "metrics.json", items)
-        return self.metrics
-
-
-def load_run(path, device: str = "cpu", which: str = "best") -> Run:
-    """Load ``<run>/best.pt`` (or ``last.pt``) back into a model for decoding."""
-    path = D.project_path(path)
-    ckpt = load_checkpoint(path / f"{which}.pt", map_location=device)
-    config = TrainConfig.from_dict(ckpt["config"])
-    model = models.CaptionDecoder(models.DecoderConfig.from_dict(ckpt["decoder_config"]))
-    model.load_state_dict(ckpt["model"])
-    model.to(device).eval()
-    detok = text.Detokenizer.load(path / "detokenizer.json") if (path / "detokenizer.json").exists() else None
-    m = json.loads((path / "metrics.json").read_text()) if (path / "metrics.json").exists() else {}
-    return Run(path, config, model, text.Vocab.from_dict(ckpt["vocab"]), detok, m)
-
-
-def list_runs(run_dir) -> list[Path]:
-    """Run folders (those holding a best.pt) under ``run_dir``."""
-    root = D.project_path(run_dir)
-    return sorted(p.parent for p in root.glob("*/best.pt"))
 
 
 # ----------------------------------------------------------------------------- command line (and torchrun)

@@ -285,7 +285,7 @@ def plot_vocab_coverage(tables: dict, chosen: int | None = None):
     return fig
 
 
-# ----------------------------------------------------------------------------- attention (04): overlays, grounding
+# ----------------------------------------------------------------------------- attention (04): overlays, the pointing game
 
 
 def fit_image(image, max_side: int):
@@ -378,58 +378,6 @@ def caption_figure(image, caption: dict, title: str = "", hashtags=None, boxes=N
     fig.suptitle("\n".join(head), x=0.01, y=0.995, ha="left", va="top", fontsize=9, linespacing=1.4)
     fig.tight_layout(rect=(0, 0, 1, top))
     return fig
-
-
-def grounding(run, records, object_words: dict, beam_size: int = 3, batch_size: int = 32,
-              cache_dir=None) -> tuple[dict, list]:
-    """The pointing game for one text run on records with object boxes (the embedded dataset).
-
-    Every record's image is captioned afresh (beam search, the attention maps kept); each generated word whose
-    surface form is one of ``object_words[label]`` for a label boxed in that image is scored by
-    :func:`capkit.metrics.pointing_game`. Returns the summary (for ``metrics.json``) and one row per word.
-    """
-    records = [r for r in records if r.boxes]
-    captions = run.caption_many([r.image for r in records], beam_size=beam_size, batch_size=batch_size,
-                                cache_dir=cache_dir)
-    rows, alphas, boxes = [], [], []
-    for rec, cap in zip(records, captions):
-        for i, label, label_boxes in metrics.object_mentions(cap["words"], rec.boxes, object_words):
-            x, y = metrics.attention_peak(cap["alphas"][i], cap["grid"])
-            rows.append({"run": run.name, "key": rec.key, "word": cap["words"][i], "position": i, "label": label,
-                         "peak_x": round(x, 4), "peak_y": round(y, 4), "hit": metrics.in_boxes((x, y), label_boxes),
-                         "chance": metrics.boxes_area(label_boxes)})
-            alphas.append(cap["alphas"][i])
-            boxes.append(label_boxes)
-    grid = captions[0]["grid"] if captions else 14
-    game = metrics.pointing_game(alphas, boxes, grid)
-    per_label = {}
-    for label in sorted({r["label"] for r in rows}):
-        mine = [r for r in rows if r["label"] == label]
-        per_label[label] = {"n": len(mine), "accuracy": sum(r["hit"] for r in mine) / len(mine),
-                            "chance": float(np.mean([r["chance"] for r in mine]))}
-    summary = {"n_words": game["n"], "hits": game["hits"], "accuracy": game["accuracy"], "chance": game["chance"],
-               "n_images": len(records), "images_with_mentions": len({r["key"] for r in rows}),
-               "beam_size": beam_size, "grid": grid, "per_label": per_label,
-               "method": "pointing game: argmax cell centre of the word's attention map inside a box of the object "
-                         "it names; chance = the boxes' area share, averaged over the same words"}
-    return summary, rows
-
-
-def stored_grounding(run, records, object_words: dict, beam_size: int = 3, cache_dir=None) -> tuple[dict, list]:
-    """:func:`grounding`, written into the run's ``metrics.json`` (``grounding`` and its word rows,
-    ``grounding_words``) with what it was measured on: the run's test fingerprint (its weights), the beam size and
-    the records. A rerun on the same run and records reads it back instead of decoding again."""
-    import hashlib
-
-    keys = hashlib.sha256("\n".join(sorted(r.key for r in records)).encode()).hexdigest()[:16]
-    measured_on = {"fingerprint": run.metrics.get("fingerprint"), "beam_size": beam_size, "records": keys}
-    stored = run.metrics.get("grounding") or {}
-    if measured_on["fingerprint"] and stored.get("measured_on") == measured_on and "grounding_words" in run.metrics:
-        return stored, run.metrics["grounding_words"]
-    summary, rows = grounding(run, records, object_words, beam_size=beam_size, cache_dir=cache_dir)
-    summary = {**summary, "measured_on": measured_on}
-    run.update_metrics(grounding=summary, grounding_words=rows)
-    return summary, rows
 
 
 def pick_test_images(lines, boxes_of: dict, n: int, seed: int = 0) -> list[dict]:

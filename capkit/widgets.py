@@ -26,7 +26,7 @@ from pathlib import Path
 import ipywidgets as W
 
 from capkit import data as D
-from capkit import train, viz
+from capkit import runs, viz
 
 MAX_UPLOAD_BYTES = 40 * 2**20  # larger uploads are refused before decoding
 KEEP_SIDE = 1024  # uploaded images are kept at most this large (the model sees 224 or 256 pixels)
@@ -114,10 +114,10 @@ class AttentionViewer:
     def __init__(self, run_dir="runs/default", beam_size: int = 3, run: str | None = None, image: int = 0,
                  display_size: int = 360, device: str = "cpu"):
         self.run_dir, self.display_size, self.device = run_dir, display_size, device
-        self.paths = {p.name: p for p in train.list_runs(run_dir)}
-        self._runs: dict[str, train.Run] = {}
+        self.paths = {p.name: p for p in runs.list_runs(run_dir)}
+        self._runs: dict[str, runs.Run] = {}
         self._captions: dict[tuple, dict] = {}
-        self.run: train.Run | None = None
+        self.run: runs.Run | None = None
         self.image = None  # the current image (PIL, RGB)
         self.image_id = None  # what the caption cache knows it by
         self.reference = None  # the current test image's prediction line
@@ -188,9 +188,9 @@ class AttentionViewer:
         self.error = error
         self.message.value = f'<div class="capkit-message" style="color:{colour}">{text}</div>' if text else ""
 
-    def load(self, name: str) -> train.Run:
+    def load(self, name: str) -> runs.Run:
         if name not in self._runs:
-            self._runs[name] = train.load_run(self.paths[name], device=self.device)
+            self._runs[name] = runs.load_run(self.paths[name], device=self.device)
         return self._runs[name]
 
     def select_run(self, name: str) -> None:
@@ -282,7 +282,7 @@ class AttentionViewer:
         if self.error:
             self.say("")
 
-    def _caption(self, run: train.Run, beam: int) -> dict:
+    def _caption(self, run: runs.Run, beam: int) -> dict:
         key = (run.name, self.image_id, beam)
         if key not in self._captions:
             if len(self._captions) > 64:

@@ -148,13 +148,13 @@ def lab(tmp_path_factory, sample_dir, cache_dir):
         pytest.fail("the playwright Python package is missing: pip install -e '.[test]'")
     import papermill as pm
 
-    from capkit import train
+    from capkit.runs import load_run
 
     timings = {}
     t0 = time.perf_counter()
     runs = smoke_run_dir(tmp_path_factory.getbasetemp() / "capkit_att_runs", sample_dir, cache_dir)
     # the viewer opens on a test image whose caption has two words or more, so the slider can move
-    run = train.load_run(runs / "efficientnet_lite0-soft-text")
+    run = load_run(runs / "efficientnet_lite0-soft-text")
     beam = 2
     lengths = [len(c["words"]) for c in run.caption_many([p["image"] for p in run.predictions()], beam_size=beam)]
     first = next((i for i, n in enumerate(lengths) if n >= 2), None)

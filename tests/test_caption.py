@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from capkit import train
+from capkit.runs import load_run
 from capkit.data import ROOT
 from test_widgets import HASHTAG_RUN, TEXT_RUN, smoke_run_dir
 
@@ -60,7 +60,7 @@ def test_captions_a_folder_and_reports_the_corrupt_file(runs, folder):
     # corrupt file in the middle, the alpha PNG and the 24-megapixel JPEG opened as training opens them
     good = [lines[0], lines[2], lines[3]]
     assert len({line["score"] for line in good}) == 3  # three different images: a shifted row would show
-    run, tag_run = train.load_run(runs / TEXT_RUN), train.load_run(runs / HASHTAG_RUN)
+    run, tag_run = load_run(runs / TEXT_RUN), load_run(runs / HASHTAG_RUN)
     paths = [line["image"] for line in good]
     for line, cap, tags in zip(good, run.caption_many(paths, beam_size=2), tag_run.caption_many(paths, beam_size=2)):
         assert line["tokens"] == cap["tokens"] and line["text"] == cap["text"] == run.readable(cap["tokens"])

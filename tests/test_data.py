@@ -1,6 +1,8 @@
 """The data layer: every loader on small fixtures built here, and every bad-input case."""
 
 import json
+import unicodedata
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -331,6 +333,23 @@ def test_manifest_without_split_gets_7_1_2(tmp_path):
     assert [r.split for r in records] != [r.split for r in other]
 
 
+def test_one_split_rule_for_every_source():
+    """`split_names`: 7:1:2 of a seeded shuffle (train and val each rounded, test the rest), fixed by the tag; the
+    sample painter and `assign_splits` both use it."""
+    assert Counter(D.split_names(200, "t")) == {"train": 140, "val": 20, "test": 40}
+    assert Counter(D.split_names(8, "t")) == {"train": 6, "val": 1, "test": 1}
+    assert D.split_names(200, "t") == D.split_names(200, "t") != D.split_names(200, "u")
+    assert D.split_names(0, "t") == []
+    # assign_splits: the rule per category, the records in key order, the tag f"{seed}/{category}"
+    recs = [D.Record(key=f"k{i}", image="x", texts=["t"], category="c") for i in (3, 1, 7, 5, 0, 2, 6, 4)]
+    D.assign_splits(recs, seed=2)
+    by_key = {r.key: r.split for r in recs}
+    assert [by_key[f"k{i}"] for i in range(8)] == D.split_names(8, "2/c")
+    # split names as the sources write them (KTS's valid/ folder, Karpathy's restval, ...)
+    assert [D.normalize_split(v) for v in ("Valid", " validation", "dev", "restval", "TEST", "x", None, "")] == \
+        ["val", "val", "val", "train", "test", None, None, None]
+
+
 # ----------------------------------------------------------------------------- bad input
 
 
@@ -410,7 +429,14 @@ def test_open_image_reasons(tmp_path, name, reason):
 
 def test_hashtag_and_text_helpers():
     assert D.normalize_hashtags("#부산 #바다! #부산 #Seoul") == ["부산", "바다", "seoul"]
+    assert D.normalize_hashtags("부산 바다") == ["부산", "바다"]
     assert D.normalize_hashtags(["#여행", " 여행 ", "", None, "#"]) == ["여행"]
+    # whole tags, NFC, lower case, no repeats: an entry holding several tags gives each of them
+    tags = ["#부산", " 해운대 ", "#Travel", "#travel", "", "#", "#부산#맛집", unicodedata.normalize("NFD", "#바다")]
+    assert D.normalize_hashtags(tags) == ["부산", "해운대", "travel", "맛집", "바다"]
+    assert D.normalize_hashtags(["#먹스타그램! #맛스타그램"]) == ["먹스타그램", "맛스타그램"]
+    assert D.normalize_hashtags(None) == []
+    assert D.normalize_hashtags(D.normalize_hashtags(tags)) == D.normalize_hashtags(tags)
     assert not D.has_words("😍🔥 ✨ !!") and D.has_words("ㅋㅋ") and D.has_words("2024")
     text, tags = D.parse_instagram("오늘은 #카페 에서 라떼 ☕️ #라떼아트 #coffee")
     assert text == "오늘은 에서 라떼 ☕️" and tags == ["카페", "라떼아트"]

@@ -118,7 +118,7 @@ def epochs_done(folder) -> int:
 
 
 def test_killed_distributed_run_resumes(sample_dir, tmp_path):
-    from capkit import train
+    from capkit import store, train
 
     # hashtags: no Okt tokenizer and no METEOR to start (two JVMs less), the same training code
     settings = dict(data_dir=str(sample_dir), smoke=True, target="hashtag", epochs=3, patience=10, batch_size=8,
@@ -166,8 +166,8 @@ def test_killed_distributed_run_resumes(sample_dir, tmp_path):
     for mine, theirs in zip(history, single):
         for key in ("train_loss", "train_ce", "train_att", "val_loss"):
             assert mine[key] == pytest.approx(theirs[key], rel=1e-4), key
-    a = train.load_checkpoint(folder / "last.pt")["model"]
-    b = train.load_checkpoint(one.path / "last.pt")["model"]
+    a = store.load_checkpoint(folder / "last.pt")["model"]
+    b = store.load_checkpoint(one.path / "last.pt")["model"]
     assert all(torch.allclose(a[k], b[k], rtol=1e-3, atol=1e-5) for k in b)
     mine, theirs = (json.loads((f / "metrics.json").read_text()) for f in (folder, one.path))
     assert mine["n"] == theirs["n"] and mine["test"] == pytest.approx(theirs["test"], abs=1e-6)

@@ -1,11 +1,11 @@
-"""The pointing game (capkit.metrics) on hand-checked cases, and its use by capkit.viz.grounding."""
+"""The pointing game (capkit.metrics) on hand-checked cases, and its use by capkit.runs.grounding."""
 
 import math
 
 import numpy as np
 import pytest
 
-from capkit import metrics, viz
+from capkit import metrics, runs, viz
 
 
 def one_hot(grid, row, col):
@@ -103,7 +103,7 @@ def test_object_mentions():
 
 
 class FakeRun:
-    """What viz.grounding needs from a Run: a name and caption_many."""
+    """What runs.grounding needs from a Run: a name and caption_many."""
 
     name = "fake-soft-text"
 
@@ -129,7 +129,7 @@ def test_grounding_collects_object_words_from_generated_text():
         "b": {"words": ["예쁜", "고양이"], "alphas": np.array([one_hot(2, 1, 1), one_hot(2, 0, 1)]), "grid": 2},
         "c": {"words": ["강아지"], "alphas": np.array([one_hot(2, 0, 0)]), "grid": 2},
     }
-    summary, rows = viz.grounding(FakeRun(caps), recs, words_for)
+    summary, rows = runs.grounding(FakeRun(caps), recs, words_for)
     # a: 강아지 hits its box; 고양이 names no drawn object there. b: 고양이 looks at (0.75, 0.25): a miss.
     assert [(r["key"], r["word"], r["position"], r["hit"]) for r in rows] == [("a", "강아지", 0, True),
                                                                              ("b", "고양이", 1, False)]
@@ -140,7 +140,7 @@ def test_grounding_collects_object_words_from_generated_text():
 
 
 class StoringRun(FakeRun):
-    """A FakeRun with metrics.json's dict and its update (what viz.stored_grounding adds), counting decodings."""
+    """A FakeRun with metrics.json's dict and its update (what runs.stored_grounding adds), counting decodings."""
 
     def __init__(self, captions, fingerprint):
         super().__init__(captions)
@@ -160,10 +160,10 @@ def test_stored_grounding_is_read_back_for_the_same_weights_and_records():
     recs = [Rec("a", [{"label": "dog", "box": [0, 0, 0.5, 0.5]}])]
     caps = {"a": {"words": ["강아지"], "alphas": np.array([one_hot(2, 0, 0)]), "grid": 2}}
     run = StoringRun(caps, {"best_epoch": 3})
-    first = viz.stored_grounding(run, recs, words_for)
-    again = viz.stored_grounding(run, recs, words_for)
+    first = runs.stored_grounding(run, recs, words_for)
+    again = runs.stored_grounding(run, recs, words_for)
     assert run.decoded == 1 and again == first and first[0]["accuracy"] == 1.0
-    viz.stored_grounding(run, recs, words_for, beam_size=1)  # another beam: measured again
+    runs.stored_grounding(run, recs, words_for, beam_size=1)  # another beam: measured again
     run.metrics["fingerprint"] = {"best_epoch": 4}  # other weights: measured again
-    viz.stored_grounding(run, recs, words_for, beam_size=1)
+    runs.stored_grounding(run, recs, words_for, beam_size=1)
     assert run.decoded == 3

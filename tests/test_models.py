@@ -1,4 +1,5 @@
-"""capkit.models: shapes and masks, the loss, the incremental API, and equality with the study's algorithm.
+"""capkit.models and capkit.fused: shapes and masks, the loss, the incremental API, the hand-written ops against
+their plain versions, and equality with the study's algorithm.
 
 The reference is bench/reference.py's `StudyDecoder`, a plain per-step implementation of the study's decoder written
 the way the study's code ran it (the full padded batch at every step, W_a a recomputed at every step); `make bench`
@@ -13,8 +14,8 @@ import torch
 import torch.nn.functional as F
 
 import reference  # bench/reference.py (on the path through conftest)
-from capkit.models import (CaptionDecoder, CrossEntropy, DecoderConfig, DeferredProjGrad, LookBackAttention, ReluScore,
-                           SoftAttention, caption_loss)
+from capkit.fused import CrossEntropy, DeferredProjGrad, ReluScore
+from capkit.models import CaptionDecoder, DecoderConfig, LookBackAttention, SoftAttention, caption_loss
 
 V, D, L = 23, 12, 7  # vocab, encoder dim, regions
 START, END, PAD = 1, 2, 0
@@ -203,8 +204,6 @@ def test_objective_on_numbers_worked_by_hand():
 
 
 def test_label_smoothing_matches_torch():
-    from capkit.models import CrossEntropy
-
     logits = torch.randn(7, 11, dtype=torch.float64, requires_grad=True)
     targets = torch.randint(0, 11, (7,))
     ours = CrossEntropy.apply(logits.clone(), targets, 0.1)

@@ -344,13 +344,12 @@ def test_text_baselines_have_the_text_metric_keys(sample_dir, cache_dir, jar, fe
 
 def test_oracle_hashtags_are_the_generators_fresh_posts(prep_tags, sample_dir):
     from capkit import data as D
-    from capkit import sample, text
+    from capkit import sample
 
     recs = prep_tags.records["test"]
     b = results.baseline_predictions(prep_tags)["oracle"]
     posts = sample.oracle_posts(sample_dir, [r.key for r in recs], seed=prep_tags.config.seed)
-    want = [text.hashtag_tokens(D.normalize_hashtags(posts[r.key]["hashtags"]))[: prep_tags.config.max_hashtags]
-            for r in recs]
+    want = [D.normalize_hashtags(posts[r.key]["hashtags"])[: prep_tags.config.max_hashtags] for r in recs]
     assert b["tokens"] == want and b["seed"] == prep_tags.config.seed
     true = [refs[0] for refs in prep_tags.tokens["test"]]
     assert sum(o != t for o, t in zip(b["tokens"], true)) >= 0.9 * len(true)  # a fresh draw, not the answer
@@ -472,15 +471,15 @@ def test_consensus_draw_is_the_minimum_bayes_risk_choice():
 
 def test_oracle_best_hashtags_are_the_best_guess_from_the_draws(prep_tags, sample_dir):
     from capkit import data as D
-    from capkit import sample, text
+    from capkit import sample
 
     config = prep_tags.config
     recs = prep_tags.records["test"]
     b = results.baseline_predictions(prep_tags)["oracle_best"]
     assert b["draws"] == results.ORACLE_TAG_DRAWS == 200 and b["seed"] == config.seed
     draws = sample.oracle_draws(sample_dir, [r.key for r in recs], seed=config.seed, n=200)
-    want = [metrics.best_guess_tags([text.hashtag_tokens(D.normalize_hashtags(p["hashtags"]))[: config.max_hashtags]
-                                     for p in draws[r.key]], config.max_hashtags)[0] for r in recs]
+    want = [metrics.best_guess_tags([D.normalize_hashtags(p["hashtags"])[: config.max_hashtags] for p in draws[r.key]],
+                                    config.max_hashtags)[0] for r in recs]
     assert b["tokens"] == want and all(want) and all(len(t) <= config.max_hashtags for t in want)
     assert results.baseline_predictions(prep_tags)["oracle_best"]["tokens"] == want  # deterministic
     scored = results.baselines(prep_tags)["oracle_best"]

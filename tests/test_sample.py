@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from capkit import sample as S
+from capkit.sample import dataset, grammar, posts
 
 FIELDS = ["key", "image", "text", "hashtags", "split", "category", "boxes", "scene"]
 
@@ -31,8 +32,8 @@ def text_only_posts(n_per_category, seed=0):
     for c in S.CATEGORIES:
         for i in range(n_per_category):
             tag = f"capkit-sample:{seed}:{c}:{i}"
-            scene = S.sample_scene(c, random.Random(tag + ":scene"))
-            text, tags, words = S.write_post(c, scene, random.Random(tag + ":text"))
+            scene = grammar.sample_scene(c, random.Random(tag + ":scene"))
+            text, tags, words = posts.write_post(c, scene, random.Random(tag + ":text"))
             out.append((c, scene, text, tags, words))
     return out
 
@@ -81,7 +82,7 @@ def test_manifest_schema(small):
     assert len(recs) == 3 * len(S.CATEGORIES)
     assert [r["key"] for r in recs] == [f"{c}-{i:04d}" for c in S.CATEGORIES for i in range(3)]
     assert json.loads((small / ".sample.json").read_text()) == {"seed": 0, "n_per_category": 3, "size": 224,
-                                                               "version": S.VERSION}
+                                                               "version": dataset.VERSION}
     for r in recs:
         assert list(r) == FIELDS
         assert r["image"] == f"images/{r['key']}.jpg" and r["category"] in S.CATEGORIES
@@ -90,8 +91,8 @@ def test_manifest_schema(small):
         assert 3 <= len(r["hashtags"]) <= 15 and len(set(r["hashtags"])) == len(r["hashtags"])
         assert all(t and not t.startswith("#") and " " not in t for t in r["hashtags"])
         sc = r["scene"]
-        assert sc["time"] in S.TIMES and sc["season"] in S.SEASONS
-        assert sc["weather"] in (*S.WEATHERS, "snow")
+        assert sc["time"] in grammar.TIMES and sc["season"] in grammar.SEASONS
+        assert sc["weather"] in (*grammar.WEATHERS, "snow")
         assert sc["objects"] == [b["label"] for b in r["boxes"]] and len(sc["objects"]) <= 3
         for b in r["boxes"]:
             assert b["label"] in S.OBJECT_WORDS and b["word"] in S.OBJECT_WORDS[b["label"]]
@@ -112,14 +113,14 @@ def test_larger_size(tmp_path):
 
 
 def test_split_is_7_1_2_per_category(tmp_path):
-    for c in S.CATEGORIES:
-        counts = collections.Counter(S.split_of(200, 0, c).values())
-        assert counts == {"train": 140, "val": 20, "test": 40}
-    assert S.split_of(200, 0, "beach") != S.split_of(200, 1, "beach")
-    S.generate(tmp_path, n_per_category=10, seed=3)
-    per = collections.Counter((r["category"], r["split"]) for r in records(tmp_path))
+    """The split rule of every source (`data.split_names`, tested in test_data), per category, seeded."""
+    S.generate(tmp_path / "a", n_per_category=10, seed=3)
+    per = collections.Counter((r["category"], r["split"]) for r in records(tmp_path / "a"))
     for c in S.CATEGORIES:
         assert (per[c, "train"], per[c, "val"], per[c, "test"]) == (7, 1, 2)
+    S.generate(tmp_path / "b", n_per_category=8, seed=3)
+    per = collections.Counter((r["category"], r["split"]) for r in records(tmp_path / "b"))
+    assert all((per[c, "train"], per[c, "val"], per[c, "test"]) == (6, 1, 1) for c in S.CATEGORIES)
 
 
 def test_box_words_are_one_okt_token(small, okt):
@@ -154,28 +155,28 @@ def test_text_and_tags_are_grounded_in_the_scene():
     for c, scene, text, tags, _ in text_only_posts(40):
         where = [text] + tags
         for fact in ("season", "time", "weather"):
-            cues = S.CUES[fact].get(scene[fact])
+            cues = posts.CUES[fact].get(scene[fact])
             if cues:
                 assert any(cue in s for cue in cues for s in where), (fact, scene, text, tags)
-        place = S.PLACES[c]
+        place = posts.PLACES[c]
         names = place["nouns"] + [s for spots in place["locs"].values() for s in spots]
         assert any(n in text for n in names) or set(tags) & set(place["tags"]), (c, text, tags)
 
 
 def test_text_statistics():
-    posts = text_only_posts(30)
-    n_tags = [len(t) for _, _, _, t, _ in posts]
+    written = text_only_posts(30)
+    n_tags = [len(t) for _, _, _, t, _ in written]
     assert 6 <= sum(n_tags) / len(n_tags) <= 11
-    counts = collections.Counter(t for _, _, _, tags, _ in posts for t in tags)
-    assert counts.most_common(1)[0][0] in S.GENERIC_TAGS[:3]  # generic tags lead, Zipf-like
+    counts = collections.Counter(t for _, _, _, tags, _ in written for t in tags)
+    assert counts.most_common(1)[0][0] in posts.GENERIC_TAGS[:3]  # generic tags lead, Zipf-like
     assert len(counts) > 150
-    assert len({text for _, _, text, _, _ in posts}) == len(posts)
-    assert any(e in text for _, _, text, _, _ in posts for e in S.GENERIC_EMOJI)
+    assert len({text for _, _, text, _, _ in written}) == len(written)
+    assert any(e in text for _, _, text, _, _ in written for e in posts.GENERIC_EMOJI)
 
 
 def test_scene_plausibility():
     for c, scene, _, _, _ in text_only_posts(40):
-        assert set(scene["objects"]) <= set(S.CATEGORY_OBJECTS[c])
+        assert set(scene["objects"]) <= set(grammar.CATEGORY_OBJECTS[c])
         if "snowman" in scene["objects"] or scene["weather"] == "snow":
             assert scene["season"] == "winter"
         if scene["season"] == "winter":
@@ -184,8 +185,8 @@ def test_scene_plausibility():
 
 def test_ensure_generates_once_and_again_on_change(tmp_path, monkeypatch):
     calls = []
-    real = S.generate
-    monkeypatch.setattr(S, "generate", lambda *a, **k: calls.append(a) or real(*a, **k))
+    real = dataset.generate
+    monkeypatch.setattr(dataset, "generate", lambda *a, **k: calls.append(a) or real(*a, **k))
     assert S.ensure(tmp_path, n_per_category=2, seed=0) == tmp_path
     before = digest(tmp_path)
     S.ensure(tmp_path, n_per_category=2, seed=0)
@@ -202,7 +203,7 @@ def test_ensure_generates_once_and_again_on_change(tmp_path, monkeypatch):
 
 def test_a_killed_run_leaves_no_complete_looking_manifest(tmp_path, monkeypatch):
     S.generate(tmp_path, n_per_category=1, seed=0)
-    real, done = S._work, []
+    real, done = dataset._work, []
 
     def dying(job):
         if len(done) == 5:
@@ -210,11 +211,11 @@ def test_a_killed_run_leaves_no_complete_looking_manifest(tmp_path, monkeypatch)
         done.append(job)
         return real(job)
 
-    monkeypatch.setattr(S, "_work", dying)
+    monkeypatch.setattr(dataset, "_work", dying)
     with pytest.raises(KeyboardInterrupt):
         S.generate(tmp_path, n_per_category=1, seed=1)
     assert not (tmp_path / "manifest.jsonl").exists() and not (tmp_path / ".sample.json").exists()
-    monkeypatch.setattr(S, "_work", real)
+    monkeypatch.setattr(dataset, "_work", real)
     S.ensure(tmp_path, n_per_category=1, seed=1)
     assert len(records(tmp_path)) == len(S.CATEGORIES)
 
@@ -235,10 +236,10 @@ def says_scene(post, row, okt):
         return False
     where = [post["text"]] + post["hashtags"]
     for fact in ("season", "time", "weather"):
-        cues = S.CUES[fact].get(scene[fact])
+        cues = posts.CUES[fact].get(scene[fact])
         if cues and not any(cue in s for cue in cues for s in where):
             return False
-    place = S.PLACES[c]
+    place = posts.PLACES[c]
     names = place["nouns"] + [s for spots in place["locs"].values() for s in spots]
     return any(n in post["text"] for n in names) or bool(set(post["hashtags"]) & set(place["tags"]))
 

@@ -259,14 +259,6 @@ def test_compare_tokenizers_side_by_side(kiwi):
     assert table["whitespace readable"].tolist() == table["text"].tolist()
 
 
-def test_hashtag_tokens_normalise_and_deduplicate():
-    tags = ["#부산", " 해운대 ", "#Travel", "#travel", "", "#", "#부산#맛집", unicodedata.normalize("NFD", "#바다")]
-    assert T.hashtag_tokens(tags) == ["부산", "해운대", "travel", "맛집", "바다"]
-    assert T.hashtag_tokens(["#먹스타그램 #맛스타그램"]) == ["먹스타그램", "맛스타그램"]
-    assert T.hashtag_tokens("#부산 #여행") == ["부산", "여행"]
-    assert T.hashtag_tokens(None) == []
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Detokenization
 

@@ -7,7 +7,7 @@ import pickle
 import pytest
 import torch
 
-from capkit import decode, train
+from capkit import decode, runs, store, train
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +73,8 @@ def test_resume_reaches_the_uninterrupted_result(prep, tmp_path):
     assert s_res.epoch == s_full.epoch == 3
     assert strip_times(s_res.history) == strip_times(s_full.history)
     assert same_weights(weights(full), weights(resumed))
-    last_a = train.load_checkpoint(tmp_path / "full" / p.config.run_name / "last.pt")
-    last_b = train.load_checkpoint(p.config.path / "last.pt")
+    last_a = store.load_checkpoint(tmp_path / "full" / p.config.run_name / "last.pt")
+    last_b = store.load_checkpoint(p.config.path / "last.pt")
     assert same_weights(last_a["model"], last_b["model"])
 
 
@@ -100,21 +100,21 @@ class Evil:
 def test_pickled_payloads_are_refused(prep, tmp_path):
     model, _ = train.fit(with_run(prep, tmp_path, epochs=1), progress=False)
     good = tmp_path / prep.config.run_name / "best.pt"
-    ckpt = train.load_checkpoint(good)
+    ckpt = store.load_checkpoint(good)
     assert {"model", "optimizer", "config", "vocab", "decoder_config", "state"} <= set(ckpt)
     bad = tmp_path / "evil.pt"
     torch.save({**ckpt, "extra": Evil()}, bad)
-    with pytest.raises(train.CheckpointError, match="evil.pt"):
-        train.load_checkpoint(bad)
+    with pytest.raises(store.CheckpointError, match="evil.pt"):
+        store.load_checkpoint(bad)
     raw = tmp_path / "raw.pt"
     raw.write_bytes(pickle.dumps(Evil()))
-    with pytest.raises(train.CheckpointError):
-        train.load_checkpoint(raw)
+    with pytest.raises(store.CheckpointError):
+        store.load_checkpoint(raw)
 
 
 def test_atomic_save_keeps_the_old_file_when_killed(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
-    train.save_atomic({"format": train.CKPT_FORMAT, "x": torch.ones(3)}, path)
+    store.save_checkpoint({"format": store.CKPT_FORMAT, "x": torch.ones(3)}, path)
 
     def dies(obj, f):
         f.write(b"half a checkpoint")
@@ -122,9 +122,9 @@ def test_atomic_save_keeps_the_old_file_when_killed(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", dies)
     with pytest.raises(KeyboardInterrupt):
-        train.save_atomic({"format": train.CKPT_FORMAT, "x": torch.zeros(3)}, path)
+        store.save_checkpoint({"format": store.CKPT_FORMAT, "x": torch.zeros(3)}, path)
     monkeypatch.undo()
-    assert torch.equal(train.load_checkpoint(path)["x"], torch.ones(3))
+    assert torch.equal(store.load_checkpoint(path)["x"], torch.ones(3))
 
 
 def test_validation_decodes_free_running(prep, tmp_path, monkeypatch):
@@ -153,7 +153,7 @@ def test_run_folder_and_load_run(prep, tmp_path):
     lines = [json.loads(x) for x in (folder / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(lines) == result["n"] == len(p.records["test"])
     assert lines[0]["reference_tokens"] == p.tokens["test"][0]
-    run = train.load_run(folder)
+    run = runs.load_run(folder)
     assert same_weights(weights(run.model), weights(model)) and run.vocab.itos == p.vocab.itos
     json.loads((folder / "metrics.json").read_text())  # standard JSON (no NaN)
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from capkit import train, widgets
+from capkit import runs, train, widgets
 
 TEXT_RUN, HASHTAG_RUN = "efficientnet_lite0-soft-text", "efficientnet_lite0-soft-hashtag"
 
@@ -70,7 +70,7 @@ def png_claiming(width, height):
 
 
 def test_run_caption_shapes_and_inputs(att_runs):
-    run = train.load_run(att_runs / TEXT_RUN)
+    run = runs.load_run(att_runs / TEXT_RUN)
     path = run.predictions()[0]["image"]
     c = run.caption(path, beam_size=2)
     assert set(c) >= {"tokens", "words", "alphas", "grid", "text", "score", "finished", "beam_size"}
@@ -85,7 +85,7 @@ def test_run_caption_shapes_and_inputs(att_runs):
 
 
 def test_run_caption_hashtags(att_runs):
-    run = train.load_run(att_runs / HASHTAG_RUN)
+    run = runs.load_run(att_runs / HASHTAG_RUN)
     c = run.caption(run.predictions()[0]["image"], beam_size=3)
     assert c["hashtags"] == c["tokens"] and len(set(c["tokens"])) == len(c["tokens"])  # no repeats
     assert all(w.startswith("#") for w in c["words"])
@@ -96,7 +96,7 @@ def test_update_metrics_keeps_other_keys(att_runs, tmp_path):
 
     folder = tmp_path / TEXT_RUN
     shutil.copytree(att_runs / TEXT_RUN, folder)
-    run = train.load_run(folder)
+    run = runs.load_run(folder)
     before = json.loads((folder / "metrics.json").read_text())
     run.update_metrics(grounding={"accuracy": float("nan"), "n_words": 0})
     after = json.loads((folder / "metrics.json").read_text())

@@ -1,0 +1,197 @@
+"""Run folders read back: a trained run ready to caption images, the runs of a folder, and what is measured on a
+run after training (the pointing game of its attention).
+
+``load_run(path)`` rebuilds the run's decoder from ``best.pt`` through the decoder registry
+(:func:`capkit.models.decoder_spec`: ``spec.load(checkpoint["decoder_config"])``), with its vocabulary,
+detokenizer, settings and ``metrics.json``; :class:`Run` captions paths or PIL images with beam search
+(the attention map of every word kept). :func:`grounding` plays the pointing game on records with object
+boxes (the embedded dataset); :func:`stored_grounding` keeps its result in the run's ``metrics.json``.
+
+This module sits after ``train`` in the flow and imports it (the run's settings, ``readable``); the figures
+of ``capkit.viz`` draw what it measures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from capkit import data as D
+from capkit import decode, encoders, metrics, models, store, text, train
+
+
+@dataclass
+class Run:
+    """A trained run, ready to caption images: model, vocabulary, config, encoder name."""
+
+    path: Path
+    config: train.TrainConfig
+    model: nn.Module  # any decoder of the registry (capkit.models.DECODERS)
+    vocab: text.Vocab
+    detok: text.Detokenizer | None
+    metrics: dict
+
+    def readable(self, tokens: list[str]) -> str:
+        return train.readable(tokens, self.config.target, self.detok)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def encoder(self) -> encoders.Encoder:
+        """The run's image encoder (the weights it was trained on), built on first use and kept on the Run."""
+        enc = self.__dict__.get("_encoder")
+        if enc is None:
+            device = next(self.model.parameters()).device
+            enc = encoders.Encoder(self.config.encoder, self.config.encoder_weights).to(device).eval()
+            self.__dict__["_encoder"] = enc
+        return enc
+
+    def caption_many(self, images, beam_size: int = 3, batch_size: int = 32, cache_dir=None) -> list[dict]:
+        """:meth:`caption` for many images (paths or PIL images), encoded and beam-searched in batches.
+
+        With ``cache_dir`` (and paths) the features go through the on-disk feature cache
+        (:func:`capkit.encoders.extract_features`, float16 as in training), so runs that share an encoder
+        encode the images once.
+        """
+        device = next(self.model.parameters()).device
+        images = list(images)
+        store = None
+        if cache_dir is not None and images and all(isinstance(im, (str, Path)) for im in images):
+            # the network is built only when the cache (or an entry holding these images) lacks them
+            store = encoders.extract_features(self.config.encoder, images, cache_dir, self.config.encoder_weights,
+                                              device=str(device), progress=False,
+                                              encoder=self.__dict__.get("_encoder"))
+        enc = self.encoder() if store is None else None
+        out = []
+        for i in range(0, len(images), batch_size):
+            chunk = images[i:i + batch_size]
+            with torch.inference_mode():
+                if store is not None:
+                    feats = store[[str(im) for im in chunk]].to(device)
+                else:
+                    size = encoders.ENCODERS[self.config.encoder].image_size
+                    feats = enc(torch.stack([encoders.image_tensor(im, size) for im in chunk]).to(device)).float()
+            out += self.caption_features(feats, beam_size)
+        return out
+
+    def caption_features(self, feats: torch.Tensor, beam_size: int = 3) -> list[dict]:
+        """Beam-search captions of images already encoded by this run's encoder (``feats`` ``[n, L, D]``, from
+        :meth:`encoder` or the feature cache): one :meth:`caption` dict per row. Runs on one encoder can share
+        the features of a batch."""
+        device = next(self.model.parameters()).device
+        with torch.inference_mode():
+            hyps = decode.beam_search(self.model, feats.to(device), text.START_ID, text.END_ID, beam_size=beam_size,
+                                      max_len=self.config.decode_len, forbid_repeats=self.config.target == "hashtag",
+                                      unk_id=text.UNK_ID)
+        return [self._caption_dict(h, beam_size) for h in hyps]
+
+    def caption(self, image, beam_size: int = 3) -> dict:
+        """Caption one image (a path or a PIL image) with beam search.
+
+        Returns ``tokens`` (vocabulary tokens, e.g. ``강아지/Noun``), ``words`` (what a reader sees per token:
+        the surface form, or ``#tag``), ``alphas`` (float32 numpy ``[len(tokens), grid*grid]``, the attention
+        map behind each token), ``grid``, ``text`` (readable text or ``#a #b``), ``hashtags`` (hashtag runs only),
+        ``score``, ``finished`` and ``beam_size``. Raises :class:`capkit.data.BadImage` for an unusable file.
+        """
+        return self.caption_many([image], beam_size=beam_size, batch_size=1)[0]
+
+    def _caption_dict(self, h, beam_size: int) -> dict:
+        keep = [j for j, t in enumerate(h.tokens) if t not in (text.PAD_ID, text.START_ID)]
+        tokens = [self.vocab.itos[h.tokens[j]] for j in keep]
+        alphas = h.alphas[keep].float().cpu().numpy() if keep else np.zeros((0, h.alphas.shape[-1]), np.float32)
+        hashtag = self.config.target == "hashtag"
+        out = {"tokens": tokens, "words": ["#" + t if hashtag else text.split_token(t)[0] for t in tokens],
+               "alphas": alphas, "grid": encoders.ENCODERS[self.config.encoder].grid, "text": self.readable(tokens),
+               "score": float(h.score), "finished": bool(h.finished), "beam_size": beam_size}
+        if hashtag:
+            out["hashtags"] = list(tokens)
+        return out
+
+    def predictions(self) -> list[dict]:
+        """The test predictions the run wrote (``predictions.jsonl``), one dict per test image."""
+        path = self.path / "predictions.jsonl"
+        return D.read_jsonl(path) if path.exists() else []
+
+    def update_metrics(self, **items) -> dict:
+        """Set top-level keys of ``metrics.json`` (read, merge, write to a temporary file, rename); returns it."""
+        self.metrics = store.update_json(self.path / "metrics.json", items)
+        return self.metrics
+
+
+def load_run(path, device: str = "cpu", which: str = "best") -> Run:
+    """Load ``<run>/best.pt`` (or ``last.pt``) back into a model for decoding."""
+    path = D.project_path(path)
+    ckpt = store.load_checkpoint(path / f"{which}.pt", map_location=device)
+    config = train.TrainConfig.from_dict(ckpt["config"])
+    model = models.decoder_spec(config.decoder).load(ckpt["decoder_config"])
+    model.load_state_dict(ckpt["model"])
+    model.to(device).eval()
+    detok = text.Detokenizer.load(path / "detokenizer.json") if (path / "detokenizer.json").exists() else None
+    m = json.loads((path / "metrics.json").read_text()) if (path / "metrics.json").exists() else {}
+    return Run(path, config, model, text.Vocab.from_dict(ckpt["vocab"]), detok, m)
+
+
+def list_runs(run_dir) -> list[Path]:
+    """Run folders (those holding a best.pt) under ``run_dir``."""
+    root = D.project_path(run_dir)
+    return sorted(p.parent for p in root.glob("*/best.pt"))
+
+
+# ----------------------------------------------------------------------------- the pointing game on a run
+
+
+def grounding(run: Run, records, object_words: dict, beam_size: int = 3, batch_size: int = 32,
+              cache_dir=None) -> tuple[dict, list]:
+    """The pointing game for one text run on records with object boxes (the embedded dataset).
+
+    Every record's image is captioned afresh (beam search, the attention maps kept); each generated word whose
+    surface form is one of ``object_words[label]`` for a label boxed in that image is scored by
+    :func:`capkit.metrics.pointing_game`. Returns the summary (for ``metrics.json``) and one row per word.
+    """
+    records = [r for r in records if r.boxes]
+    captions = run.caption_many([r.image for r in records], beam_size=beam_size, batch_size=batch_size,
+                                cache_dir=cache_dir)
+    rows, alphas, boxes = [], [], []
+    for rec, cap in zip(records, captions):
+        for i, label, label_boxes in metrics.object_mentions(cap["words"], rec.boxes, object_words):
+            x, y = metrics.attention_peak(cap["alphas"][i], cap["grid"])
+            rows.append({"run": run.name, "key": rec.key, "word": cap["words"][i], "position": i, "label": label,
+                         "peak_x": round(x, 4), "peak_y": round(y, 4), "hit": metrics.in_boxes((x, y), label_boxes),
+                         "chance": metrics.boxes_area(label_boxes)})
+            alphas.append(cap["alphas"][i])
+            boxes.append(label_boxes)
+    grid = captions[0]["grid"] if captions else 14
+    game = metrics.pointing_game(alphas, boxes, grid)
+    per_label = {}
+    for label in sorted({r["label"] for r in rows}):
+        mine = [r for r in rows if r["label"] == label]
+        per_label[label] = {"n": len(mine), "accuracy": sum(r["hit"] for r in mine) / len(mine),
+                            "chance": float(np.mean([r["chance"] for r in mine]))}
+    summary = {"n_words": game["n"], "hits": game["hits"], "accuracy": game["accuracy"], "chance": game["chance"],
+               "n_images": len(records), "images_with_mentions": len({r["key"] for r in rows}),
+               "beam_size": beam_size, "grid": grid, "per_label": per_label,
+               "method": "pointing game: argmax cell centre of the word's attention map inside a box of the object "
+                         "it names; chance = the boxes' area share, averaged over the same words"}
+    return summary, rows
+
+
+def stored_grounding(run: Run, records, object_words: dict, beam_size: int = 3, cache_dir=None) -> tuple[dict, list]:
+    """:func:`grounding`, written into the run's ``metrics.json`` (``grounding`` and its word rows,
+    ``grounding_words``) with what it was measured on: the run's test fingerprint (its weights), the beam size and
+    the records. A rerun on the same run and records reads it back instead of decoding again."""
+    keys = hashlib.sha256("\n".join(sorted(r.key for r in records)).encode()).hexdigest()[:16]
+    measured_on = {"fingerprint": run.metrics.get("fingerprint"), "beam_size": beam_size, "records": keys}
+    stored = run.metrics.get("grounding") or {}
+    if measured_on["fingerprint"] and stored.get("measured_on") == measured_on and "grounding_words" in run.metrics:
+        return stored, run.metrics["grounding_words"]
+    summary, rows = grounding(run, records, object_words, beam_size=beam_size, cache_dir=cache_dir)
+    summary = {**summary, "measured_on": measured_on}
+    run.update_metrics(grounding=summary, grounding_words=rows)
+    return summary, rows
