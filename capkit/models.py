@@ -349,15 +349,16 @@ class DecoderSpec:
 
     Every decoder is an ``nn.Module`` with a ``config`` (a dataclass with ``vocab_size``, ``to_dict``,
     ``from_dict``) and ``loss(feats [B, L, D], captions [B, T], lengths [B], lambda_att, label_smoothing) ->
-    (loss, parts)`` with parts holding at least ``"ce"`` and ``"loss"`` (detached); the trainer calls nothing
-    else while training. What search needs depends on ``search``:
+    (loss, parts)`` with parts holding at least ``"ce"`` (the data term, also the validation loss), ``"att"``
+    (an attention term, or 0) and ``"loss"``, detached; the trainer calls nothing else while training. What search needs depends on ``search``:
 
     - ``"sequence"``: word by word (capkit.decode: greedy, beam, sampling, MBR) through
       ``init_state(feats) -> state`` (a dict of batch-first tensors), ``step(tokens [B], state) -> (log-probs
       [B, V], alpha [B, L], state)`` and ``reorder_state(state, index, static=True)``; ``STATIC_STATE`` names the
       per-image entries beams of one image share.
     - ``"set"``: an unordered set of tokens (hashtags), from ``scores(feats) -> [B, V]`` probabilities, turned
-      into a set by a top-k or threshold rule chosen on validation (capkit.multilabel).
+      into a set by a top-k or threshold rule chosen on validation (capkit.multilabel); ``attention(feats) ->
+      [B, V, L]`` gives each token's map for figures (uniform when the model does not attend).
 
     ``settings`` are config values the entry fixes (e.g. the attention form); ``build`` takes the rest (the
     trainer's sizes) and drops what the config class does not have.

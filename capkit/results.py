@@ -190,11 +190,12 @@ def _ordered(found, defaults, order) -> list[str]:
 def grid(runs: pd.DataFrame, encoders=None, decoders=None) -> list[tuple[str, str]]:
     """(encoder, decoder) rows in the study's order: every encoder with the first decoder, then the next.
 
-    ``encoders`` / ``decoders`` default to those found in ``runs`` plus the grid ``make run``
-    trains (EfficientNet-Lite0 / Lite2 x soft / Look-Back), so untrained cells show as missing.
+    ``encoders`` default to those found in ``runs`` plus the two ``make run`` trains (EfficientNet-Lite0 /
+    Lite2), ``decoders`` to the study's two (soft / Look-Back), so untrained cells show as missing; runs of other
+    decoders (Predict-Forward, set prediction, a decoder of your own) are the tables' extra rows.
     """
     encoders = list(encoders) if encoders else _ordered(runs.get("encoder", []), DEFAULT_ENCODERS, ENCODER_ORDER)
-    decoders = list(decoders) if decoders else _ordered(runs.get("decoder", []), DEFAULT_DECODERS, DEFAULT_DECODERS)
+    decoders = list(decoders) if decoders else list(DEFAULT_DECODERS)
     return [(e, d) for d in decoders for e in encoders]
 
 

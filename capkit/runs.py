@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 
 from capkit import data as D
-from capkit import decode, encoders, metrics, models, store, text, train
+from capkit import decode, encoders, metrics, models, multilabel, store, text, train
 
 
 @dataclass
@@ -62,19 +62,19 @@ class Run:
         """
         device = next(self.model.parameters()).device
         images = list(images)
-        store = None
+        cached = None
         if cache_dir is not None and images and all(isinstance(im, (str, Path)) for im in images):
             # the network is built only when the cache (or an entry holding these images) lacks them
-            store = encoders.extract_features(self.config.encoder, images, cache_dir, self.config.encoder_weights,
+            cached = encoders.extract_features(self.config.encoder, images, cache_dir, self.config.encoder_weights,
                                               device=str(device), progress=False,
                                               encoder=self.__dict__.get("_encoder"))
-        enc = self.encoder() if store is None else None
+        enc = self.encoder() if cached is None else None
         out = []
         for i in range(0, len(images), batch_size):
             chunk = images[i:i + batch_size]
             with torch.inference_mode():
-                if store is not None:
-                    feats = store[[str(im) for im in chunk]].to(device)
+                if cached is not None:
+                    feats = cached[[str(im) for im in chunk]].to(device)
                 else:
                     size = encoders.ENCODERS[self.config.encoder].image_size
                     feats = enc(torch.stack([encoders.image_tensor(im, size) for im in chunk]).to(device)).float()
@@ -86,6 +86,8 @@ class Run:
         :meth:`encoder` or the feature cache): one :meth:`caption` dict per row. Runs on one encoder can share
         the features of a batch."""
         device = next(self.model.parameters()).device
+        if models.decoder_spec(self.config.decoder).search == "set":
+            return self._caption_sets(feats.to(device))
         with torch.inference_mode():
             hyps = decode.beam_search(self.model, feats.to(device), text.START_ID, text.END_ID, beam_size=beam_size,
                                       max_len=self.config.decode_len, forbid_repeats=self.config.target == "hashtag",
@@ -112,6 +114,24 @@ class Run:
                "score": float(h.score), "finished": bool(h.finished), "beam_size": beam_size}
         if hashtag:
             out["hashtags"] = list(tokens)
+        return out
+
+    def _caption_sets(self, feats: torch.Tensor) -> list[dict]:
+        """A set decoder's tags for feats [n, L, D] under the output rule its test chose on validation
+        (``metrics.json``'s ``rule``), likeliest first; ``alphas`` are the model's per-tag maps (uniform for
+        mean pooling)."""
+        rule = self.metrics.get("rule")
+        if rule is None:
+            raise RuntimeError(f"{self.path}: no output rule in metrics.json (the run has not been tested yet: "
+                               "train.test chooses the rule on validation)")
+        probs, attention = self.model.scores(feats), self.model.attention(feats)
+        out = []
+        for row, att, ids in zip(probs, attention, multilabel.apply_rule(probs, rule)):
+            tokens = [self.vocab.itos[i] for i in ids]
+            out.append({"tokens": tokens, "words": ["#" + t for t in tokens],
+                        "alphas": att[ids].float().cpu().numpy(), "grid": encoders.ENCODERS[self.config.encoder].grid,
+                        "text": self.readable(tokens), "hashtags": tokens, "finished": True, "beam_size": None,
+                        "score": float(torch.log(row[ids].clamp_min(1e-12)).sum()) if ids else 0.0})
         return out
 
     def predictions(self) -> list[dict]:

@@ -30,7 +30,8 @@ import numpy as np
 import torch
 
 from capkit import data as D
-from capkit import decode, dist, encoders, mbr, metrics, models, scst, store, text
+from capkit import decode, dist, encoders, mbr, metrics, models, multilabel, scst, store, text
+from capkit import predict_forward  # noqa: F401  (decoders in files of their own register themselves on import)
 
 # settings that may differ when a run is resumed (more epochs, another machine or folder layout)
 RESUMABLE_CHANGES = ("epochs", "patience", "device", "beam_size", "cache_dir", "data_dir", "run_dir", "run_name",
@@ -100,6 +101,8 @@ class TrainConfig:
         if self.scst_epochs and self.target != "text":
             raise ValueError("scst_epochs: self-critical training optimises CIDEr-D, so it is for target='text'")
         spec = models.decoder_spec(self.decoder)  # (ValueError for a name the registry does not hold)
+        if self.scst_epochs and spec.search != "sequence":
+            raise ValueError(f"scst_epochs: self-critical training samples word by word; {self.decoder!r} does not")
         if self.target not in spec.targets:
             raise ValueError(f"decoder {self.decoder!r} is for target {' or '.join(map(repr, spec.targets))}, "
                              f"not {self.target!r}")
@@ -342,7 +345,7 @@ def decode_batch(device: torch.device) -> int:
 
 
 def predict(model, prep: Prepared, split: str, beam_size: int = 1, limit: int | None = None,
-            batch_size: int | None = None, search: str = "beam") -> list[dict]:
+            batch_size: int | None = None, search: str = "beam", rule: dict | None = None) -> list[dict]:
     """Decode every record of a split (batched): tokens, score, finished, attention maps.
 
     ``search="beam"``: beam search (greedy when ``beam_size`` is 1). ``search="mbr"``: minimum Bayes-risk
@@ -354,10 +357,15 @@ def predict(model, prep: Prepared, split: str, beam_size: int = 1, limit: int | 
     Under torchrun every rank decodes every world_size-th batch (each image in the batch it has in one process,
     so the results are one process's) and all ranks get all results, in order. MBR is the exception: one
     sampling stream runs through its batches in order, so rank 0 decodes them all (the others wait) to draw
-    the samples one process draws."""
+    the samples one process draws.
+
+    A set decoder (``DecoderSpec.search == "set"``, e.g. ``multilabel``) needs no search: its tag scores go
+    through ``rule`` (:func:`set_rule`: top-k or a threshold, chosen on the validation split when not given)."""
     model.eval()
     device = next(model.parameters()).device
     batch_size = batch_size or decode_batch(device)
+    if models.decoder_spec(prep.config.decoder).search == "set":
+        return predict_set(model, prep, split, rule or set_rule(model, prep), limit, batch_size)
     recs = prep.records[split][:limit]
     mine = {}  # first record of a batch -> its results, for the batches this rank decodes
     forbid = prep.config.target == "hashtag"
@@ -390,6 +398,41 @@ def predict(model, prep: Prepared, split: str, beam_size: int = 1, limit: int | 
         mine[i] = [{"tokens": prep.vocab.decode(h.tokens), "score": float(h.score), "finished": bool(h.finished),
                     "alphas": h.alphas.float().cpu()} for h in hyps]
     return [h for chunk in dist.gather(mine) for h in chunk]
+
+
+def set_scores(model, prep: Prepared, split: str, limit: int | None = None,
+               batch_size: int | None = None) -> torch.Tensor:
+    """A set decoder's tag probabilities [n, V] (float32, CPU) for the records of a split, in batches. (Cheap: every
+    rank computes them all under torchrun.)"""
+    model.eval()
+    device = next(model.parameters()).device
+    batch_size = batch_size or decode_batch(device)
+    recs = prep.records[split][:limit]
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(recs), batch_size):
+            out.append(model.scores(prep.features([r.image for r in recs[i:i + batch_size]]).to(device)).float().cpu())
+    return torch.cat(out) if out else torch.zeros(0, len(prep.vocab))
+
+
+def set_rule(model, prep: Prepared) -> dict:
+    """A set decoder's output rule (top-k or a threshold: :func:`capkit.multilabel.choose_rule`), chosen on the
+    validation split and nothing else, against its true tags (strings: tags outside the vocabulary count as
+    misses, as in the scores)."""
+    return multilabel.choose_rule(set_scores(model, prep, "val"), [refs[0] for refs in prep.tokens["val"]],
+                                  max_k=prep.config.max_hashtags, labels=prep.vocab.itos)
+
+
+def predict_set(model, prep: Prepared, split: str, rule: dict, limit: int | None = None,
+                batch_size: int | None = None) -> list[dict]:
+    """:func:`predict` for a set decoder: each image's tags under ``rule``, likeliest first; ``score`` is the sum
+    of the chosen tags' log-probabilities; no attention maps."""
+    probs = set_scores(model, prep, split, limit, batch_size)
+    out = []
+    for row, ids in zip(probs, multilabel.apply_rule(probs, rule)):
+        score = float(torch.log(row[ids].clamp_min(1e-12)).sum()) if ids else 0.0
+        out.append({"tokens": [prep.vocab.itos[i] for i in ids], "score": score, "finished": True, "alphas": None})
+    return out
 
 
 def fit(prep: Prepared, progress: bool = True, stop_after: int | None = None) -> tuple[torch.nn.Module, State]:
@@ -688,8 +731,7 @@ def teacher_forced_loss(model, prep: Prepared, pairs, device) -> float:
             if k % dist.world_size() != dist.rank():
                 continue
             feats = prep.features(images).to(device)
-            logits, alphas = model(feats, caps.to(device), lengths.to(device))
-            _, parts = models.caption_loss(logits.float(), caps.to(device), lengths.to(device), alphas.float(), 0.0)
+            _, parts = model.loss(feats, caps.to(device), lengths.to(device), 0.0, 0.0)  # parts["ce"]: its data term
             mine[k] = (float(parts["ce"]) * len(images), len(images))
     tot, n = 0.0, 0
     for ce, rows in dist.gather(mine):
@@ -717,6 +759,8 @@ def test_fingerprint(prep: Prepared, beam: int, split: str) -> dict:
     keys = "\n".join(r.key for r in prep.records[split]).encode()
     search = ({"search": "mbr", "mbr_samples": config.mbr_n, "mbr_temperature": config.mbr_tau}
               if config.search == "mbr" else {"search": "beam"})
+    if models.decoder_spec(config.decoder).search == "set":
+        search = {"search": "set"}  # (the rule follows from the weights and the validation split)
     return {"epochs_run": len(history), "best_epoch": best_epoch(history, config.target)[0], "beam_size": beam,
             "split": split, "records": hashlib.sha256(keys).hexdigest()[:16], "decode_len": config.decode_len,
             **search}
@@ -740,7 +784,8 @@ def test(model, prep: Prepared, beam_size: int | None = None, split: str = "test
                       and (config.path / "predictions.jsonl").exists()):
         return dist.broadcast(stored)
     t0 = time.perf_counter()
-    hyps = predict(model, prep, split, beam_size=beam, search=config.search)
+    rule = set_rule(model, prep) if models.decoder_spec(config.decoder).search == "set" else None
+    hyps = predict(model, prep, split, beam_size=beam, search=config.search, rule=rule)
     decode_s = time.perf_counter() - t0
     if not dist.is_main():
         return dist.broadcast(None)
@@ -766,7 +811,8 @@ def test(model, prep: Prepared, beam_size: int | None = None, split: str = "test
     best = next((r for r in history if r["epoch"] == chosen), {})
     result = {
         "run": config.run_name, "encoder": config.encoder, "decoder": config.decoder, "target": config.target,
-        "dataset": config.dataset, "split": split, "n": len(lines), "beam_size": beam, "search": config.search,
+        "dataset": config.dataset, "split": split, "n": len(lines), "beam_size": beam,
+        "search": "set" if rule else config.search, **({"rule": rule} if rule else {}),
         "token_form": config.tokenizer if config.target == "text" else "hashtag",
         "test": scores, "best_epoch": best.get("epoch"), "val": {k: v for k, v in best.items() if k.startswith("val_")},
         "selection": SELECTION[config.target], "best_phase": best.get("phase", "xe"),

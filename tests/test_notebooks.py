@@ -53,8 +53,10 @@ def smoke_runs(tmp_path_factory, sample_dir, cache_dir):
     run_notebook("01_data_exploration.ipynb", out, **common, figures_dir=str(figs))
     if (NOTEBOOKS / "02_vocabulary.ipynb").exists():
         run_notebook("02_vocabulary.ipynb", out, **common, figures_dir=str(figs))
+    # the study's grid in part, and the extra rows' decoders (Look-Back + Predict-Forward, set prediction)
     for enc, dec, tgt in (("efficientnet_lite0", "soft", "text"), ("efficientnet_lite0", "lookback", "hashtag"),
-                          ("efficientnet_lite2", "lookback", "text")):
+                          ("efficientnet_lite2", "lookback", "text"), ("efficientnet_lite0", "lbpf", "text"),
+                          ("efficientnet_lite0", "multilabel", "hashtag")):
         run_notebook("03_train.ipynb", out / f"{enc}-{dec}-{tgt}", **common, encoder=enc, decoder=dec, target=tgt,
                      epochs=2, batch_size=8, beam_size=2)
     # self-critical epochs on a copy of a finished run, as `make run` does for the best text model
@@ -144,3 +146,11 @@ def test_04_attention(smoke_runs):
 def test_05_results(smoke_runs):
     out, common, figs = smoke_runs
     run_notebook("05_results.ipynb", out, **common, figures_dir=str(figs))
+    # the extra decoders are extra rows of the study's tables, with scores; the grid keeps its four cells
+    import pandas as pd
+
+    for target, label in (("text", "Look-Back + Predict-Forward"), ("hashtag", "set prediction")):
+        table = pd.read_csv(out / f"results_{target}.csv", index_col=0)
+        extra = [m for m in table.index if label in m]
+        assert len(extra) == 1 and table.loc[extra[0]].iloc[:3].notna().all(), (target, list(table.index))
+        assert not any(label in m and "missing" in str(table.loc[m, "note"]) for m in table.index)
