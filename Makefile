@@ -23,8 +23,9 @@ SCST_RUNS   ?= efficientnet_lite2_deep-soft
 SCST_EPOCHS ?= 1
 # extra rows beside the study's grid (05_results): Predict-Forward and Look-Back + Predict-Forward texts, the
 # set-prediction hashtag model
+# (the stronger encoder's; add efficientnet_lite0_deep-multilabel-hashtag for the other: ~75 s more)
 EXTRA_RUNS ?= efficientnet_lite2_deep-pf-text efficientnet_lite2_deep-lbpf-text \
-              efficientnet_lite0_deep-multilabel-hashtag efficientnet_lite2_deep-multilabel-hashtag
+              efficientnet_lite2_deep-multilabel-hashtag
 # runs trained at once (make -j) and the threads each gets; on one GPU keep JOBS=1
 JOBS    ?= 2
 THREADS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); t=$$(( n / $(JOBS) )); echo $$(( t > 0 ? t : 1 )))
@@ -42,7 +43,8 @@ else
   STAMP := .capkit-env-checked
 endif
 PM := $(PY) -m papermill --cwd $(CURDIR) --log-level WARNING --no-progress-bar
-NB_ARGS = -p dataset $(DATASET) -p data_dir $(DATA_DIR) -p run_dir $(RUN_DIR) -p seed $(SEED) -p figures_dir $(FIGURES_DIR)
+TRAIN_ARGS = -p dataset $(DATASET) -p data_dir $(DATA_DIR) -p run_dir $(RUN_DIR) -p seed $(SEED)
+NB_ARGS = $(TRAIN_ARGS) -p figures_dir $(FIGURES_DIR)
 
 .PHONY: help env java browser data run notebooks train-grid train-scst ablation test bench lab clean \
         nb/01_data_exploration nb/02_vocabulary nb/04_attention nb/05_results $(TRAIN_RUNS)
@@ -91,15 +93,17 @@ else
 	@test -d $(DATA_DIR) || { echo "ERROR: DATA_DIR=$(DATA_DIR) does not exist (DATASET=$(DATASET)); see README, 'Data'"; exit 1; }
 endif
 
+# 01, 02 and the training runs share one pool of JOBS jobs (01 and 02 first); 04 and 05, which read every run,
+# follow side by side.
 notebooks: env data
 	@mkdir -p $(RUN_DIR) $(FIGURES_DIR)
-	@$(MAKE) --no-print-directory -j$(JOBS) $(SYNC) nb/01_data_exploration nb/02_vocabulary
-	@$(MAKE) --no-print-directory train-grid
+	@$(MAKE) --no-print-directory -j$(JOBS) $(SYNC) nb/01_data_exploration nb/02_vocabulary $(TRAIN_RUNS)
 	@$(MAKE) --no-print-directory -j$(JOBS) $(SYNC) nb/04_attention nb/05_results
 
 nb/01_data_exploration nb/05_results: nb/%:
 	$(THREADS_ENV) $(PM) notebooks/$*.ipynb $(RUN_DIR)/$*.ipynb $(NB_ARGS)
-nb/02_vocabulary: nb/%:
+# (after 01, whose Okt tokens it then reads from the token cache)
+nb/02_vocabulary: nb/%: nb/01_data_exploration
 	$(THREADS_ENV) $(PM) notebooks/$*.ipynb $(RUN_DIR)/$*.ipynb $(NB_ARGS) -p tokenizer $(TOKENIZER)
 nb/04_attention: nb/%:
 	$(THREADS_ENV) $(PM) notebooks/$*.ipynb $(RUN_DIR)/$*.ipynb $(NB_ARGS)
@@ -109,23 +113,26 @@ nb/04_attention: nb/%:
 # <encoder>-<decoder>-<target>; its executed notebook stays in its run folder. Runs on one encoder share the
 # feature cache safely (one lock per cache entry: the first extracts, the others wait and read).
 GRID_RUNS := $(foreach e,$(ENCODERS),$(foreach d,$(DECODERS),$(foreach t,$(TARGETS),$(e)-$(d)-$(t))))
-# the encoders' first runs go first, so that their features are extracted side by side
+# Longest first, so that the last jobs are short: the encoders' first runs (their features are extracted side by
+# side), the self-critical copies (they wait for the run they copy), the text runs, then the hashtag runs.
 uniq = $(if $1,$(firstword $1) $(call uniq,$(filter-out $(firstword $1),$1)))
-ORDERED_RUNS = $(call uniq,$(foreach e,$(ENCODERS),$(firstword $(filter $(e)-%,$(GRID_RUNS)))) $(GRID_RUNS) $(EXTRA_RUNS))
-TRAIN_RUNS = $(addprefix train/,$(ORDERED_RUNS) $(addsuffix -text-scst,$(SCST_RUNS)))
+ALL_RUNS = $(GRID_RUNS) $(EXTRA_RUNS)
+ORDERED_RUNS = $(call uniq,$(foreach e,$(ENCODERS),$(firstword $(filter $(e)-%,$(GRID_RUNS)))) \
+               $(addsuffix -text-scst,$(SCST_RUNS)) $(filter %-text,$(ALL_RUNS)) $(filter-out %-text,$(ALL_RUNS)))
+TRAIN_RUNS = $(addprefix train/,$(ORDERED_RUNS))
 train-grid: env data
 	@$(MAKE) --no-print-directory -j$(JOBS) $(SYNC) $(TRAIN_RUNS)
 
 train/%-text-scst: train/%-text
 	@echo "== training $*-text-scst (SCST on a copy of $*-text)"; mkdir -p $(RUN_DIR)/$*-text-scst
-	$(THREADS_ENV) $(PM) notebooks/03_train.ipynb $(RUN_DIR)/$*-text-scst/03_train.ipynb $(NB_ARGS) \
+	$(THREADS_ENV) $(PM) notebooks/03_train.ipynb $(RUN_DIR)/$*-text-scst/03_train.ipynb $(TRAIN_ARGS) \
 	  -p encoder $(word 1,$(subst -, ,$*)) -p decoder $(word 2,$(subst -, ,$*)) -p target text -p epochs $(EPOCHS) \
 	  -p run_name $*-text-scst -p start_from $(RUN_DIR)/$*-text -p scst_epochs $(SCST_EPOCHS) \
 	  -p tokenizer $(TOKENIZER) -p lambda_att $(LAMBDA_ATT)
 
 train/%:
 	@echo "== training $*"; mkdir -p $(RUN_DIR)/$*
-	$(THREADS_ENV) $(PM) notebooks/03_train.ipynb $(RUN_DIR)/$*/03_train.ipynb $(NB_ARGS) \
+	$(THREADS_ENV) $(PM) notebooks/03_train.ipynb $(RUN_DIR)/$*/03_train.ipynb $(TRAIN_ARGS) \
 	  -p encoder $(word 1,$(subst -, ,$*)) -p decoder $(word 2,$(subst -, ,$*)) -p target $(word 3,$(subst -, ,$*)) \
 	  -p epochs $(EPOCHS) -p tokenizer $(TOKENIZER) $(if $(filter text,$(word 3,$(subst -, ,$*))),-p lambda_att $(LAMBDA_ATT))
 

@@ -198,15 +198,21 @@ def sample(
     unk_id: int | None = None,
     generator: torch.Generator | None = None,
     temperature: float = 1.0,
+    repeats: int = 1,
 ) -> tuple[list[list[int]], list[bool]]:
-    """One caption drawn from the model's distribution for each row of feats [B, L, D] (repeat rows for several
-    samples per image): w_t ~ p(. | w_<t, image)^(1/temperature), renormalised over the allowed words. Returns the
-    token lists (without <start> / <end>) and whether each emitted <end>. Self-critical training's w^s (at
-    temperature 1); minimum Bayes-risk decoding's candidates."""
+    """``repeats`` captions drawn from the model's distribution for each row of feats [B, L, D] (rows b*repeats ..
+    (b+1)*repeats - 1 are image b's): w_t ~ p(. | w_<t, image)^(1/temperature), renormalised over the allowed
+    words. Returns the token lists (without <start> / <end>) and whether each emitted <end>. Self-critical
+    training's w^s (at temperature 1); minimum Bayes-risk decoding's candidates.
+
+    The decoding state is set up once per image and then copied to its rows (like beam search's beams): the
+    per-image work (W_a a_i over every region) is not repeated for every sample."""
     banned = _banned(start_id, unk_id)
     feats = feats.to(next(model.parameters()).dtype)
-    B = feats.size(0)
+    B = feats.size(0) * repeats
     state = model.init_state(feats)
+    if repeats > 1:
+        state = model.reorder_state(state, torch.arange(feats.size(0), device=feats.device).repeat_interleave(repeats))
     tokens = torch.full((B,), start_id, dtype=torch.long, device=feats.device)
     rows = torch.arange(B, device=feats.device)  # the input row of each live row
     out = torch.zeros(B, max_len, dtype=torch.long, device=feats.device)

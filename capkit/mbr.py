@@ -35,9 +35,9 @@ def mbr_decode(model, feats: torch.Tensor, cider: CiderD, start_id: int, end_id:
                generator: torch.Generator | None = None) -> list[dict]:
     """For each image of feats [B, L, D]: ``tokens`` (ids, without <start>/<end>), ``score`` (the chosen
     caption's mean CIDEr-D against the other samples) and ``finished`` (it emitted <end>)."""
-    rows = feats.repeat_interleave(samples, dim=0)  # image b's samples are rows bN .. bN + N - 1
-    caps, finished = decode.sample(model, rows, start_id, end_id, max_len=max_len, unk_id=unk_id,
-                                   generator=generator, temperature=temperature)
+    caps, finished = decode.sample(model, feats, start_id, end_id, max_len=max_len, unk_id=unk_id,
+                                   generator=generator, temperature=temperature,
+                                   repeats=samples)  # image b's samples are rows bN .. bN + N - 1
     out = []
     for b in range(feats.size(0)):
         group = caps[b * samples:(b + 1) * samples]
@@ -50,9 +50,8 @@ def mbr_tags(model, feats: torch.Tensor, start_id: int, end_id: int, samples: in
              max_len: int = 25, unk_id: int | None = None, generator: torch.Generator | None = None) -> list[dict]:
     """For each image of feats [B, L, D]: ``tokens`` (tag ids, most often drawn first), ``score`` (their mean F1
     against the draws: the model's own estimate of the expected F1) and ``finished`` (True)."""
-    rows = feats.repeat_interleave(samples, dim=0)
-    caps, _ = decode.sample(model, rows, start_id, end_id, max_len=max_len, unk_id=unk_id, generator=generator,
-                            temperature=temperature)
+    caps, _ = decode.sample(model, feats, start_id, end_id, max_len=max_len, unk_id=unk_id, generator=generator,
+                            temperature=temperature, repeats=samples)
     out = []
     for b in range(feats.size(0)):
         tags, f1 = best_guess_tags(caps[b * samples:(b + 1) * samples], max_len)

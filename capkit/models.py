@@ -370,6 +370,7 @@ class DecoderSpec:
     settings: dict = field(default_factory=dict)
     search: str = "sequence"  # "sequence" | "set"
     targets: tuple = ("text", "hashtag")
+    loss_unit: str = "token"  # what `loss` is a mean over: "token" (predicted tokens) | "image" (torchrun shares)
 
     def build(self, **sizes) -> nn.Module:
         known = {f.name for f in fields(self.config)}

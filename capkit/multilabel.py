@@ -251,4 +251,4 @@ def choose_rule(val_probs: torch.Tensor, val_true: Sequence, max_k: int = 10,
 
 
 register_decoder("multilabel", DecoderSpec("set prediction", MultilabelTagger, config=MultilabelConfig,
-                                           search="set", targets=("hashtag",)))
+                                           search="set", targets=("hashtag",), loss_unit="image"))

@@ -88,8 +88,8 @@ def scst_step(model, optimizer, feats, ref_vecs, cider: CiderD, samples: int, ma
     greedy = decode.greedy(model, feats, start_id, end_id, max_len=max_len, unk_id=unk_id)
     base = [cider.score(h.tokens, r) for h, r in zip(greedy, ref_vecs)]  # reported either way
     rep = feats.repeat_interleave(samples, dim=0)  # [B K, L, D]: image b's samples are rows bK .. bK + K - 1
-    caps, finished = decode.sample(model, rep, start_id, end_id, max_len=max_len, unk_id=unk_id,
-                                   generator=generator)
+    caps, finished = decode.sample(model, feats, start_id, end_id, max_len=max_len, unk_id=unk_id,
+                                   generator=generator, repeats=samples)
     rewards = [cider.score(c, ref_vecs[j // samples]) for j, c in enumerate(caps)]
     if baseline == "greedy":
         baselines = [base[j // samples] for j in range(len(caps))]

@@ -641,7 +641,8 @@ def train_epoch(model, optimizer, features, pairs, config: TrainConfig, epoch: i
     for images, caps, lengths in bar:
         n_rows, share = len(images), None
         if dist.active():  # under torchrun every rank builds the same (global) batch and trains on its share
-            images, caps, lengths, share = rank_share(images, caps, lengths)
+            images, caps, lengths, share = rank_share(images, caps, lengths,
+                                                      models.decoder_spec(config.decoder).loss_unit)
         feats = features(images).to(device, non_blocking=True)
         parts = train_step(model, optimizer, feats, caps.to(device), lengths.to(device), config.lambda_att,
                            config.grad_clip, config.label_smoothing, share)
@@ -686,38 +687,43 @@ def train_step(model, optimizer, feats, captions, lengths, lambda_att: float = 1
     return parts
 
 
-def rank_share(images, captions, lengths) -> tuple:
+def rank_share(images, captions, lengths, unit: str = "token") -> tuple:
     """This rank's rows of a whole batch (every world_size-th one: :func:`capkit.dist.share`), and ``share`` =
-    (tokens, captions, weight): the whole batch's counts, and 1.0, or 0.0 for a rank left without rows (a last
-    batch smaller than the world), which then runs the batch's first row at weight 0 (DDP needs every rank's
-    gradients, even zero ones)."""
-    tokens = int((lengths - 1).clamp(min=0).sum())
+    (units, captions, weight, unit): the whole batch's count of the units its loss is a mean over (``unit``, the
+    decoder's ``DecoderSpec.loss_unit``: "token", the predicted tokens, or "image") and of its captions, and 1.0,
+    or 0.0 for a rank left without rows (a last batch smaller than the world), which then runs the batch's first
+    row at weight 0 (DDP needs every rank's gradients, even zero ones)."""
+    units = int((lengths - 1).clamp(min=0).sum()) if unit == "token" else len(images)
     rows, weight = dist.share(len(images)), 1.0
     if not rows:
         rows, weight = [0], 0.0
     idx = torch.tensor(rows)
     lengths = lengths[idx]
     captions = captions[idx, : int(lengths.max())]
-    return [images[j] for j in rows], captions, lengths, (tokens, len(images), weight)
+    return [images[j] for j in rows], captions, lengths, (units, len(images), weight, unit)
 
 
-def shared_loss(net, feats, captions, lengths, lambda_att: float, label_smoothing: float, tokens: int,
-                n_captions: int, weight: float) -> tuple:
+def shared_loss(net, feats, captions, lengths, lambda_att: float, label_smoothing: float, units: int,
+                n_captions: int, weight: float, unit: str = "token") -> tuple:
     """This rank's term of the whole batch's loss (to backpropagate), and the whole batch's loss parts.
 
-    The objective divides a batch's summed loss S (cross-entropy of every token + lambda x the attention term of
-    every caption) by the batch's N tokens (``models.objective``). A rank's share holds n_r of those tokens and
-    S_r of that sum, and computes S_r / n_r; DDP then averages the ranks' gradients (their sum / W ranks). So the
-    share's loss is rescaled to S_r / N * W: the ranks' average is S / N, the whole batch's loss, and the
-    averaged gradient is one process's gradient on the whole batch (up to the order of float sums). The loss
-    goes through the DDP wrapper's forward (``net("loss", ...)``): that is what makes DDP sync the gradients.
+    A decoder's loss is a batch's summed loss S divided by a count N of ``unit``\ s: its predicted tokens
+    (``models.objective``: the cross-entropy of every token + lambda x the attention term of every caption), or
+    its images (the set model). A rank's share holds n_r of those units and S_r of that sum, and computes
+    S_r / n_r; DDP then averages the ranks' gradients (their sum / W ranks). So the share's loss is rescaled to
+    S_r / N * W: the ranks' average is S / N, the whole batch's loss, and the averaged gradient is one process's
+    gradient on the whole batch (up to the order of float sums). The loss goes through the DDP wrapper's forward
+    (``net("loss", ...)``): that is what makes DDP sync the gradients. (Predict-Forward's extra term is a mean
+    over the positions that have a word after next, so it is rescaled by the token shares: one process's only
+    up to those shares' ratio.)
     """
     loss, parts = net("loss", feats, captions, lengths, lambda_att, label_smoothing)
-    n_r = int((lengths - 1).clamp(min=0).sum())
-    loss = loss * (weight * max(n_r, 1) * dist.world_size() / max(tokens, 1))
-    ce_sum, att_sum = dist.all_sum([weight * float(parts["ce"]) * n_r, weight * float(parts["att"]) * len(lengths)])
-    ce, att = ce_sum / max(tokens, 1), att_sum / max(n_captions, 1)
-    return loss, {"ce": ce, "att": att, "loss": (ce_sum + lambda_att * att_sum) / max(tokens, 1)}
+    n_r = int((lengths - 1).clamp(min=0).sum()) if unit == "token" else len(lengths)
+    loss = loss * (weight * max(n_r, 1) * dist.world_size() / max(units, 1))
+    ce_sum, att_sum, loss_sum = dist.all_sum([weight * float(parts["ce"]) * n_r,
+                                              weight * float(parts["att"]) * len(lengths),
+                                              weight * float(parts["loss"]) * n_r])
+    return loss, {"ce": ce_sum / max(units, 1), "att": att_sum / max(n_captions, 1), "loss": loss_sum / max(units, 1)}
 
 
 def teacher_forced_loss(model, prep: Prepared, pairs, device) -> float:
