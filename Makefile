@@ -102,8 +102,7 @@ notebooks: env data
 
 nb/01_data_exploration nb/05_results: nb/%:
 	$(THREADS_ENV) $(PM) notebooks/$*.ipynb $(RUN_DIR)/$*.ipynb $(NB_ARGS)
-# (after 01, whose Okt tokens it then reads from the token cache)
-nb/02_vocabulary: nb/%: nb/01_data_exploration
+nb/02_vocabulary: nb/%:
 	$(THREADS_ENV) $(PM) notebooks/$*.ipynb $(RUN_DIR)/$*.ipynb $(NB_ARGS) -p tokenizer $(TOKENIZER)
 nb/04_attention: nb/%:
 	$(THREADS_ENV) $(PM) notebooks/$*.ipynb $(RUN_DIR)/$*.ipynb $(NB_ARGS)
@@ -113,17 +112,21 @@ nb/04_attention: nb/%:
 # <encoder>-<decoder>-<target>; its executed notebook stays in its run folder. Runs on one encoder share the
 # feature cache safely (one lock per cache entry: the first extracts, the others wait and read).
 GRID_RUNS := $(foreach e,$(ENCODERS),$(foreach d,$(DECODERS),$(foreach t,$(TARGETS),$(e)-$(d)-$(t))))
-# Longest first, so that the last jobs are short: the encoders' first runs (their features are extracted side by
-# side), the self-critical copies (they wait for the run they copy), the text runs, then the hashtag runs.
+# make -j starts the jobs of its list in order, longest first so that the last ones are short: the encoders' first
+# runs (their features are extracted side by side), the text runs, then the hashtag runs. A run of SCST_RUNS is
+# followed by its self-critical copy in the same job (make would start a job that waits for another last).
+# No job of the list depends on another.
 uniq = $(if $1,$(firstword $1) $(call uniq,$(filter-out $(firstword $1),$1)))
 ALL_RUNS = $(GRID_RUNS) $(EXTRA_RUNS)
 ORDERED_RUNS = $(call uniq,$(foreach e,$(ENCODERS),$(firstword $(filter $(e)-%,$(GRID_RUNS)))) \
-               $(addsuffix -text-scst,$(SCST_RUNS)) $(filter %-text,$(ALL_RUNS)) $(filter-out %-text,$(ALL_RUNS)))
+               $(filter %-text,$(ALL_RUNS)) $(filter-out %-text,$(ALL_RUNS)))
 TRAIN_RUNS = $(addprefix train/,$(ORDERED_RUNS))
+SCST_COPY = $(MAKE) --no-print-directory train-scst-only/$1
 train-grid: env data
 	@$(MAKE) --no-print-directory -j$(JOBS) $(SYNC) $(TRAIN_RUNS)
 
-train/%-text-scst: train/%-text
+train/%-text-scst: train/%-text train-scst-only/%-text-scst ;
+train-scst-only/%-text-scst:
 	@echo "== training $*-text-scst (SCST on a copy of $*-text)"; mkdir -p $(RUN_DIR)/$*-text-scst
 	$(THREADS_ENV) $(PM) notebooks/03_train.ipynb $(RUN_DIR)/$*-text-scst/03_train.ipynb $(TRAIN_ARGS) \
 	  -p encoder $(word 1,$(subst -, ,$*)) -p decoder $(word 2,$(subst -, ,$*)) -p target text -p epochs $(EPOCHS) \
@@ -135,9 +138,10 @@ train/%:
 	$(THREADS_ENV) $(PM) notebooks/03_train.ipynb $(RUN_DIR)/$*/03_train.ipynb $(TRAIN_ARGS) \
 	  -p encoder $(word 1,$(subst -, ,$*)) -p decoder $(word 2,$(subst -, ,$*)) -p target $(word 3,$(subst -, ,$*)) \
 	  -p epochs $(EPOCHS) -p tokenizer $(TOKENIZER) $(if $(filter text,$(word 3,$(subst -, ,$*))),-p lambda_att $(LAMBDA_ATT))
+	$(if $(filter $*,$(addsuffix -text,$(SCST_RUNS))),@$(call SCST_COPY,$*-scst))
 
 train-scst: env data
-	@$(MAKE) --no-print-directory -j$(JOBS) $(SYNC) $(addprefix train/,$(addsuffix -text-scst,$(SCST_RUNS)))
+	@$(MAKE) --no-print-directory -j$(JOBS) $(SYNC) $(addprefix train-scst-only/,$(addsuffix -text-scst,$(SCST_RUNS)))
 
 ablation: env data
 	@mkdir -p $(RUN_DIR) $(FIGURES_DIR)
