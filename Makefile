@@ -52,7 +52,7 @@ help:
 	@echo "make run    - create the environment, generate data/sample, execute every notebook into $(RUN_DIR)"
 	@echo "make test   - create the environment and run the test suite (smoke notebooks + browser test)"
 	@echo "make bench  - speed benchmark against the study's algorithm (writes runs/bench.json)"
-	@echo "make ablation - the attention regulariser's weight x decoder x encoder (06_ablation, ~30 min)"
+	@echo "make ablation - the attention regulariser's weight x decoder x encoder (06_ablation, ~50 min on 2 CPU cores)"
 	@echo "make lab    - open JupyterLab"
 	@echo "environment: $(if $(ACTIVE_ENV),active env '$(ACTIVE_ENV)' ($(PY)),.venv (python3 -m venv))"
 

@@ -707,7 +707,7 @@ def shared_loss(net, feats, captions, lengths, lambda_att: float, label_smoothin
                 n_captions: int, weight: float, unit: str = "token") -> tuple:
     """This rank's term of the whole batch's loss (to backpropagate), and the whole batch's loss parts.
 
-    A decoder's loss is a batch's summed loss S divided by a count N of ``unit``\ s: its predicted tokens
+    A decoder's loss is a batch's summed loss S divided by a count N of units (``unit``): its predicted tokens
     (``models.objective``: the cross-entropy of every token + lambda x the attention term of every caption), or
     its images (the set model). A rank's share holds n_r of those units and S_r of that sum, and computes
     S_r / n_r; DDP then averages the ranks' gradients (their sum / W ranks). So the share's loss is rescaled to
