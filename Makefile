@@ -10,22 +10,23 @@ DATA_DIR ?= data/sample
 FIGURES_DIR ?= figures
 SEED     ?= 0
 EPOCHS   ?= 8
-ENCODERS ?= efficientnet_lite0_deep efficientnet_lite2_deep
+ENCODERS ?= efficientnet_lite0_multi efficientnet_lite2_multi
 DECODERS ?= soft lookback
 TARGETS  ?= text hashtag
 # texts' tokenizer (02, 03, 06): okt (the study's) | okt_morph | kiwi (no Java) | whitespace (English captions: coco, karpathy)
 TOKENIZER ?= okt
 # the attention term's weight for the text runs (models.objective, the paper's scale), chosen on validation by
-# 06_ablation (`make ablation`: 0.25 of 0 / 0.25 / 1 / 4, see README); 0 = the study's code
+# 06_ablation (`make ablation`: 0.25 of 0 / 0.25 / 1 / 4, measured with the `_deep` encoders, see README); 0 = the
+# study's code
 LAMBDA_ATT ?= 0.25
 # text runs that get self-critical epochs (on a copy named <run>-text-scst; the cross-entropy run stays as it is)
-SCST_RUNS   ?= efficientnet_lite2_deep-soft
+SCST_RUNS   ?= efficientnet_lite2_multi-soft
 SCST_EPOCHS ?= 1
 # extra rows beside the study's grid (05_results): Predict-Forward and Look-Back + Predict-Forward texts, the
 # set-prediction hashtag model
-# (the stronger encoder's; add efficientnet_lite0_deep-multilabel-hashtag for the other: ~75 s more)
-EXTRA_RUNS ?= efficientnet_lite2_deep-pf-text efficientnet_lite2_deep-lbpf-text \
-              efficientnet_lite2_deep-multilabel-hashtag
+# (the stronger encoder's; add efficientnet_lite0_multi-multilabel-hashtag for the other: ~75 s more)
+EXTRA_RUNS ?= efficientnet_lite2_multi-pf-text efficientnet_lite2_multi-lbpf-text \
+              efficientnet_lite2_multi-multilabel-hashtag
 # runs trained at once (make -j) and the threads each gets; on one GPU keep JOBS=1
 JOBS    ?= 2
 THREADS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); t=$$(( n / $(JOBS) )); echo $$(( t > 0 ? t : 1 )))

@@ -100,7 +100,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         prog="python -m capkit.caption",
         description="Caption images with a trained capkit run: one JSON line per image on stdout.")
     parser.add_argument("run_dir", metavar="RUN_DIR",
-                        help="a run folder (holding best.pt), e.g. runs/default/efficientnet_lite0_deep-soft-text")
+                        help="a run folder (holding best.pt), e.g. runs/default/efficientnet_lite0_multi-soft-text")
     parser.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER",
                         help="image files, or folders whose image files are captioned (sorted)")
     parser.add_argument("--beam", type=int, default=3, help="beam size (1: greedy; default 3)")

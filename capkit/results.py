@@ -78,8 +78,9 @@ ENCODER_LABELS = {
                         ("_multi", " (stages 5+7)"))},
 }
 ENCODER_ORDER = tuple(ENCODER_LABELS)  # the study's encoders first, then ours
-# the grid `make run` trains: the last stage, at 14x14 in the dilated network, learned best (README, "Encoders")
-DEFAULT_ENCODERS = ("efficientnet_lite0_deep", "efficientnet_lite2_deep")
+# the grid `make run` trains: stages 5 + 7 at 14x14 (the dilated network) learned best and its attention points at
+# the named objects (README, "Encoders")
+DEFAULT_ENCODERS = ("efficientnet_lite0_multi", "efficientnet_lite2_multi")
 DEFAULT_DECODERS = ("soft", "lookback")  # the study's two; any name of models.DECODERS is shown by its label
 TARGETS = ("text", "hashtag")
 

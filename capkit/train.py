@@ -887,7 +887,7 @@ def _parse_value(kind):
 
 
 def parse_args(argv=None) -> tuple[TrainConfig, bool]:
-    """A TrainConfig from command-line flags, one per field (``--encoder efficientnet_lite0_deep --epochs 8
+    """A TrainConfig from command-line flags, one per field (``--encoder efficientnet_lite0_multi --epochs 8
     --smoke true``; ``--run-name`` and ``--run_name`` both work), each parsed by the field's type; and whether
     to show progress (``--quiet``: no)."""
     parser = argparse.ArgumentParser(

@@ -36,11 +36,11 @@ def fake_run(run_dir, encoder, decoder, target, scores=None, name=None, smoke=Fa
 @pytest.fixture
 def hand_runs(tmp_path):
     """Three of the four text cells (one only trained, not tested), one hashtag cell, one extra run."""
-    fake_run(tmp_path, "efficientnet_lite0_deep", "soft", "text", TEXT)
-    fake_run(tmp_path, "efficientnet_lite2_deep", "lookback", "text", {**TEXT, "study_bleu1": 0.4}, smoke=True)
-    fake_run(tmp_path, "efficientnet_lite2_deep", "soft", "text", None)  # trained, no metrics.json
-    fake_run(tmp_path, "efficientnet_lite0_deep", "lookback", "hashtag", TAGS)
-    fake_run(tmp_path, "efficientnet_lite0_deep", "soft", "hashtag", {**TAGS, "f1": 0.5}, name="lite0-soft-beam1")
+    fake_run(tmp_path, "efficientnet_lite0_multi", "soft", "text", TEXT)
+    fake_run(tmp_path, "efficientnet_lite2_multi", "lookback", "text", {**TEXT, "study_bleu1": 0.4}, smoke=True)
+    fake_run(tmp_path, "efficientnet_lite2_multi", "soft", "text", None)  # trained, no metrics.json
+    fake_run(tmp_path, "efficientnet_lite0_multi", "lookback", "hashtag", TAGS)
+    fake_run(tmp_path, "efficientnet_lite0_multi", "soft", "hashtag", {**TAGS, "f1": 0.5}, name="lite0-soft-beam1")
     return tmp_path
 
 
@@ -51,38 +51,38 @@ def test_text_table_layout(hand_runs):
     runs = results.collect(hand_runs)
     assert len(runs) == 5 and set(runs.status) == {"done", "not tested"}
     table = results.study_table(runs, "text")
-    assert list(table.index) == ["EfficientNet-Lite0 (last stage) + soft (baseline)", "EfficientNet-Lite2 (last stage) + soft",
-                                 "EfficientNet-Lite0 (last stage) + Look-Back", "EfficientNet-Lite2 (last stage) + Look-Back"]
+    assert list(table.index) == ["EfficientNet-Lite0 (stages 5+7) + soft (baseline)", "EfficientNet-Lite2 (stages 5+7) + soft",
+                                 "EfficientNet-Lite0 (stages 5+7) + Look-Back", "EfficientNet-Lite2 (stages 5+7) + Look-Back"]
     assert list(table.columns) == ["BLEU-1", "ROUGE-L", "METEOR", "run", "note"]
-    base = table.loc["EfficientNet-Lite0 (last stage) + soft (baseline)"]
+    base = table.loc["EfficientNet-Lite0 (stages 5+7) + soft (baseline)"]
     assert (base["BLEU-1"], base["ROUGE-L"], base["METEOR"]) == (0.1, 0.2, 0.3)
-    assert base.note == "" and base.run == "efficientnet_lite0_deep-soft-text"
-    assert table.loc["EfficientNet-Lite2 (last stage) + Look-Back", "BLEU-1"] == 0.4
-    assert table.loc["EfficientNet-Lite2 (last stage) + Look-Back", "note"] == "smoke"
-    assert table.loc["EfficientNet-Lite2 (last stage) + soft", "note"] == "not tested"
-    assert math.isnan(table.loc["EfficientNet-Lite2 (last stage) + soft", "BLEU-1"])
-    missing = table.loc["EfficientNet-Lite0 (last stage) + Look-Back"]
+    assert base.note == "" and base.run == "efficientnet_lite0_multi-soft-text"
+    assert table.loc["EfficientNet-Lite2 (stages 5+7) + Look-Back", "BLEU-1"] == 0.4
+    assert table.loc["EfficientNet-Lite2 (stages 5+7) + Look-Back", "note"] == "smoke"
+    assert table.loc["EfficientNet-Lite2 (stages 5+7) + soft", "note"] == "not tested"
+    assert math.isnan(table.loc["EfficientNet-Lite2 (stages 5+7) + soft", "BLEU-1"])
+    missing = table.loc["EfficientNet-Lite0 (stages 5+7) + Look-Back"]
     assert missing.note == "missing" and missing[["BLEU-1", "ROUGE-L", "METEOR"]].isna().all()
 
 
 def test_hashtag_table_layout_and_extra_runs(hand_runs):
     table = results.study_table(results.collect(hand_runs), "hashtag")
     assert list(table.columns[:3]) == ["F1", "Precision", "Recall"]
-    assert table.loc["EfficientNet-Lite0 (last stage) + Look-Back", ["F1", "Precision", "Recall"]].tolist() == [0.24, 0.3, 0.2]
+    assert table.loc["EfficientNet-Lite0 (stages 5+7) + Look-Back", ["F1", "Precision", "Recall"]].tolist() == [0.24, 0.3, 0.2]
     # the soft cell's only run has another name: it fills the cell
-    assert table.loc["EfficientNet-Lite0 (last stage) + soft (baseline)", "F1"] == 0.5
+    assert table.loc["EfficientNet-Lite0 (stages 5+7) + soft (baseline)", "F1"] == 0.5
     assert table.note.tolist().count("missing") == 2 and len(table) == 4
     extra = results.study_table(results.collect(hand_runs), "hashtag", columns=results.EXTRA_COLUMNS["hashtag"])
-    assert extra.loc["EfficientNet-Lite0 (last stage) + Look-Back", "macro F1"] == 0.2
-    assert extra.loc["EfficientNet-Lite0 (last stage) + Look-Back", "P@1"] == 0.5
-    assert math.isnan(extra.loc["EfficientNet-Lite0 (last stage) + Look-Back", "P@3"])  # key absent: NaN
+    assert extra.loc["EfficientNet-Lite0 (stages 5+7) + Look-Back", "macro F1"] == 0.2
+    assert extra.loc["EfficientNet-Lite0 (stages 5+7) + Look-Back", "P@1"] == 0.5
+    assert math.isnan(extra.loc["EfficientNet-Lite0 (stages 5+7) + Look-Back", "P@3"])  # key absent: NaN
 
 
 def test_a_second_run_of_a_cell_becomes_an_extra_row(hand_runs):
-    fake_run(hand_runs, "efficientnet_lite0_deep", "soft", "text", {**TEXT, "study_bleu1": 0.9}, name="lite0-again")
+    fake_run(hand_runs, "efficientnet_lite0_multi", "soft", "text", {**TEXT, "study_bleu1": 0.9}, name="lite0-again")
     table = results.study_table(results.collect(hand_runs), "text")
-    assert table.loc["EfficientNet-Lite0 (last stage) + soft (baseline)", "BLEU-1"] == 0.1  # the default-named run
-    assert table.loc["EfficientNet-Lite0 (last stage) + soft [lite0-again]", "BLEU-1"] == 0.9
+    assert table.loc["EfficientNet-Lite0 (stages 5+7) + soft (baseline)", "BLEU-1"] == 0.1  # the default-named run
+    assert table.loc["EfficientNet-Lite0 (stages 5+7) + soft [lite0-again]", "BLEU-1"] == 0.9
     assert len(table) == 5
 
 
@@ -97,11 +97,11 @@ def test_empty_run_dir(tmp_path):
 def test_the_study_encoders_lead_the_grid_when_present(tmp_path):
     fake_run(tmp_path, "resnet101", "soft", "text", TEXT)
     cells = results.grid(results.collect(tmp_path))
-    assert cells[0] == ("resnet101", "soft") and cells[-1] == ("efficientnet_lite2_deep", "lookback")
+    assert cells[0] == ("resnet101", "soft") and cells[-1] == ("efficientnet_lite2_multi", "lookback")
     assert results.study_table(results.collect(tmp_path), "text").index[0] == "ResNet-101 + soft (baseline)"
     both = results.side_by_side(results.collect(tmp_path), "text")  # ResNet-101 vs Lite0, as ResNeXt's stand-in
-    assert both.ours.tolist() == ["ResNet-101 + soft (baseline)", "EfficientNet-Lite0 (last stage) + soft",
-                                  "ResNet-101 + Look-Back", "EfficientNet-Lite0 (last stage) + Look-Back"]
+    assert both.ours.tolist() == ["ResNet-101 + soft (baseline)", "EfficientNet-Lite0 (stages 5+7) + soft",
+                                  "ResNet-101 + Look-Back", "EfficientNet-Lite0 (stages 5+7) + Look-Back"]
 
 
 def test_published_numbers_and_side_by_side(hand_runs):
@@ -110,7 +110,7 @@ def test_published_numbers_and_side_by_side(hand_runs):
     assert results.published_table("hashtag").loc["ResNeXt: ResNeXt-101 32x8d WSL + soft", "F1"] == 0.1709
     both = results.side_by_side(results.collect(hand_runs), "text")
     assert list(both.index) == ["baseline", "ResNeXt", "Look-Back Attention", "ResNeXt + Look-Back"]
-    assert both.loc["baseline", "ours"] == "EfficientNet-Lite0 (last stage) + soft (baseline)"
+    assert both.loc["baseline", "ours"] == "EfficientNet-Lite0 (stages 5+7) + soft (baseline)"
     assert both.loc["baseline", "ours: BLEU-1"] == 0.1 and both.loc["baseline", "study: BLEU-1"] == 0.0639
     assert both.loc["ResNeXt + Look-Back", "study: ROUGE-L"] == 0.0982
 
@@ -118,7 +118,7 @@ def test_published_numbers_and_side_by_side(hand_runs):
 def test_baseline_rows_from_files(hand_runs):
     folder = hand_runs / "baselines"
     folder.mkdir()
-    for enc in ("efficientnet_lite0_deep", "efficientnet_lite2_deep"):
+    for enc in ("efficientnet_lite0_multi", "efficientnet_lite2_multi"):
         b = {"encoder": enc, "target": "hashtag", "split": "test", "n": 10, "config": {"smoke": False},
              "baselines": {
                  "most_frequent": {"label": "Baseline: 5 most frequent training hashtags", "test": {**TAGS, "f1": 0.7}},
@@ -128,8 +128,8 @@ def test_baseline_rows_from_files(hand_runs):
     base = results.load_baselines(hand_runs)
     assert len(base) == 3  # most frequent kept once, nearest neighbour per encoder
     table = results.study_table(results.collect(hand_runs), "hashtag", baselines=base)
-    assert table.index[4:].tolist() == ["Baseline: nearest neighbour (EfficientNet-Lite0 (last stage), cosine)",
-                                        "Baseline: nearest neighbour (EfficientNet-Lite2 (last stage), cosine)",
+    assert table.index[4:].tolist() == ["Baseline: nearest neighbour (EfficientNet-Lite0 (stages 5+7), cosine)",
+                                        "Baseline: nearest neighbour (EfficientNet-Lite2 (stages 5+7), cosine)",
                                         "Baseline: 5 most frequent training hashtags"]
     assert table.loc["Baseline: 5 most frequent training hashtags", "F1"] == 0.7
     assert results.best_run(table, "F1") == "lite0-soft-beam1"  # baselines never count as the best run
@@ -406,7 +406,7 @@ def test_no_oracle_without_scenes(prep_tags, tmp_path, sample_dir):
 def test_the_oracle_row_is_a_reference_not_a_baseline(hand_runs):
     folder = hand_runs / "baselines"
     folder.mkdir()
-    for enc in ("efficientnet_lite0_deep", "efficientnet_lite2_deep"):
+    for enc in ("efficientnet_lite0_multi", "efficientnet_lite2_multi"):
         for target, scores, key in (("hashtag", TAGS, "f1"), ("text", TEXT, "study_bleu1")):
             b = {"format": results.BASELINES_FORMAT, "encoder": enc, "target": target, "split": "test", "n": 10,
                  "config": {"smoke": False}, "baselines": {
@@ -536,8 +536,8 @@ def test_gap_closed():
 def test_the_ceiling_is_the_oracles_best_guess(hand_runs):
     folder = hand_runs / "baselines"
     folder.mkdir()
-    best_label = results.baseline_label("oracle_best", "efficientnet_lite0_deep", "hashtag", n=200)
-    for enc in ("efficientnet_lite0_deep", "efficientnet_lite2_deep"):
+    best_label = results.baseline_label("oracle_best", "efficientnet_lite0_multi", "hashtag", n=200)
+    for enc in ("efficientnet_lite0_multi", "efficientnet_lite2_multi"):
         for target, scores, key in (("hashtag", TAGS, "f1"), ("text", TEXT, "study_bleu1")):
             b = {"format": results.BASELINES_FORMAT, "encoder": enc, "target": target, "split": "test", "n": 10,
                  "config": {"smoke": False}, "baselines": {
