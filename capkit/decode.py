@@ -214,22 +214,26 @@ def sample(
     if repeats > 1:
         state = model.reorder_state(state, torch.arange(feats.size(0), device=feats.device).repeat_interleave(repeats))
     tokens = torch.full((B,), start_id, dtype=torch.long, device=feats.device)
-    rows = torch.arange(B, device=feats.device)  # the input row of each live row
+    rows = torch.arange(B, device=feats.device)  # the output row of each batch row
+    live = torch.ones(B, dtype=torch.bool, device=feats.device)  # batch rows still drawing
     out = torch.zeros(B, max_len, dtype=torch.long, device=feats.device)
     length = torch.full((B,), max_len, dtype=torch.long, device=feats.device)
     finished = torch.zeros(B, dtype=torch.bool, device=feats.device)
     for t in range(max_len):
         logprobs, _, state = model.step(tokens, state)
-        probs = _mask(logprobs.float() / temperature, banned, None).exp_()  # [n, V]; multinomial renormalises
-        tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-        ended = tokens == end_id
-        out[rows[~ended], t] = tokens[~ended]
-        length[rows[ended]] = t
-        finished[rows[ended]] = True
-        if ended.all() or t == max_len - 1:
+        draw = live.nonzero().squeeze(1)  # only live rows draw, in order: the same draws as a compacted batch
+        probs = _mask(logprobs[draw].float() / temperature, banned, None).exp_()  # multinomial renormalises
+        drawn = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        tokens = tokens.index_put((draw,), drawn)  # rows that are done keep stepping on their last token
+        ended = drawn == end_id
+        out[rows[draw[~ended]], t] = drawn[~ended]
+        length[rows[draw[ended]]] = t
+        finished[rows[draw[ended]]] = True
+        live[draw[ended]] = False
+        if not live.any() or t == max_len - 1:
             break
-        if ended.any():
-            keep = (~ended).nonzero().squeeze(1)
+        if (~live).sum() * 4 >= len(live):  # compact (as greedy does): drop the rows that are done
+            keep = live.nonzero().squeeze(1)
             state = model.reorder_state(state, keep)
-            rows, tokens = rows[keep], tokens[keep]
+            rows, tokens, live = rows[keep], tokens[keep], live[keep]
     return [out[b, :n].tolist() for b, n in enumerate(length.tolist())], finished.tolist()

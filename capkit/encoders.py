@@ -17,6 +17,9 @@ for retrieval. Both come out of one pass of the whole network: the grid is a tap
 | efficientnet_lite2_deep_up | same | stage 7 (32), bilinear 7x7 -> 14x14 | 352 | 14x14 | head, 1280 |
 | efficientnet_lite2_multi | same | stage 5 + stage 7 (16, dilated) | 472 | 14x14 | head, 1280 |
 
+`make run` uses the two ``_multi`` entries: of the variants they learned best on validation, with attention that
+points at what a word names (README, "Encoders and weights").
+
 A spec says where the grid comes from (:class:`EncoderSpec`: ``taps``, ``output_stride``), not code:
 EfficientNet-Lite's stages are ``stem, stage1 .. stage7, head`` (stage 5 ends at stride 16 with
 112 / 120 channels: mid-level; stage 7 is the last, 320 / 352 channels, at stride 32), ResNet's are

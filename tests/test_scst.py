@@ -71,6 +71,40 @@ def test_sampling_is_seeded_and_never_emits_start_or_unk():
     assert all(len(c) == 6 for c, f in zip(caps, fin) if not f)
 
 
+def plain_sample(model, feats, max_len, generator, temperature):
+    """The plain sampler: every step the rows that are done leave the batch, the others draw."""
+    state, tokens = model.init_state(feats), torch.full((len(feats),), START)
+    rows, out, fin = torch.arange(len(feats)), [[] for _ in feats], [False] * len(feats)
+    for _ in range(max_len):
+        logprobs, _, state = model.step(tokens, state)
+        logprobs[:, [START, UNK]] = -math.inf
+        tokens = torch.multinomial((logprobs / temperature).exp(), 1, generator=generator).squeeze(1)
+        for r, w in zip(rows.tolist(), tokens.tolist()):
+            fin[r] = w == END
+            if w != END:
+                out[r].append(w)
+        keep = (tokens != END).nonzero().squeeze(1)
+        if not len(keep):
+            break
+        state, rows, tokens = model.reorder_state(state, keep), rows[keep], tokens[keep]
+    return out, fin
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0])
+def test_sampling_draws_what_the_plain_sampler_draws(temperature):
+    """decode.sample keeps rows that are done in the batch until they are a quarter of it (and sets each image
+    up once for its repeats): the draws stay those of a sampler that drops every row the step it ends."""
+    model = tiny_model(3).eval()
+    with torch.no_grad():
+        model.L_o.bias[END] += 0.3  # captions of many lengths: rows end at different steps
+    feats = torch.randn(6, 4, 6)
+    got = decode.sample(model, feats, START, END, max_len=9, unk_id=UNK, temperature=temperature, repeats=5,
+                        generator=torch.Generator().manual_seed(4))
+    want = plain_sample(model, feats.repeat_interleave(5, 0), 9, torch.Generator().manual_seed(4), temperature)
+    assert got == want
+    assert len({len(c) for c in want[0]}) >= 4 and not all(want[1]) and any(want[1])
+
+
 def test_leave_one_out_baseline():
     # K = 3 samples of image 0 rewarded 1, 2, 3; K = 3 of image 1 all 4
     assert scst.leave_one_out([1.0, 2.0, 3.0, 4.0, 4.0, 4.0], 3) == [2.5, 2.0, 1.5, 4.0, 4.0, 4.0]
