@@ -13,8 +13,9 @@ Conventions shared by both:
 - <start> is never emitted; neither is `unk_id` when given (capkit passes <unk>: a caption or a hashtag set that
   says "unknown word" is never what a reader wants, and for hashtags it is a sure false positive).
   `forbid_repeats=True` masks every word already in the hypothesis (hashtags).
-- Rows whose caption (greedy) or image (beam) is done stay in the batch, masked, until they are a quarter of
-  it; then the batch is compacted (index_select of the state), so short captions stop costing compute.
+- Rows whose caption (greedy, sampling) or image (beam) is done stay in the batch, masked, until they are a
+  quarter of it; then the batch is compacted (index_select of the state), so short captions stop costing compute
+  without a copy of the state at every step.
 """
 
 from __future__ import annotations
