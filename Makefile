@@ -16,8 +16,8 @@ TARGETS  ?= text hashtag
 # texts' tokenizer (02, 03, 06): okt (the study's) | okt_morph | kiwi (no Java) | whitespace (English captions: coco, karpathy)
 TOKENIZER ?= okt
 # the attention term's weight for the text runs (models.objective, the paper's scale), chosen on validation by
-# 06_ablation (`make ablation`: 0.25 of 0 / 0.25 / 1 / 4, measured with the `_deep` encoders, see README); 0 = the
-# study's code
+# 06_ablation (`make ablation`: 0.25 of 0 / 0.25 / 1 / 4, with the `_deep` and again with the `_multi` encoders,
+# see README); 0 = the study's code
 LAMBDA_ATT ?= 0.25
 # text runs that get self-critical epochs (on a copy named <run>-text-scst; the cross-entropy run stays as it is)
 SCST_RUNS   ?= efficientnet_lite2_multi-soft
