@@ -472,38 +472,50 @@ def _as_matrix(feats, name: str) -> np.ndarray:
 
 
 def nearest_neighbours(train_feats, query_feats, metric: str = "cosine", chunk: int = 1024) -> np.ndarray:
-    """Index of the closest training item for every query: ``int64`` array of shape [M].
+    """Index of the closest training item for every query: ``int64`` array of shape [M] (``nearest_k`` with k 1).
 
     ``metric``: ``"cosine"`` (largest cosine similarity; zero vectors have similarity 0) or
-    ``"euclidean"`` (smallest L2 distance). Works on blocks of ``chunk`` queries x ``chunk``
-    training items, so memory stays bounded for large N. Ties go to the lowest training index.
+    ``"euclidean"`` (smallest L2 distance). Ties go to the lowest training index.
+    """
+    return nearest_k(train_feats, query_feats, 1, metric=metric, chunk=chunk)[:, 0]
+
+
+def nearest_k(train_feats, query_feats, k: int, metric: str = "cosine", chunk: int = 1024) -> np.ndarray:
+    """The ``k`` closest training items of every query, closest first: ``int64`` array [M, min(k, N)].
+
+    ``metric`` as for ``nearest_neighbours``; ties go to the lower training index. Works on blocks of ``chunk``
+    queries x ``chunk`` training items, keeping each query's best k so far, so memory stays bounded for large N.
     """
     train, query = _as_matrix(train_feats, "train_feats"), _as_matrix(query_feats, "query_feats")
     if train.shape[1] != query.shape[1]:
         raise ValueError(f"feature sizes differ: {train.shape[1]} vs {query.shape[1]}")
     if len(train) == 0:
         raise ValueError("no training items")
+    if int(k) < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    k = min(int(k), len(train))
     if metric == "cosine":
         train = train / np.maximum(np.linalg.norm(train, axis=1, keepdims=True), 1e-12)
         query = query / np.maximum(np.linalg.norm(query, axis=1, keepdims=True), 1e-12)
     elif metric != "euclidean":
         raise ValueError(f"unknown metric {metric!r}: use 'cosine' or 'euclidean'")
     sq_norms = (train**2).sum(axis=1)
-    best_idx = np.zeros(len(query), dtype=np.int64)
+    out = np.zeros((len(query), k), dtype=np.int64)
     for q0 in range(0, len(query), chunk):
         q = query[q0:q0 + chunk]
-        best = np.full(len(q), -np.inf)
+        best_val = np.empty((len(q), 0), dtype=q.dtype)  # [m, <=k] the best so far, closest first
+        best_idx = np.empty((len(q), 0), dtype=np.int64)
         for t0 in range(0, len(train), chunk):
             # higher is closer: cosine similarity, or -(|t|^2 - 2 q.t) = -|q - t|^2 + |q|^2
-            score = q @ train[t0:t0 + chunk].T
+            score = q @ train[t0:t0 + chunk].T  # [m, c]
             if metric == "euclidean":
                 score = 2 * score - sq_norms[t0:t0 + chunk]
-            arg = score.argmax(axis=1)  # first maximum within the block
-            val = score[np.arange(len(q)), arg]
-            better = val > best  # strict: an earlier block keeps its tie
-            best[better] = val[better]
-            best_idx[q0:q0 + chunk][better] = arg[better] + t0
-    return best_idx
+            idx = np.broadcast_to(np.arange(t0, t0 + score.shape[1]), score.shape)
+            val, idx = np.concatenate([best_val, score], axis=1), np.concatenate([best_idx, idx], axis=1)
+            order = np.lexsort((idx, -val))[:, :k]  # by closeness, then by the lower index
+            best_val, best_idx = np.take_along_axis(val, order, 1), np.take_along_axis(idx, order, 1)
+        out[q0:q0 + chunk] = best_idx
+    return out
 
 
 def random_texts(train_items: list, n: int, seed: int) -> list:

@@ -365,6 +365,28 @@ def test_nearest_neighbours_by_hand():
         M.nearest_neighbours(train, query, metric="manhattan")
 
 
+def test_nearest_k_matches_a_full_sort_across_blocks():
+    rng = np.random.default_rng(1)
+    train, query = rng.normal(size=(40, 6)), rng.normal(size=(17, 6))
+    train[33] = train[5]  # equal scores across blocks: the lower index first
+    query[2] = train[5] * 2
+    for metric in ("cosine", "euclidean"):
+        if metric == "cosine":
+            score = (query / np.linalg.norm(query, axis=1, keepdims=True)) @ (
+                train / np.linalg.norm(train, axis=1, keepdims=True)).T
+        else:
+            score = -((query[:, None, :] - train[None, :, :]) ** 2).sum(-1)
+        want = [sorted(range(len(train)), key=lambda j: (-round(row[j], 9), j))[:6] for row in score]
+        got = M.nearest_k(train, query, 6, metric=metric, chunk=7)
+        assert got.shape == (17, 6) and got.dtype == np.int64
+        assert got.tolist() == want
+        assert got[2, :2].tolist() == [5, 33]
+        assert M.nearest_neighbours(train, query, metric=metric, chunk=7).tolist() == got[:, 0].tolist()
+    assert M.nearest_k(train[:3], query, 10).shape == (17, 3)  # k capped at the training size
+    with pytest.raises(ValueError):
+        M.nearest_k(train, query, 0)
+
+
 def test_nearest_neighbours_chunked_matches_brute_force():
     rng = np.random.default_rng(0)
     train, query = rng.normal(size=(50, 8)), rng.normal(size=(23, 8))

@@ -5,6 +5,7 @@ import dataclasses
 import json
 import math
 from collections import Counter
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -286,7 +287,8 @@ def test_write_and_reuse_baselines(prep_tags, tmp_path):
     [path] = results.ensure_baselines(run_dir, progress=False)
     assert path == run_dir / "baselines" / "efficientnet_lite0-hashtag.json"
     saved = json.loads(path.read_text())
-    assert set(saved["baselines"]) == {"most_frequent", "nearest_neighbour", "random", "oracle", "oracle_best"}
+    assert set(saved["baselines"]) == {"consensus", "most_frequent", "nearest_neighbour", "random", "oracle",
+                                      "oracle_best"}
     keys = set(metrics.hashtag_scores([["a"]], [["a"]]))  # what a hashtag run's metrics.json["test"] holds
     assert all(set(b["test"]) == keys for b in saved["baselines"].values())
     assert saved["n"] == len(saved["baselines"]["random"]["predictions"]) == len(prep_tags.records["test"])
@@ -332,7 +334,7 @@ def test_text_baselines_have_the_text_metric_keys(sample_dir, cache_dir, jar, fe
     prep = train.prepare(config, progress=False)
     scored = results.baselines(prep, split="train", meteor=jar)
     keys = set(metrics.text_scores([[["a"]]], [["a"]], meteor=jar))
-    assert set(scored) == {"nearest_neighbour", "random", "oracle", "oracle_best"}
+    assert set(scored) == {"consensus", "nearest_neighbour", "random", "oracle", "oracle_best"}
     assert all(set(b["test"]) == keys for b in scored.values())
     nn = scored["nearest_neighbour"]["test"]  # each training text copies itself
     assert nn["study_bleu1"] == pytest.approx(1.0) and nn["study_rouge_l"] == pytest.approx(1.0)
@@ -389,7 +391,7 @@ def test_no_oracle_without_scenes(prep_tags, tmp_path, sample_dir):
         return set(results.baseline_predictions(prep))
 
     other = dataclasses.replace(prep_tags, config=dataclasses.replace(prep_tags.config, dataset="manifest"))
-    assert names(other) == {"most_frequent", "nearest_neighbour", "random"}  # neither oracle row
+    assert names(other) == {"consensus", "most_frequent", "nearest_neighbour", "random"}  # neither oracle row
     assert results.oracle_best_predictions(other) is None
     # the embedded dataset, but one test record's scene is gone: no oracle at all, never a partial one
     rows = [json.loads(line) for line in (sample_dir / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -398,7 +400,7 @@ def test_no_oracle_without_scenes(prep_tags, tmp_path, sample_dir):
         json.dumps(dict(r, scene=None) if r["key"] == gone else r, ensure_ascii=False) + "\n" for r in rows),
         encoding="utf-8")
     moved = dataclasses.replace(prep_tags, config=dataclasses.replace(prep_tags.config, data_dir=str(tmp_path)))
-    assert names(moved) == {"most_frequent", "nearest_neighbour", "random"}
+    assert names(moved) == {"consensus", "most_frequent", "nearest_neighbour", "random"}
     assert results.oracle_best_predictions(moved) is None
     assert {"oracle", "oracle_best"} <= names(prep_tags)
 
@@ -566,3 +568,55 @@ def test_the_ceiling_is_the_oracles_best_guess(hand_runs):
     # no model yet: the references still show
     empty = results.study_table(runs[runs.target == "none"], "hashtag", baselines=base)
     assert "ceiling, scene oracle" in results.summary(empty, "F1")
+
+
+# ---------------------------------------------------------------- the neighbours' consensus (Devlin et al. 2015)
+
+
+def _toy_prep(target, train_rows, val_rows, test_rows):
+    """A stand-in for train.Prepared from (key, retrieval vector, references) rows per split (image = key), and
+    the vectors function the baseline reads."""
+    rows = {"train": train_rows, "val": val_rows, "test": test_rows}
+    prep = SimpleNamespace(config=train.TrainConfig(target=target, smoke=True, max_hashtags=5),
+                           records={s: [SimpleNamespace(key=k, image=k) for k, _, _ in r] for s, r in rows.items()},
+                           tokens={s: [refs for _, _, refs in r] for s, r in rows.items()})
+    vecs = {k: np.asarray(v, dtype=np.float32) for r in rows.values() for k, v, _ in r}
+    return prep, lambda images: np.stack([vecs[i] for i in images])
+
+
+def test_consensus_hashtags_are_the_best_guess_of_the_nearest_posts(monkeypatch):
+    monkeypatch.setattr(results, "CONSENSUS_POSTS", (1, 3))
+    beach, snow = [1.0, 0.0], [0.0, 1.0]
+    near_beach = [0.9, 0.1]
+    train_rows = [("b1", beach, [["바다", "여름"]]), ("s1", snow, [["눈", "겨울"]]), ("b2", near_beach, [["바다"]]),
+                  ("b3", [0.8, 0.2], [["바다", "부산"]]), ("s2", [0.1, 0.9], [["겨울"]])]
+    # validation: the closest post alone has a tag the others lack, three posts agree on 바다
+    val_rows = [("v1", [0.95, 0.05], [["바다"]])]
+    test_rows = [("t1", [0.99, 0.01], [["바다"]]), ("t2", [0.05, 0.95], [["겨울"]])]
+    prep, vectors = _toy_prep("hashtag", train_rows, val_rows, test_rows)
+    got = results.consensus_predictions(prep, vectors)
+    assert got["tried"] == {1: pytest.approx(2 / 3), 3: pytest.approx(1.0)} and got["k"] == 3
+    # t1's 3 nearest: b1, b2, b3, all with 바다 -> the best guess is that tag alone
+    assert got["tokens"][0] == ["바다"]
+    # t2's 3 nearest: s2, s1, b3 -> 겨울 (2 of 3) first
+    assert got["tokens"][1][0] == "겨울"
+    assert got["tokens"] == [metrics.best_guess_tags(d, 5)[0] for d in
+                             ([["바다", "여름"], ["바다"], ["바다", "부산"]], [["겨울"], ["눈", "겨울"], ["바다", "부산"]])]
+
+
+def test_consensus_text_is_the_reference_the_neighbours_agree_on(monkeypatch):
+    monkeypatch.setattr(results, "CONSENSUS_TEXTS", (1, 3))
+    boat = "a red boat on the sea".split()
+    train_rows = [("odd", [1.0, 0.0], [["a", "cat", "sleeps"], boat[:3] + ["in", "the", "sea"]]),
+                  ("two", [0.9, 0.1], [boat]), ("far", [0.0, 1.0], [["snow", "on", "the", "mountain"]]),
+                  ("far2", [0.1, 0.9], [["snow", "on", "the", "hill"]])]
+    snow = ["snow", "on", "the", "mountain"]
+    val_rows = [("v", [0.97, 0.03], [boat]), ("w", [0.02, 0.98], [snow]), ("x", [0.01, 0.99], [snow[:2] + ["a", "hill"]])]
+    test_rows = [("t", [0.98, 0.02], [boat])]
+    prep, vectors = _toy_prep("text", train_rows, val_rows, test_rows)
+    got = results.consensus_predictions(prep, vectors)
+    # one candidate: the nearest post's first reference (the cat); three: the cat, the boat "in" the sea and the
+    # boat "on" the sea, of which the boat ones agree with each other
+    assert set(got["tried"]) == {1, 3} and got["tried"][3] > got["tried"][1] and got["k"] == 3
+    assert got["tokens"][0] in (boat, boat[:3] + ["in", "the", "sea"])
+    assert got["unit"] == "references"
