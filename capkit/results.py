@@ -136,7 +136,7 @@ ORACLE_TAG_DRAWS = 200  # oracle_best: writer draws per test post, hashtags
 ORACLE_TEXT_DRAWS = 30  # ... and texts (each one Okt-tokenized: ~60-80 s cold for 440 posts, cached after)
 # rows of load_baselines, per target
 BASELINE_ORDER = ("consensus", "nearest_neighbour", "most_frequent", "random", "oracle", "oracle_best")
-CONSENSUS_TEXTS = (5, 10, 20)  # consensus, texts: candidate references tried on validation (cost ~ m^2 an image)
+CONSENSUS_TEXTS = (5, 10, 20, 40)  # consensus, texts: candidate references tried on validation (cost ~ m^2 an image)
 CONSENSUS_POSTS = (5, 10, 20, 40, 80, 160)  # consensus, hashtags: neighbours tried on validation
 # The layout of a baselines file; a stored file of another format is recomputed (2: the scene oracle was added;
 # 3: its best guess, oracle_best; 4: the neighbours' consensus).
@@ -441,30 +441,32 @@ def consensus_predictions(prep: train.Prepared, vectors, split: str = "test") ->
     train_refs = prep.tokens["train"]
     cider = metrics.CiderD(train_refs) if texts else None
 
-    def predict(records, size):
+    def predict(records, sizes):  # {size: predictions}
         if not records:
-            return []
+            return {size: [] for size in sizes}
         # texts: enough neighbours to fill `size` candidates even when each post has one reference
-        near = metrics.nearest_k(train_vecs, vectors([r.image for r in records]), size, metric="cosine")
+        near = metrics.nearest_k(train_vecs, vectors([r.image for r in records]), max(sizes), metric="cosine")
         if not texts:
-            return [metrics.best_guess_tags([train_refs[j][0] if train_refs[j] else [] for j in row],
-                                            config.max_hashtags)[0] for row in near]
-        out = []
+            return {size: [metrics.best_guess_tags([train_refs[j][0] if train_refs[j] else [] for j in row[:size]],
+                                                   config.max_hashtags)[0] for row in near] for size in sizes}
+        out = {size: [] for size in sizes}
         for row in near:
-            candidates = [list(t) for j in row for t in train_refs[j] if t][:size]
-            out.append(candidates[cider.consensus(candidates)[0]] if candidates else [])
+            candidates = [list(t) for j in row for t in train_refs[j] if t][:max(sizes)]
+            sims = cider.similarities(candidates) if len(candidates) > 1 else None  # one matrix for every size
+            for size in sizes:
+                cut = candidates[:size]
+                out[size].append(cut[cider.consensus(cut, sims)[0]] if cut else [])
         return out
 
     tried = {}
     val_refs = prep.tokens["val"]
     if prep.records["val"]:
-        for size in sizes:
-            hyps = predict(prep.records["val"], size)
+        for size, hyps in predict(prep.records["val"], sizes).items():
             tried[size] = (metrics.cider_d(val_refs, hyps) if texts
                            else metrics.hashtag_scores([r[0] if r else [] for r in val_refs], hyps, ks=(1,))["f1"])
     finite = {k: v for k, v in tried.items() if math.isfinite(v)}
     best = max(finite, key=lambda k: (finite[k], -k)) if finite else sizes[0]
-    return {"tokens": predict(prep.records[split], best), "k": best, "unit": "references" if texts else "posts",
+    return {"tokens": predict(prep.records[split], [best])[best], "k": best, "unit": "references" if texts else "posts",
             "val_score": finite.get(best), "tried": tried}
 
 

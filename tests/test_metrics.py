@@ -412,3 +412,30 @@ def test_random_texts_deterministic():
     assert len(first) == 50 and set(first) <= set(items)
     with pytest.raises(ValueError):
         M.random_texts([], 1, seed=0)
+
+
+def test_fast_consensus_equals_the_plain_one():
+    """CiderD.consensus (fused.cider_similarities: one [m, m] array) against consensus_plain (score, pair by pair):
+    the same choice and mean, each similarity equal to score() against that candidate alone; a prefix of a larger
+    set's similarities gives that prefix's consensus."""
+    rng = np.random.default_rng(3)
+    words = [f"w{i}" for i in range(12)]
+    corpus = [[list(rng.choice(words, size=rng.integers(3, 9)))] for _ in range(30)]
+    cider = M.CiderD(corpus)
+    for trial in range(40):
+        m = int(rng.integers(2, 25))
+        cands = [list(rng.choice(words, size=rng.integers(0 if trial % 7 == 0 else 1, 12))) for _ in range(m)]
+        if trial % 5 == 0:
+            cands[-1] = list(cands[0])  # a duplicate
+        cands.append(["unseen", "words", "only"])
+        sims = cider.similarities(cands)
+        assert sims.shape == (m + 1, m + 1)
+        for i in range(0, m + 1, 3):
+            for j in range(m + 1):
+                assert sims[i, j] == pytest.approx(cider.score(cands[i], [cands[j]]), abs=1e-12)
+        got, want = cider.consensus(cands), cider.consensus_plain(cands)
+        assert got[1] == pytest.approx(want[1], abs=1e-12)
+        assert cands[got[0]] == cands[want[0]]  # the same text (a duplicate of it may sit at another index)
+        k = max(2, m // 2)
+        assert cider.consensus(cands[:k], sims) == pytest.approx(cider.consensus(cands[:k]), abs=1e-12)
+    assert cider.consensus([["a"]]) == (0, 0.0)
