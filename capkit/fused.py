@@ -1,7 +1,8 @@
-"""Hand-written autograd ops of the decoder's training step (``capkit.models.CaptionDecoder``).
+"""capkit's speed tricks, each tested against the plain version it replaces: the hand-written autograd ops of the
+decoder's training step (``capkit.models.CaptionDecoder``), and CIDEr-D among many candidates at once.
 
-Each computes what a few lines of plain torch compute, with less memory traffic; each is tested against that plain
-version (tests/test_models.py), values and gradients:
+Each autograd op computes what a few lines of plain torch compute, with less memory traffic; each is tested against
+that plain version (tests/test_models.py), values and gradients:
 
 - :class:`ReluScore`: the attention scores e = relu(W_a a + q) @ w over [n, L, A], cache-blocked (rows go a few at
   a time through one scratch block; nothing of [n, L, A] size is saved, backward recomputes each block). Tested
