@@ -69,21 +69,23 @@ def caption_batch(paths: list[Path], run: runs.Run, tag_run: runs.Run | None, be
     rows = [{"image": str(p), **(err or {})} for p, (_, err) in zip(paths, loaded)]
     if not good:
         return rows
-    feats = encode(run, [loaded[i][0][0] for i in good])
-    for i, cap in zip(good, run.caption_features(feats, beam)):
+    feats, pooled = encode(run, [loaded[i][0][0] for i in good])
+    for i, cap in zip(good, run.caption_features(feats, beam, pooled=pooled)):
         rows[i].update(text=cap["text"], tokens=cap["tokens"], score=cap["score"], finished=cap["finished"])
     if tag_run is not None:
-        tag_feats = feats if shared else encode(tag_run, [loaded[i][0][1] for i in good])
-        for i, cap in zip(good, tag_run.caption_features(tag_feats, beam)):
+        tag_feats, tag_pooled = (feats, pooled) if shared else encode(tag_run, [loaded[i][0][1] for i in good])
+        for i, cap in zip(good, tag_run.caption_features(tag_feats, beam, pooled=tag_pooled)):
             rows[i].update(hashtags=cap["hashtags"], hashtag_text=cap["text"], hashtag_score=cap["score"])
     return rows
 
 
-def encode(run: runs.Run, inputs: list[torch.Tensor]) -> torch.Tensor:
-    """Features ``[n, L, D]`` of a batch of encoder inputs, from the run's own encoder."""
+def encode(run: runs.Run, inputs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features ``[n, L, D]`` and final pooled vectors ``[n, P]`` of a batch of encoder inputs, from the run's
+    own encoder (one pass gives both)."""
     x = torch.stack(inputs).to(next(run.model.parameters()).device)
     with torch.inference_mode():
-        return run.encoder()(x).float()
+        feats, pooled = run.encoder()(x, pooled=True)
+        return feats.float(), pooled.float()
 
 
 def input_size(run: runs.Run) -> int:

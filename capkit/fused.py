@@ -166,8 +166,9 @@ class CrossEntropy(torch.autograd.Function):
         return p.mul_(grad / len(targets)).to(ctx.dtype), None, None
 
 
-def cider_similarities(vectors, n: int, sigma: float) -> np.ndarray:
-    """S [m, m] with S[i, j] = CIDEr-D of candidate i scored against candidate j as its only reference (x10).
+def cider_similarities(vectors, n: int, sigma: float, rows: int | None = None) -> np.ndarray:
+    """S [m, m] with S[i, j] = CIDEr-D of candidate i scored against candidate j as its only reference (x10);
+    with ``rows`` r, only the first r candidates as hypotheses: S [r, m] (the first r rows of the full S).
 
     ``vectors``: ``metrics.CiderD._vector`` of each candidate: (one {n-gram: tf-idf weight} per order, the orders'
     norms, the length). For each order k the weights become a dense [m, G_k] array W over the n-grams the
@@ -176,9 +177,10 @@ def cider_similarities(vectors, n: int, sigma: float) -> np.ndarray:
     ``CiderD._sim``/``score`` do pair by pair.
     """
     m = len(vectors)
+    r = m if rows is None else min(int(rows), m)
     lengths = np.array([v[2] for v in vectors], dtype=np.float64)
-    penalty = np.exp(-((lengths[:, None] - lengths[None, :]) ** 2) / (2 * sigma ** 2))  # [m, m]
-    total = np.zeros((m, m))
+    penalty = np.exp(-((lengths[:r, None] - lengths[None, :]) ** 2) / (2 * sigma ** 2))  # [r, m]
+    total = np.zeros((r, m))
     for k in range(n):
         column: dict = {}
         for v in vectors:
@@ -188,8 +190,8 @@ def cider_similarities(vectors, n: int, sigma: float) -> np.ndarray:
         for i, v in enumerate(vectors):
             for g, w in v[0][k].items():
                 W[i, column[g]] = w
-        val = (np.minimum(W[:, None, :], W[None, :, :]) * W[None, :, :]).sum(-1)  # [m, m]: i hyp, j ref
+        val = (np.minimum(W[:r, None, :], W[None, :, :]) * W[None, :, :]).sum(-1)  # [r, m]: i hyp, j ref
         norms = np.array([v[1][k] for v in vectors])
-        denom = norms[:, None] * norms[None, :]
+        denom = norms[:r, None] * norms[None, :]
         total += np.divide(val, denom, out=val.copy(), where=denom > 0)
     return 10.0 * total * penalty / n

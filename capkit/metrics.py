@@ -262,29 +262,35 @@ class CiderD:
         """Precomputed vectors of one image's references (to score many candidates against them)."""
         return [self._vector(r) for r in refs]
 
-    def similarities(self, candidates) -> np.ndarray:
-        """[m, m]: CIDEr-D of candidate i (token lists) against candidate j alone (``fused.cider_similarities``)."""
-        return fused.cider_similarities(self.refs(candidates), self.n, self.sigma)
+    def similarities(self, candidates, rows: int | None = None) -> np.ndarray:
+        """[m, m]: CIDEr-D of candidate i (token lists) against candidate j alone (``fused.cider_similarities``);
+        with ``rows`` r only the first r as hypotheses: [r, m]."""
+        return fused.cider_similarities(self.refs(candidates), self.n, self.sigma, rows)
 
-    def consensus(self, candidates, sims: np.ndarray | None = None) -> tuple[int, float]:
+    def consensus(self, candidates, sims: np.ndarray | None = None, evidence=()) -> tuple[int, float]:
         """Minimum Bayes risk: the index of the candidate (token lists) with the highest mean CIDEr-D against the
-        other candidates, and that mean (the first on ties; a single candidate is its own choice, scored 0).
-        ``sims``: their ``similarities``, when already computed (a prefix of a larger set's: ``sims[:m, :m]``).
-        Equals :meth:`consensus_plain` (tested), from one [m, m] array instead of m^2 dictionary walks."""
-        m = len(candidates)
-        if m < 2:
+        other candidates and the ``evidence`` (token lists that count as references but are never chosen, e.g.
+        the references of the image's nearest training images), and that mean (the first on ties; a single
+        candidate without evidence is its own choice, scored 0). ``sims``: the candidates' ``similarities``,
+        when already computed (a prefix of a larger set's: ``sims[:m, :m]``; not with evidence). Equals
+        :meth:`consensus_plain` (tested), from one [m, m + e] array instead of m (m + e) dictionary walks."""
+        m, e = len(candidates), len(evidence)
+        if m == 0 or m + e < 2:
             return 0, 0.0
-        sims = self.similarities(candidates) if sims is None else sims[:m, :m]
-        scores = (sims.sum(1) - np.diag(sims)) / (m - 1)
+        if e:
+            sims = self.similarities(list(candidates) + list(evidence), rows=m)  # [m, m + e]
+        else:
+            sims = self.similarities(candidates) if sims is None else sims[:m, :m]
+        scores = (sims.sum(1) - np.diag(sims[:, :m])) / (m - 1 + e)
         best = int(np.argmax(scores))
         return best, float(scores[best])
 
-    def consensus_plain(self, candidates) -> tuple[int, float]:
+    def consensus_plain(self, candidates, evidence=()) -> tuple[int, float]:
         """:meth:`consensus` pair by pair through :meth:`score`: the readable definition it is tested against."""
-        if len(candidates) < 2:
+        if not candidates or len(candidates) + len(evidence) < 2:
             return 0, 0.0
-        vecs = self.refs(candidates)
-        scores = [self.score(c, vecs[:j] + vecs[j + 1:]) for j, c in enumerate(candidates)]
+        vecs, extra = self.refs(candidates), self.refs(evidence) if evidence else []
+        scores = [self.score(c, vecs[:j] + vecs[j + 1:] + extra) for j, c in enumerate(candidates)]
         best = max(range(len(scores)), key=scores.__getitem__)
         return best, float(scores[best])
 

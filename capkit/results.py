@@ -78,7 +78,7 @@ import numpy as np
 import pandas as pd
 
 from capkit import data as D
-from capkit import metrics, models, sample, store, train
+from capkit import metrics, models, multilabel, sample, store, train
 
 ENCODER_LABELS = {
     "resnet101": "ResNet-101",
@@ -137,7 +137,7 @@ ORACLE_TEXT_DRAWS = 30  # ... and texts (each one Okt-tokenized: ~60-80 s cold f
 # rows of load_baselines, per target
 BASELINE_ORDER = ("consensus", "nearest_neighbour", "most_frequent", "random", "oracle", "oracle_best")
 CONSENSUS_TEXTS = (5, 10, 20, 40)  # consensus, texts: candidate references tried on validation (cost ~ m^2 an image)
-CONSENSUS_POSTS = (5, 10, 20, 40, 80, 160)  # consensus, hashtags: neighbours tried on validation
+CONSENSUS_POSTS = multilabel.VOTE_SIZES  # consensus, hashtags: neighbours tried on validation (5 .. 160)
 # The layout of a baselines file; a stored file of another format is recomputed (2: the scene oracle was added;
 # 3: its best guess, oracle_best; 4: the neighbours' consensus).
 BASELINES_FORMAT = 4
@@ -405,16 +405,11 @@ def baseline_predictions(prep: train.Prepared, split: str = "test", k="val") -> 
         top = metrics.most_frequent_hashtags(train_refs, k_used)
         out["most_frequent"] = {"tokens": [list(top)] * n, "k": k_used, "k_rule": str(k),
                                 "mean_per_post": mean_k, "hashtags": top}
-    train_images = [r.image for r in prep.records["train"]]
-    # the network's final pooled vector (what its classifier reads); the mid-level grid's mean only for a cache
-    # written without one
-    vec, used = prep.store.global_pooled, f"final pooled ({prep.store.global_dim}-d)"
-    if prep.store.global_dim is None:
-        vec, used = prep.store.pooled, f"grid mean ({prep.store.meta['shape'][2]}-d)"
-    nn = metrics.nearest_neighbours(vec(train_images), vec([r.image for r in prep.records[split]]), metric="cosine")
+    _, used = train.retrieval_vectors(prep)
+    nn = train.nearest_posts(prep, split, 1)[:, 0]
     out["nearest_neighbour"] = {"tokens": [list(train_refs[j]) for j in nn],
                                 "neighbours": [prep.records["train"][j].key for j in nn], "features": used}
-    out["consensus"] = consensus_predictions(prep, vec, split)
+    out["consensus"] = consensus_predictions(prep, split)
     out["consensus"]["features"] = used
     drawn = metrics.random_texts(list(range(len(train_refs))), n, seed=config.seed)
     out["random"] = {"tokens": [list(train_refs[j]) for j in drawn], "seed": config.seed,
@@ -428,24 +423,23 @@ def baseline_predictions(prep: train.Prepared, split: str = "test", k="val") -> 
     return out
 
 
-def consensus_predictions(prep: train.Prepared, vectors, split: str = "test") -> dict:
+def consensus_predictions(prep: train.Prepared, split: str = "test") -> dict:
     """The ``consensus`` baseline's token lists for ``split`` (see the module notes), its size chosen on "val".
 
-    ``vectors``: images -> [n, P] retrieval vectors (the store's final pooled ones). Returns ``{"tokens", "k",
+    Neighbours by :func:`capkit.train.nearest_posts` (the final pooled vectors). Returns ``{"tokens", "k",
     "unit", "val_score", "tried": {size: val score}}``; without validation records the smallest size is used.
     """
     config = prep.config
-    train_vecs = vectors([r.image for r in prep.records["train"]])
     texts = config.target == "text"
     sizes = CONSENSUS_TEXTS if texts else CONSENSUS_POSTS
     train_refs = prep.tokens["train"]
     cider = metrics.CiderD(train_refs) if texts else None
 
-    def predict(records, sizes):  # {size: predictions}
-        if not records:
+    def predict(split, sizes):  # {size: predictions}
+        if not prep.records[split]:
             return {size: [] for size in sizes}
         # texts: enough neighbours to fill `size` candidates even when each post has one reference
-        near = metrics.nearest_k(train_vecs, vectors([r.image for r in records]), max(sizes), metric="cosine")
+        near = train.nearest_posts(prep, split, max(sizes))
         if not texts:
             return {size: [metrics.best_guess_tags([train_refs[j][0] if train_refs[j] else [] for j in row[:size]],
                                                    config.max_hashtags)[0] for row in near] for size in sizes}
@@ -461,12 +455,12 @@ def consensus_predictions(prep: train.Prepared, vectors, split: str = "test") ->
     tried = {}
     val_refs = prep.tokens["val"]
     if prep.records["val"]:
-        for size, hyps in predict(prep.records["val"], sizes).items():
+        for size, hyps in predict("val", sizes).items():
             tried[size] = (metrics.cider_d(val_refs, hyps) if texts
                            else metrics.hashtag_scores([r[0] if r else [] for r in val_refs], hyps, ks=(1,))["f1"])
     finite = {k: v for k, v in tried.items() if math.isfinite(v)}
     best = max(finite, key=lambda k: (finite[k], -k)) if finite else sizes[0]
-    return {"tokens": predict(prep.records[split], [best])[best], "k": best, "unit": "references" if texts else "posts",
+    return {"tokens": predict(split, [best])[best], "k": best, "unit": "references" if texts else "posts",
             "val_score": finite.get(best), "tried": tried}
 
 

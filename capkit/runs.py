@@ -68,26 +68,51 @@ class Run:
             cached = encoders.extract_features(self.config.encoder, images, cache_dir, self.config.encoder_weights,
                                               device=str(device), progress=False,
                                               encoder=self.__dict__.get("_encoder"))
+        if cached is not None and self.needs_pooled() and cached.global_dim is None:
+            cached = None  # the votes need the final pooled vectors, which this cache lacks: encode again
         enc = self.encoder() if cached is None else None
         out = []
         for i in range(0, len(images), batch_size):
             chunk = images[i:i + batch_size]
+            pooled = None
             with torch.inference_mode():
                 if cached is not None:
                     feats = cached[[str(im) for im in chunk]].to(device)
+                    pooled = cached.global_pooled([str(im) for im in chunk]) if self.needs_pooled() else None
                 else:
                     size = encoders.ENCODERS[self.config.encoder].image_size
-                    feats = enc(torch.stack([encoders.image_tensor(im, size) for im in chunk]).to(device)).float()
-            out += self.caption_features(feats, beam_size)
+                    feats, pooled = enc(torch.stack([encoders.image_tensor(im, size) for im in chunk]).to(device),
+                                        pooled=True)
+                    feats = feats.float()
+            out += self.caption_features(feats, beam_size, pooled=pooled)
         return out
 
-    def caption_features(self, feats: torch.Tensor, beam_size: int = 3) -> list[dict]:
+    def neighbour_bank(self) -> dict | None:
+        """The training posts' vectors and tags a set run blends in (``neighbours.pt``, :func:`capkit.train.tag_bank`),
+        loaded on first use; None when the run's rule does not blend (no ``weight``)."""
+        if not (self.metrics.get("rule") or {}).get("weight"):
+            return None
+        if "_bank" not in self.__dict__:
+            path = self.path / train.NEIGHBOURS_FILE
+            if not path.exists():
+                raise FileNotFoundError(f"{path}: missing; the run's rule blends the votes of its nearest training "
+                                        "posts, which train.test writes there (test the run again to rewrite it)")
+            self.__dict__["_bank"] = store.load_checkpoint(path)
+        return self.__dict__["_bank"]
+
+    def needs_pooled(self) -> bool:
+        """Whether captioning needs each image's final pooled vector beside its grid (a blending set run)."""
+        bank = self.neighbour_bank()
+        return bank is not None and not bank["grid_mean"]
+
+    def caption_features(self, feats: torch.Tensor, beam_size: int = 3, pooled=None) -> list[dict]:
         """Beam-search captions of images already encoded by this run's encoder (``feats`` ``[n, L, D]``, from
         :meth:`encoder` or the feature cache): one :meth:`caption` dict per row. Runs on one encoder can share
-        the features of a batch."""
+        the features of a batch. ``pooled`` ``[n, P]``: the images' final pooled vectors (``encoder()(x,
+        pooled=True)``), which a set run that blends its neighbours' votes needs (:meth:`needs_pooled`)."""
         device = next(self.model.parameters()).device
         if models.decoder_spec(self.config.decoder).search == "set":
-            return self._caption_sets(feats.to(device))
+            return self._caption_sets(feats.to(device), pooled)
         with torch.inference_mode():
             hyps = decode.beam_search(self.model, feats.to(device), text.START_ID, text.END_ID, beam_size=beam_size,
                                       max_len=self.config.decode_len, forbid_repeats=self.config.target == "hashtag",
@@ -116,15 +141,24 @@ class Run:
             out["hashtags"] = list(tokens)
         return out
 
-    def _caption_sets(self, feats: torch.Tensor) -> list[dict]:
+    def _caption_sets(self, feats: torch.Tensor, pooled=None) -> list[dict]:
         """A set decoder's tags for feats [n, L, D] under the output rule its test chose on validation
-        (``metrics.json``'s ``rule``), likeliest first; ``alphas`` are the model's per-tag maps (uniform for
-        mean pooling)."""
+        (``metrics.json``'s ``rule``, with the neighbours' votes blended in when it says so: pooled [n, P]),
+        likeliest first; ``alphas`` are the model's per-tag maps (uniform for mean pooling)."""
         rule = self.metrics.get("rule")
         if rule is None:
             raise RuntimeError(f"{self.path}: no output rule in metrics.json (the run has not been tested yet: "
                                "train.test chooses the rule on validation)")
         probs, attention = self.model.scores(feats), self.model.attention(feats)
+        bank = self.neighbour_bank()
+        if bank is not None:
+            if bank["grid_mean"]:
+                pooled = feats.float().mean(dim=1)
+            elif pooled is None:
+                raise ValueError(f"{self.path}: this run blends the tag votes of the nearest training posts and "
+                                 "needs each image's final pooled vector: pass caption_features(..., pooled=...) "
+                                 "(encoder()(x, pooled=True)) or use caption_many")
+            probs = train.blend_votes(probs.cpu(), rule, bank, torch.as_tensor(pooled).float().cpu()).to(probs)
         out = []
         for row, att, ids in zip(probs, attention, multilabel.apply_rule(probs, rule)):
             tokens = [self.vocab.itos[i] for i in ids]

@@ -35,10 +35,12 @@ from capkit import predict_forward  # noqa: F401  (decoders in files of their ow
 
 # settings that may differ when a run is resumed (more epochs, another machine or folder layout)
 RESUMABLE_CHANGES = ("epochs", "patience", "device", "beam_size", "cache_dir", "data_dir", "run_dir", "run_name",
-                     "start_from", "scst_epochs", "search", "mbr_samples", "mbr_temperature")
+                     "start_from", "scst_epochs", "search", "mbr_samples", "mbr_temperature", "mbr_neighbours",
+                     "set_neighbours")
 # the validation score that picks the best epoch: CIDEr-D for texts (the field's criterion; the study's BLEU-1 is
 # flat from the first epoch while the model still improves), micro F1 for hashtags
 SELECTION = {"text": "val_cider", "hashtag": "val_f1"}
+NEIGHBOURS_FILE = "neighbours.pt"  # a set run's tag bank (tag_bank), written when its rule blends the votes in
 
 
 @dataclass
@@ -85,6 +87,12 @@ class TrainConfig:
     search: str = "mbr"
     mbr_samples: int | None = None  # samples per test image; None: 20 for texts, 30 for hashtags
     mbr_temperature: float | None = None  # None: 0.5 for texts (closer to the mode), 1.0 for hashtags
+    # texts, MBR: the references of the nearest training images (final pooled vector, closest first) that join the
+    # samples as evidence in the risk, never chosen (capkit.mbr); 0: the samples alone
+    mbr_neighbours: int = 40
+    # set decoders (multilabel): blend the tag votes of the nearest training posts into the model's probabilities,
+    # their number and weight chosen on validation with the output rule (weight 0 when that is best: set_rule)
+    set_neighbours: bool = True
     device: str = "auto"  # "auto": CUDA when present, else CPU (float32 on both)
     word_vectors: str | None = None  # a fastText .vec file
     freeze_embeddings: bool = False
@@ -372,6 +380,7 @@ def predict(model, prep: Prepared, split: str, beam_size: int = 1, limit: int | 
     if search == "mbr":
         cfg = prep.config
         cider = metrics.CiderD(scst_data(prep)[1]) if cfg.target == "text" else None
+        evidence = mbr_evidence(prep, split, cfg.mbr_neighbours, limit) if cider and cfg.mbr_neighbours else None
         gen = torch.Generator(device=device).manual_seed(cfg.seed)
         batch_size = max(1, batch_size // 4)  # each image is mbr_samples rows
         for i in range(0, len(recs), batch_size) if dist.is_main() else ():
@@ -379,7 +388,8 @@ def predict(model, prep: Prepared, split: str, beam_size: int = 1, limit: int | 
             with torch.inference_mode():
                 if cider is not None:
                     picked = mbr.mbr_decode(model, feats, cider, text.START_ID, text.END_ID, cfg.mbr_n,
-                                            cfg.mbr_tau, cfg.decode_len, text.UNK_ID, gen)
+                                            cfg.mbr_tau, cfg.decode_len, text.UNK_ID, gen,
+                                            evidence[i:i + batch_size] if evidence else None)
                 else:
                     picked = mbr.mbr_tags(model, feats, text.START_ID, text.END_ID, cfg.mbr_n, cfg.mbr_tau,
                                           cfg.decode_len, text.UNK_ID, gen)
@@ -400,6 +410,15 @@ def predict(model, prep: Prepared, split: str, beam_size: int = 1, limit: int | 
     return [h for chunk in dist.gather(mine) for h in chunk]
 
 
+def mbr_evidence(prep: Prepared, split: str, m: int, limit: int | None = None) -> list[list[list[int]]]:
+    """Per record of ``split``: the first ``m`` references (vocabulary ids, as :func:`scst_data`) of its nearest
+    training images, closest image first (:func:`nearest_posts`): MBR's retrieved evidence (capkit.mbr)."""
+    n = prep.config.decode_len
+    refs = [[prep.vocab.encode(t, max_len=n)[1:-1] for t in toks if t] for toks in prep.tokens["train"]]
+    near = nearest_posts(prep, split, m, limit)  # (m images hold m references unless some have none)
+    return [[r for j in row for r in refs[j]][:m] for row in near]
+
+
 def set_scores(model, prep: Prepared, split: str, limit: int | None = None,
                batch_size: int | None = None) -> torch.Tensor:
     """A set decoder's tag probabilities [n, V] (float32, CPU) for the records of a split, in batches. (Cheap: every
@@ -415,19 +434,89 @@ def set_scores(model, prep: Prepared, split: str, limit: int | None = None,
     return torch.cat(out) if out else torch.zeros(0, len(prep.vocab))
 
 
+def retrieval_vectors(prep: Prepared) -> tuple:
+    """``(vectors, description)``: ``vectors(images) -> [n, P]`` for nearest-neighbour retrieval, the encoder's
+    final pooled vector (what its classifier reads); the mid-level grid's mean only for a cache written without
+    one."""
+    if prep.store.global_dim is None:
+        return prep.store.pooled, f"grid mean ({prep.store.meta['shape'][2]}-d)"
+    return prep.store.global_pooled, f"final pooled ({prep.store.global_dim}-d)"
+
+
+def nearest_posts(prep: Prepared, split: str, k: int, limit: int | None = None) -> np.ndarray:
+    """The k training records closest to each record of ``split`` (cosine on :func:`retrieval_vectors`; closest
+    first, ties to the lower index): int64 [n, min(k, n_train)], indices into ``prep.records["train"]``."""
+    vectors, _ = retrieval_vectors(prep)
+    return metrics.nearest_k(vectors([r.image for r in prep.records["train"]]),
+                             vectors([r.image for r in prep.records[split][:limit]]), k, metric="cosine")
+
+
+def tag_bank(prep: Prepared) -> dict:
+    """What the neighbours' tag votes read, in training and after it (``neighbours.pt`` of a set run: capkit.runs):
+    ``vectors`` float16 [N, P] (the training posts' :func:`retrieval_vectors`), ``tags`` (each post's tag ids),
+    ``grid_mean`` (True when the vectors are grid means: a cache without final pooled vectors) and ``features``."""
+    vectors, used = retrieval_vectors(prep)
+    tags = [[prep.vocab.stoi[t] for t in refs[0] if t in prep.vocab.stoi] if refs else []
+            for refs in prep.tokens["train"]]
+    return {"format": store.CKPT_FORMAT, "vectors": torch.as_tensor(vectors([r.image for r in prep.records["train"]])
+                                                                    ).half(),
+            "tags": tags, "grid_mean": prep.store.global_dim is None, "features": used}
+
+
+def neighbour_votes(bank: dict, query_vectors, sizes, vocab_size: int) -> dict:
+    """{k: [n, V] the share of the k nearest posts of ``bank`` (:func:`tag_bank`) that carry each tag
+    (:func:`capkit.multilabel.neighbour_votes`)} for each k of ``sizes`` (capped at the bank's size), for images
+    with query_vectors [n, P] of the bank's kind (cosine)."""
+    near = metrics.nearest_k(bank["vectors"].float(), torch.as_tensor(query_vectors).float(), max(sizes))
+    hot = multilabel.multi_hot(bank["tags"], vocab_size)
+    return {k: multilabel.neighbour_votes(hot, near, min(k, near.shape[1])) for k in sizes}
+
+
+def blend_votes(probs: torch.Tensor, rule: dict, bank: dict, query_vectors) -> torch.Tensor:
+    """A set decoder's probabilities [n, V] with the neighbours' votes blended in as ``rule`` says (its
+    ``neighbours`` k and ``weight`` w from :func:`set_rule`; unchanged when w is 0 or absent)."""
+    if not rule.get("weight") or not len(probs):
+        return probs
+    k = rule["neighbours"]
+    return multilabel.blend(probs, neighbour_votes(bank, query_vectors, [k], probs.size(1))[k], rule["weight"])
+
+
 def set_rule(model, prep: Prepared) -> dict:
     """A set decoder's output rule (top-k or a threshold: :func:`capkit.multilabel.choose_rule`), chosen on the
     validation split and nothing else, against its true tags (strings: tags outside the vocabulary count as
-    misses, as in the scores)."""
-    return multilabel.choose_rule(set_scores(model, prep, "val"), [refs[0] for refs in prep.tokens["val"]],
-                                  max_k=prep.config.max_hashtags, labels=prep.vocab.itos)
+    misses, as in the scores).
+
+    With ``config.set_neighbours`` the choice also covers the neighbours' votes: k in ``multilabel.VOTE_SIZES``
+    and weight w in 0 + ``multilabel.BLEND_WEIGHTS`` (:func:`capkit.multilabel.blend`); the rule then holds
+    ``neighbours`` (k) and ``weight`` (w), w = 0 when the model alone is best (ties: the model alone, then the
+    smaller k and w)."""
+    probs = set_scores(model, prep, "val")
+    true = [refs[0] for refs in prep.tokens["val"]]
+
+    def choose(p):
+        return multilabel.choose_rule(p, true, max_k=prep.config.max_hashtags, labels=prep.vocab.itos)
+
+    best = {**choose(probs), "neighbours": 0, "weight": 0.0}
+    if prep.config.set_neighbours and len(probs):
+        vectors, _ = retrieval_vectors(prep)
+        votes_by_k = neighbour_votes(tag_bank(prep), vectors([r.image for r in prep.records["val"]]),
+                                     multilabel.VOTE_SIZES, probs.size(1))
+        for k, votes in votes_by_k.items():
+            for w in multilabel.BLEND_WEIGHTS:
+                rule = choose(multilabel.blend(probs, votes, w))
+                if rule["val_f1"] > best["val_f1"]:
+                    best = {**rule, "neighbours": k, "weight": w}
+    return best
 
 
 def predict_set(model, prep: Prepared, split: str, rule: dict, limit: int | None = None,
                 batch_size: int | None = None) -> list[dict]:
     """:func:`predict` for a set decoder: each image's tags under ``rule``, likeliest first; ``score`` is the sum
-    of the chosen tags' log-probabilities; no attention maps."""
+    of the chosen (blended, when the rule has a ``weight``) tags' log-probabilities; no attention maps."""
     probs = set_scores(model, prep, split, limit, batch_size)
+    if rule.get("weight"):
+        vectors, _ = retrieval_vectors(prep)
+        probs = blend_votes(probs, rule, tag_bank(prep), vectors([r.image for r in prep.records[split][:limit]]))
     out = []
     for row, ids in zip(probs, multilabel.apply_rule(probs, rule)):
         score = float(torch.log(row[ids].clamp_min(1e-12)).sum()) if ids else 0.0
@@ -763,10 +852,12 @@ def test_fingerprint(prep: Prepared, beam: int, split: str) -> dict:
     path = config.path / "history.json"
     history = json.loads(path.read_text()) if path.exists() else []
     keys = "\n".join(r.key for r in prep.records[split]).encode()
-    search = ({"search": "mbr", "mbr_samples": config.mbr_n, "mbr_temperature": config.mbr_tau}
+    search = ({"search": "mbr", "mbr_samples": config.mbr_n, "mbr_temperature": config.mbr_tau,
+               **({"mbr_neighbours": config.mbr_neighbours} if config.target == "text" else {})}
               if config.search == "mbr" else {"search": "beam"})
     if models.decoder_spec(config.decoder).search == "set":
-        search = {"search": "set"}  # (the rule follows from the weights and the validation split)
+        # (the rule follows from the weights and the validation split)
+        search = {"search": "set", "set_neighbours": config.set_neighbours}
     return {"epochs_run": len(history), "best_epoch": best_epoch(history, config.target)[0], "beam_size": beam,
             "split": split, "records": hashlib.sha256(keys).hexdigest()[:16], "decode_len": config.decode_len,
             **search}
@@ -811,6 +902,8 @@ def test(model, prep: Prepared, beam_size: int | None = None, split: str = "test
         if config.target == "hashtag":
             line["hashtags"], line["true_hashtags"] = h["tokens"], ref[0]
         lines.append(line)
+    if rule and rule.get("weight"):  # what a loaded run needs to blend the votes for new images (capkit.runs)
+        store.save_checkpoint(tag_bank(prep), config.path / NEIGHBOURS_FILE)
     store.write_jsonl(config.path / "predictions.jsonl", lines)
     history = json.loads((config.path / "history.json").read_text()) if (config.path / "history.json").exists() else []
     chosen, _ = best_epoch(history, config.target)

@@ -438,4 +438,9 @@ def test_fast_consensus_equals_the_plain_one():
         assert cands[got[0]] == cands[want[0]]  # the same text (a duplicate of it may sit at another index)
         k = max(2, m // 2)
         assert cider.consensus(cands[:k], sims) == pytest.approx(cider.consensus(cands[:k]), abs=1e-12)
+        # the first k as the only candidates, the rest as evidence (references that are never chosen)
+        assert np.allclose(cider.similarities(cands, rows=k), sims[:k], atol=1e-12, rtol=0)
+        got, want = cider.consensus(cands[:k], evidence=cands[k:]), cider.consensus_plain(cands[:k], cands[k:])
+        assert got[0] < k and got[1] == pytest.approx(want[1], abs=1e-12) and cands[got[0]] == cands[want[0]]
     assert cider.consensus([["a"]]) == (0, 0.0)
+    assert cider.consensus([["a"]], evidence=[["a"]]) == cider.consensus_plain([["a"]], [["a"]]) != (0, 0.0)

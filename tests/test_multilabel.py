@@ -207,3 +207,22 @@ def test_config_roundtrip_and_registry():
         back = spec.load(m.config.to_dict())
         back.load_state_dict(m.state_dict())  # "special" is not in the state dict: nothing to mismatch
         assert torch.equal(back.scores(feats), m.scores(feats))
+
+
+def test_neighbour_votes_and_the_blend_by_hand():
+    # four training posts over tags 4..7; special ids in a list are never votes
+    hot = ML.multi_hot([[4, 5], [5], [5, 6, PAD_ID], [7, 99]], 8)
+    assert hot.tolist() == [[0, 0, 0, 0, 1, 1, 0, 0], [0, 0, 0, 0, 0, 1, 0, 0],
+                            [0, 0, 0, 0, 0, 1, 1, 0], [0, 0, 0, 0, 0, 0, 0, 1]]
+    near = torch.tensor([[2, 1, 0], [3, 0, 1]])  # each image's training posts, closest first
+    votes = ML.neighbour_votes(hot, near, 2)
+    assert votes[0].tolist() == [0, 0, 0, 0, 0, 1.0, 0.5, 0]  # posts 2 and 1: tag 5 twice, tag 6 once
+    assert votes[1].tolist() == [0, 0, 0, 0, 0.5, 0.5, 0, 0.5]  # posts 3 and 0
+    assert torch.equal(ML.neighbour_votes(hot, near, 3, chunk=1), ML.neighbour_votes(hot, near, 3))
+    with pytest.raises(ValueError, match="at least k = 4"):
+        ML.neighbour_votes(hot, near, 4)
+    probs = torch.tensor([[0, 0, 0, 0, 0.8, 0.2, 0.0, 0.4]])
+    assert ML.blend(probs, votes[:1], 0.25)[0].tolist() == pytest.approx([0, 0, 0, 0, 0.6, 0.4, 0.125, 0.3])
+    assert torch.equal(ML.blend(probs, votes[:1], 0.0), probs)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        ML.blend(probs, votes[:1], 1.5)

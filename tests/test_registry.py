@@ -144,11 +144,11 @@ def test_the_set_rule_is_chosen_on_validation_only(multilabel_run):
 def test_a_set_run_loads_and_tags_an_image_with_its_rule(multilabel_run):
     prep, model, result = multilabel_run
     run = runs.load_run(prep.config.path)
-    feats = prep.features([r.image for r in prep.records["test"][:3]])
-    caps = run.caption_features(feats)
+    images = [r.image for r in prep.records["test"][:3]]
+    caps = run.caption_features(prep.features(images), pooled=prep.store.global_pooled(images))
     preds = train.predict_set(model, prep, "test", result["rule"], limit=3)
     assert [c["hashtags"] for c in caps] == [p["tokens"] for p in preds]
-    assert all(c["alphas"].shape == (len(c["tokens"]), feats.shape[1]) for c in caps)
+    assert all(c["alphas"].shape == (len(c["tokens"]), prep.store.meta["shape"][1]) for c in caps)
 
 
 def test_predict_forward_trains_end_to_end(sample_dir, cache_dir, tmp_path, one_thread):
@@ -157,3 +157,30 @@ def test_predict_forward_trains_end_to_end(sample_dir, cache_dir, tmp_path, one_
     run = runs.load_run(cfg.path)
     assert run.model.config.forward_weight == pytest.approx(0.5) and hasattr(run.model, "L_f")
     assert result["decoder"] == "lbpf" and math.isfinite(result["test"]["CIDEr-D"])
+
+
+def test_a_blending_set_run_writes_its_bank_and_tags_new_images_as_its_test_did(multilabel_run, monkeypatch):
+    prep, model, result = multilabel_run
+    cfg = dataclasses.replace(prep.config, run_name=prep.config.run_name + "-blend")
+    cfg.path.mkdir(parents=True)
+    for name in ("best.pt", "history.json", "last.pt", "vocab.json"):
+        (cfg.path / name).write_bytes((prep.config.path / name).read_bytes())
+    blend_prep = dataclasses.replace(prep, config=cfg)
+    rule = {**result["rule"], "neighbours": 5, "weight": 0.75}
+    monkeypatch.setattr(train, "set_rule", lambda model, prep: rule)
+    blended = train.test(model, blend_prep)
+    assert blended["rule"] == rule and (cfg.path / train.NEIGHBOURS_FILE).exists()
+    alone = train.predict_set(model, prep, "test", {**rule, "weight": 0.0})
+    lines = [json.loads(x) for x in (cfg.path / "predictions.jsonl").read_text().splitlines()]
+    assert [x["hashtags"] for x in lines] != [p["tokens"] for p in alone]  # the votes changed the tags
+    # a loaded run blends the same votes into new images' tags (pooled vectors from the feature cache)
+    run = runs.load_run(cfg.path)
+    assert run.needs_pooled()
+    caps = run.caption_many([r.image for r in prep.records["test"]], cache_dir=cfg.cache_dir)
+    assert [c["hashtags"] for c in caps] == [x["hashtags"] for x in lines]
+    with pytest.raises(ValueError, match="final pooled vector"):
+        run.caption_features(prep.features([prep.records["test"][0].image]))
+    # without the bank the run says what is missing
+    (cfg.path / train.NEIGHBOURS_FILE).unlink()
+    with pytest.raises(FileNotFoundError, match="neighbours.pt"):
+        runs.load_run(cfg.path).caption_many([prep.records["test"][0].image], cache_dir=cfg.cache_dir)

@@ -574,14 +574,15 @@ def test_the_ceiling_is_the_oracles_best_guess(hand_runs):
 
 
 def _toy_prep(target, train_rows, val_rows, test_rows):
-    """A stand-in for train.Prepared from (key, retrieval vector, references) rows per split (image = key), and
-    the vectors function the baseline reads."""
+    """A stand-in for train.Prepared from (key, retrieval vector, references) rows per split (image = key): its
+    store's final pooled vectors are the given ones."""
     rows = {"train": train_rows, "val": val_rows, "test": test_rows}
-    prep = SimpleNamespace(config=train.TrainConfig(target=target, smoke=True, max_hashtags=5),
-                           records={s: [SimpleNamespace(key=k, image=k) for k, _, _ in r] for s, r in rows.items()},
-                           tokens={s: [refs for _, _, refs in r] for s, r in rows.items()})
     vecs = {k: np.asarray(v, dtype=np.float32) for r in rows.values() for k, v, _ in r}
-    return prep, lambda images: np.stack([vecs[i] for i in images])
+    pooled = SimpleNamespace(global_dim=len(train_rows[0][1]),
+                             global_pooled=lambda images: np.stack([vecs[i] for i in images]))
+    return SimpleNamespace(config=train.TrainConfig(target=target, smoke=True, max_hashtags=5),
+                           records={s: [SimpleNamespace(key=k, image=k) for k, _, _ in r] for s, r in rows.items()},
+                           tokens={s: [refs for _, _, refs in r] for s, r in rows.items()}, store=pooled)
 
 
 def test_consensus_hashtags_are_the_best_guess_of_the_nearest_posts(monkeypatch):
@@ -593,8 +594,8 @@ def test_consensus_hashtags_are_the_best_guess_of_the_nearest_posts(monkeypatch)
     # validation: the closest post alone has a tag the others lack, three posts agree on 바다
     val_rows = [("v1", [0.95, 0.05], [["바다"]])]
     test_rows = [("t1", [0.99, 0.01], [["바다"]]), ("t2", [0.05, 0.95], [["겨울"]])]
-    prep, vectors = _toy_prep("hashtag", train_rows, val_rows, test_rows)
-    got = results.consensus_predictions(prep, vectors)
+    prep = _toy_prep("hashtag", train_rows, val_rows, test_rows)
+    got = results.consensus_predictions(prep)
     assert got["tried"] == {1: pytest.approx(2 / 3), 3: pytest.approx(1.0)} and got["k"] == 3
     # t1's 3 nearest: b1, b2, b3, all with 바다 -> the best guess is that tag alone
     assert got["tokens"][0] == ["바다"]
@@ -613,8 +614,8 @@ def test_consensus_text_is_the_reference_the_neighbours_agree_on(monkeypatch):
     snow = ["snow", "on", "the", "mountain"]
     val_rows = [("v", [0.97, 0.03], [boat]), ("w", [0.02, 0.98], [snow]), ("x", [0.01, 0.99], [snow[:2] + ["a", "hill"]])]
     test_rows = [("t", [0.98, 0.02], [boat])]
-    prep, vectors = _toy_prep("text", train_rows, val_rows, test_rows)
-    got = results.consensus_predictions(prep, vectors)
+    prep = _toy_prep("text", train_rows, val_rows, test_rows)
+    got = results.consensus_predictions(prep)
     # one candidate: the nearest post's first reference (the cat); three: the cat, the boat "in" the sea and the
     # boat "on" the sea, of which the boat ones agree with each other
     assert set(got["tried"]) == {1, 3} and got["tried"][3] > got["tried"][1] and got["k"] == 3

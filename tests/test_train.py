@@ -171,3 +171,29 @@ def test_start_from_continues_a_copy_with_self_critical_epochs(prep, tmp_path):
     assert {f.name: f.read_bytes() for f in src.iterdir()} == before  # the source run is untouched
     with pytest.raises(FileNotFoundError, match="no last.pt"):
         train.fit(with_run(prep, tmp_path, run_name="x", start_from=str(tmp_path / "nothing")), progress=False)
+
+
+def test_mbr_evidence_is_the_nearest_images_references_in_order():
+    """What MBR reads besides its samples (train.mbr_evidence): the references of the nearest training images,
+    closest image first, cut at m; as vocabulary ids (an unknown word is <unk>)."""
+    import numpy as np
+    from types import SimpleNamespace
+
+    from capkit import text
+
+    train_rows = [("a", [1.0, 0.0], [["red", "boat"], ["a", "boat"]]), ("b", [0.0, 1.0], [["snow"]]),
+                  ("c", [0.9, 0.3], [["blue", "sea"]])]
+    test_rows = [("t", [1.0, 0.1]), ("u", [0.1, 1.0])]
+    vecs = {k: np.asarray(v, dtype=np.float32) for k, v, *_ in train_rows + test_rows}
+    vocab = text.Vocab.build([t for _, _, refs in train_rows for t in refs if t != ["blue", "sea"]], min_freq=1)
+    prep = SimpleNamespace(config=train.TrainConfig(smoke=True), vocab=vocab,
+                           records={"train": [SimpleNamespace(image=k) for k, *_ in train_rows],
+                                    "test": [SimpleNamespace(image=k) for k, _ in test_rows]},
+                           tokens={"train": [refs for *_, refs in train_rows]},
+                           store=SimpleNamespace(global_dim=2, global_pooled=lambda ims: np.stack([vecs[i] for i in ims])))
+    ids = lambda words: [vocab.stoi.get(w, text.UNK_ID) for w in words]  # noqa: E731
+    got = train.mbr_evidence(prep, "test", 3)
+    assert got[0] == [ids(["red", "boat"]), ids(["a", "boat"]), ids(["blue", "sea"])]  # a, then c
+    assert got[1] == [ids(["snow"]), ids(["blue", "sea"]), ids(["red", "boat"])]  # b, c, then a's first
+    assert ids(["blue"]) == [text.UNK_ID]
+    assert train.mbr_evidence(prep, "test", 1, limit=1) == [[ids(["red", "boat"])]]
