@@ -96,7 +96,7 @@ class Run:
             path = self.path / train.NEIGHBOURS_FILE
             if not path.exists():
                 raise FileNotFoundError(f"{path}: missing; the run's rule blends the votes of its nearest training "
-                                        "posts, which train.test writes there (test the run again to rewrite it)")
+                                        "posts, which train.test writes there (train.test(..., force=True) writes it again)")
             self.__dict__["_bank"] = store.load_checkpoint(path)
         return self.__dict__["_bank"]
 

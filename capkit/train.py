@@ -106,6 +106,8 @@ class TrainConfig:
             raise ValueError(f"lr_schedule must be 'cosine' or 'constant', not {self.lr_schedule!r}")
         if self.search not in ("beam", "mbr"):
             raise ValueError(f"search must be 'beam' or 'mbr', not {self.search!r}")
+        if self.mbr_neighbours < 0:
+            raise ValueError(f"mbr_neighbours must be 0 (the samples alone) or more, not {self.mbr_neighbours}")
         if self.scst_epochs and self.target != "text":
             raise ValueError("scst_epochs: self-critical training optimises CIDEr-D, so it is for target='text'")
         spec = models.decoder_spec(self.decoder)  # (ValueError for a name the registry does not hold)
@@ -380,7 +382,8 @@ def predict(model, prep: Prepared, split: str, beam_size: int = 1, limit: int | 
     if search == "mbr":
         cfg = prep.config
         cider = metrics.CiderD(scst_data(prep)[1]) if cfg.target == "text" else None
-        evidence = mbr_evidence(prep, split, cfg.mbr_neighbours, limit) if cider and cfg.mbr_neighbours else None
+        evidence = (mbr_evidence(prep, split, cfg.mbr_neighbours, limit)
+                    if cider is not None and cfg.mbr_neighbours else None)
         gen = torch.Generator(device=device).manual_seed(cfg.seed)
         batch_size = max(1, batch_size // 4)  # each image is mbr_samples rows
         for i in range(0, len(recs), batch_size) if dist.is_main() else ():

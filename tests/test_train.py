@@ -197,3 +197,5 @@ def test_mbr_evidence_is_the_nearest_images_references_in_order():
     assert got[1] == [ids(["snow"]), ids(["blue", "sea"]), ids(["red", "boat"])]  # b, c, then a's first
     assert ids(["blue"]) == [text.UNK_ID]
     assert train.mbr_evidence(prep, "test", 1, limit=1) == [[ids(["red", "boat"])]]
+    with pytest.raises(ValueError, match="mbr_neighbours"):
+        train.TrainConfig(mbr_neighbours=-1)
