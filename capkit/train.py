@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -194,6 +195,11 @@ class Prepared:
 
     def features(self, images) -> torch.Tensor:
         return self.store[images]
+
+    @functools.cached_property
+    def bank(self) -> dict:
+        """:func:`tag_bank`, built on first use and kept (set_rule, predict_set and test read it every epoch)."""
+        return tag_bank(self)
 
     def pairs(self, split: str) -> list[tuple[str, list[int]]]:
         """(image, token ids with <start>/<end>) for training: one pair per reference text."""
@@ -381,8 +387,9 @@ def predict(model, prep: Prepared, split: str, beam_size: int = 1, limit: int | 
     forbid = prep.config.target == "hashtag"
     if search == "mbr":
         cfg = prep.config
-        cider = metrics.CiderD(scst_data(prep)[1]) if cfg.target == "text" else None
-        evidence = (mbr_evidence(prep, split, cfg.mbr_neighbours, limit)
+        refs = reference_ids(prep) if cfg.target == "text" else None  # (encoded once for both)
+        cider = metrics.CiderD(scst_data(prep, refs)[1]) if refs is not None else None
+        evidence = (mbr_evidence(prep, split, cfg.mbr_neighbours, limit, refs)
                     if cider is not None and cfg.mbr_neighbours else None)
         gen = torch.Generator(device=device).manual_seed(cfg.seed)
         batch_size = max(1, batch_size // 4)  # each image is mbr_samples rows
@@ -413,11 +420,12 @@ def predict(model, prep: Prepared, split: str, beam_size: int = 1, limit: int | 
     return [h for chunk in dist.gather(mine) for h in chunk]
 
 
-def mbr_evidence(prep: Prepared, split: str, m: int, limit: int | None = None) -> list[list[list[int]]]:
-    """Per record of ``split``: the first ``m`` references (vocabulary ids, as :func:`scst_data`) of its nearest
-    training images, closest image first (:func:`nearest_posts`): MBR's retrieved evidence (capkit.mbr)."""
-    n = prep.config.decode_len
-    refs = [[prep.vocab.encode(t, max_len=n)[1:-1] for t in toks if t] for toks in prep.tokens["train"]]
+def mbr_evidence(prep: Prepared, split: str, m: int, limit: int | None = None,
+                 refs: list | None = None) -> list[list[list[int]]]:
+    """Per record of ``split``: the first ``m`` references (vocabulary ids, :func:`reference_ids`, or ``refs``
+    when already computed) of its nearest training images, closest image first (:func:`nearest_posts`): MBR's
+    retrieved evidence (capkit.mbr)."""
+    refs = reference_ids(prep) if refs is None else refs
     near = nearest_posts(prep, split, m, limit)  # (m images hold m references unless some have none)
     return [[r for j in row for r in refs[j]][:m] for row in near]
 
@@ -502,7 +510,7 @@ def set_rule(model, prep: Prepared) -> dict:
     best = {**choose(probs), "neighbours": 0, "weight": 0.0}
     if prep.config.set_neighbours and len(probs):
         vectors, _ = retrieval_vectors(prep)
-        votes_by_k = neighbour_votes(tag_bank(prep), vectors([r.image for r in prep.records["val"]]),
+        votes_by_k = neighbour_votes(prep.bank, vectors([r.image for r in prep.records["val"]]),
                                      multilabel.VOTE_SIZES, probs.size(1))
         for k, votes in votes_by_k.items():
             for w in multilabel.BLEND_WEIGHTS:
@@ -519,7 +527,7 @@ def predict_set(model, prep: Prepared, split: str, rule: dict, limit: int | None
     probs = set_scores(model, prep, split, limit, batch_size)
     if rule.get("weight"):
         vectors, _ = retrieval_vectors(prep)
-        probs = blend_votes(probs, rule, tag_bank(prep), vectors([r.image for r in prep.records[split][:limit]]))
+        probs = blend_votes(probs, rule, prep.bank, vectors([r.image for r in prep.records[split][:limit]]))
     out = []
     for row, ids in zip(probs, multilabel.apply_rule(probs, rule)):
         score = float(torch.log(row[ids].clamp_min(1e-12)).sum()) if ids else 0.0
@@ -676,17 +684,19 @@ def check_resumable(ckpt: dict, config: TrainConfig, vocab: text.Vocab, out: Pat
                         f"overwritten. Give this run another run_name, or delete that folder to start it afresh.")
 
 
-def scst_data(prep: Prepared) -> tuple[list[str], list[list[list[int]]]]:
-    """The training images that have references, and each one's references as vocabulary ids (the reward
-    compares ids: a word outside the vocabulary is <unk>, which the decoder never emits)."""
+def reference_ids(prep: Prepared) -> list[list[list[int]]]:
+    """Per training record, its references as vocabulary ids without <start>/<end> (empty for a record without
+    any; a word outside the vocabulary is <unk>, which the decoder never emits)."""
     n = prep.config.decode_len
-    images, refs = [], []
-    for r, toks in zip(prep.records["train"], prep.tokens["train"]):
-        ids = [prep.vocab.encode(t, max_len=n)[1:-1] for t in toks if t]
-        if ids:
-            images.append(r.image)
-            refs.append(ids)
-    return images, refs
+    return [[prep.vocab.encode(t, max_len=n)[1:-1] for t in toks if t] for toks in prep.tokens["train"]]
+
+
+def scst_data(prep: Prepared, refs: list | None = None) -> tuple[list[str], list[list[list[int]]]]:
+    """The training images that have references, and each one's references as vocabulary ids (the reward
+    compares ids). ``refs``: :func:`reference_ids`, when already computed."""
+    refs = reference_ids(prep) if refs is None else refs
+    keep = [(r.image, ids) for r, ids in zip(prep.records["train"], refs) if ids]
+    return [image for image, _ in keep], [ids for _, ids in keep]
 
 
 def scst_epoch(model, optimizer, features, images, ref_vecs, cider, config: TrainConfig, epoch: int, device,
@@ -906,7 +916,7 @@ def test(model, prep: Prepared, beam_size: int | None = None, split: str = "test
             line["hashtags"], line["true_hashtags"] = h["tokens"], ref[0]
         lines.append(line)
     if rule and rule.get("weight"):  # what a loaded run needs to blend the votes for new images (capkit.runs)
-        store.save_checkpoint(tag_bank(prep), config.path / NEIGHBOURS_FILE)
+        store.save_checkpoint(prep.bank, config.path / NEIGHBOURS_FILE)
     store.write_jsonl(config.path / "predictions.jsonl", lines)
     history = json.loads((config.path / "history.json").read_text()) if (config.path / "history.json").exists() else []
     chosen, _ = best_epoch(history, config.target)
