@@ -13,13 +13,15 @@ The modules, in the order a post is made:
 - `render`: the picture painted from a scene, with the boxes of its objects;
 - `dataset`: every post made from its seeds and written into a dataset folder (`generate`, `ensure`;
   ``python -m capkit.sample OUT_DIR --seed N``);
-- `oracle`: posts written again from the true scenes of a manifest (`oracle_posts`, `oracle_draws`).
+- `oracle`: posts written again from the true scenes of a manifest (`oracle_posts`, `oracle_draws`), and the
+  scenes as facts (`scene_facts`).
 
 What this package is used for elsewhere (`data`, `results`, the notebooks) is exported here.
 """
 
 from capkit.sample.dataset import ensure, generate
 from capkit.sample.grammar import CATEGORIES, OBJECT_WORDS
-from capkit.sample.oracle import oracle_draws, oracle_posts
+from capkit.sample.oracle import SCENE_FACTS, oracle_draws, oracle_posts, scene_facts
 
-__all__ = ["CATEGORIES", "OBJECT_WORDS", "ensure", "generate", "oracle_draws", "oracle_posts"]
+__all__ = ["CATEGORIES", "OBJECT_WORDS", "SCENE_FACTS", "ensure", "generate", "oracle_draws", "oracle_posts",
+           "scene_facts"]

@@ -4,6 +4,8 @@
 model that reads every scene fact right, but cannot know the writer's noise, writes when it samples like the
 writer. `oracle_draws()` gives many such posts per scene, for estimating the best guess
 (``results.oracle_best_predictions``). Both use `posts.write_post`, the writer of every post of the dataset.
+`scene_facts()` lists each row's scene as facts (``SCENE_FACTS``): the input of a model that is told the scene
+instead of reading it from the picture (``results.oracle_trained_predictions``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ from capkit.sample.grammar import CATEGORIES, OBJECT_WORDS, SEASONS, TIMES, WEAT
 from capkit.sample.posts import write_post
 
 ORACLE_SALT = "capkit-oracle"  # never the prefix of make_post's seeds: an oracle post is never the original draw
+# every fact a scene can hold, in a fixed order: its category, time, season, weather and the objects it shows
+SCENE_FACTS = (*(f"category:{c}" for c in CATEGORIES), *(f"time:{t}" for t in TIMES),
+               *(f"season:{s}" for s in SEASONS), *(f"weather:{w}" for w in (*WEATHERS, "snow")),
+               *(f"object:{o}" for o in OBJECT_WORDS))
 
 
 def oracle_posts(source, keys=None, seed: int = 0) -> dict:
@@ -59,6 +65,17 @@ def oracle_draws(source, keys=None, seed: int = 0, n: int = 30) -> dict:
             text, hashtags, words = write_post(category, scene, random.Random(f"{ORACLE_SALT}:{seed}:{key}:{d}"))
             posts.append({"text": text, "hashtags": hashtags, "words": words})
         out[key] = posts
+    return out
+
+
+def scene_facts(source, keys=None) -> dict:
+    """``{key: [facts]}``: each wanted row's TRUE scene as names of ``SCENE_FACTS`` (category, time, season,
+    weather, then each object it shows once, in the scene's order). ``source`` and ``keys`` as for
+    :func:`oracle_posts`; keys without a usable scene are left out."""
+    out = {}
+    for key, category, scene in _oracle_rows(source, keys):
+        out[key] = [f"category:{category}", f"time:{scene['time']}", f"season:{scene['season']}",
+                    f"weather:{scene['weather']}", *(f"object:{o}" for o in dict.fromkeys(scene["objects"]))]
     return out
 
 
