@@ -42,7 +42,9 @@ This module imports no other capkit module.
 
 from __future__ import annotations
 
+import atexit
 import math
+import os
 import shutil
 import warnings
 from collections import Counter
@@ -134,8 +136,8 @@ def meteor_scorer():
     """Start pycocoevalcap's METEOR 1.5 jar once; yield it and always stop it on exit.
 
     Yields ``None`` (with a warning) when Java is missing or the jar cannot start; the scores
-    then carry NaN for METEOR. Reuse one scorer for several ``coco_text_scores`` calls: starting
-    the JVM and loading the paraphrase table takes several seconds.
+    then carry NaN for METEOR. A scorer of one's own, stopped on exit; calls given none share
+    the process's jar (:func:`shared_meteor`).
     """
     meteor = None
     if shutil.which("java") is None:
@@ -150,6 +152,39 @@ def meteor_scorer():
     finally:
         if meteor is not None:
             _close_meteor(meteor)
+
+
+_SHARED_METEOR: dict = {}  # process id -> this process's jar (shared_meteor)
+
+
+def shared_meteor() -> Meteor | None:
+    """This process's METEOR jar, for the scoring calls given no scorer of their own: started on first use
+    (the JVM and the paraphrase table take ~10 s here), reused by every later call, restarted if it died,
+    stopped when the process exits (or by :func:`close_shared_meteor`). ``None``, with a warning, when Java is
+    missing or the jar cannot start (METEOR is then NaN)."""
+    if shutil.which("java") is None:
+        warnings.warn("java not found on PATH: METEOR is NaN", RuntimeWarning)
+        return None
+    meteor = _SHARED_METEOR.get(os.getpid())
+    if meteor is not None and meteor.meteor_p.poll() is None:
+        return meteor
+    close_shared_meteor()
+    try:
+        meteor = Meteor()
+    except OSError as err:
+        warnings.warn(f"METEOR jar did not start ({err}): METEOR is NaN", RuntimeWarning)
+        return None
+    if not _SHARED_METEOR:
+        atexit.register(close_shared_meteor)
+    _SHARED_METEOR[os.getpid()] = meteor
+    return meteor
+
+
+def close_shared_meteor() -> None:
+    """Stop this process's shared METEOR jar, if it runs (a forked child never stops its parent's)."""
+    meteor = _SHARED_METEOR.pop(os.getpid(), None)
+    if meteor is not None:
+        _close_meteor(meteor)
 
 
 def _meteor_corpus(meteor: Meteor | None, gts: dict, res: dict) -> float:
@@ -173,8 +208,8 @@ def coco_text_scores(refs, hyps, meteor: Meteor | None = None) -> dict:
     """BLEU-1..4, METEOR, ROUGE-L and CIDEr-D from pycocoevalcap on surrogate-coded tokens.
 
     ``refs``: list (per image) of lists of reference token lists; ``hyps``: list of token lists.
-    ``meteor``: an open scorer from ``meteor_scorer()`` to reuse; when None one is started and
-    stopped inside this call.
+    ``meteor``: an open scorer from ``meteor_scorer()`` to use; when None, the process's
+    :func:`shared_meteor` (started once, kept for the next calls).
     Returns ``{"BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D",
     "n_images"}``. BLEU is corpus-level (``closest`` reference length; pycocoevalcap's epsilons
     leave tiny non-zero values where no n-gram matches), METEOR is the jar's aggregate over the
@@ -190,11 +225,7 @@ def coco_text_scores(refs, hyps, meteor: Meteor | None = None) -> dict:
     rouge = Rouge()
     rouge_l = [rouge.calc_score(res[i], gts[i]) if hyps[i] else 0.0 for i in res]
     cider, _ = Cider().compute_score(gts, res)  # empty hyp: no n-grams, so 0
-    if meteor is None:
-        with meteor_scorer() as own:
-            meteor_value = _meteor_corpus(own, gts, res)
-    else:
-        meteor_value = _meteor_corpus(meteor, gts, res)
+    meteor_value = _meteor_corpus(shared_meteor() if meteor is None else meteor, gts, res)
     scores = {f"BLEU-{n + 1}": float(bleu[n]) for n in range(4)}
     scores.update({"METEOR": meteor_value, "ROUGE-L": float(np.mean(rouge_l)),
                    "CIDEr-D": float(cider), "n_images": len(hyps)})
@@ -237,8 +268,20 @@ class CiderD:
         for refs in corpus:
             self.df.update(set(g for ref in refs for g in _ngrams(ref, n)))
         self.log_docs = math.log(max(len(corpus), 1))
+        self._vectors: dict = {}  # tuple(tokens) -> _vector: repeated samples and evidence are weighed once
 
     def _vector(self, tokens):
+        """(per order, {n-gram: tf-idf weight}; the orders' norms; the length): read-only, shared by every caller
+        that asks for the same tokens (the same object, from a memo of this CiderD's)."""
+        key = tuple(tokens)
+        vec = self._vectors.get(key)
+        if vec is None:
+            if len(self._vectors) >= 200_000:  # (long self-critical training: mostly captions seen once)
+                self._vectors.clear()
+            vec = self._vectors[key] = self._weigh(key)
+        return vec
+
+    def _weigh(self, tokens):
         vec = [dict() for _ in range(self.n)]
         norm = [0.0] * self.n
         for gram, tf in _ngrams(tokens, self.n).items():

@@ -54,7 +54,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from capkit.fused import CrossEntropy, DeferredProjGrad, DeferredWeightGrad, ReluScore
+from capkit.fused import (CrossEntropy, DeferredProjGrad, DeferredWeightGrad, ReluScore, gathered_context,
+                          gathered_scores)
 
 
 @dataclass
@@ -106,12 +107,17 @@ class SoftAttention(nn.Module):
     def query(self, h: torch.Tensor, z_prev: torch.Tensor) -> torch.Tensor:
         return self.query_proj(h)
 
-    def forward(self, proj, feats, h, z_prev, proj_grad=None):
+    def forward(self, proj, feats, h, z_prev, proj_grad=None, image=None):
         """proj [B0, L, A] from precompute, feats [B, L, D], h [B, H], z_prev [B, D] -> z [B, D], alpha [B, L].
 
-        Only proj's first B rows are read (B0 >= B: the training loop passes all rows, with `proj_grad`)."""
+        Training: only proj's first B rows are read (B0 >= B: the loop passes all rows, with `proj_grad`).
+        Search: proj and feats hold one row per image and image [B] names each decoding row's image."""
         q = self.query(h, z_prev)  # [B, A]
-        e = ReluScore.apply(proj, q, self.score.weight.squeeze(0), proj_grad)  # [B, L]
+        w = self.score.weight.squeeze(0)  # [A]
+        if image is not None:  # beams / samples: read the image's proj and features, never copies of them
+            alpha = F.softmax(gathered_scores(proj, image, q, w), dim=1)  # [B, L]
+            return gathered_context(alpha, feats, image), alpha
+        e = ReluScore.apply(proj, q, w, proj_grad)  # [B, L]
         alpha = F.softmax(e, dim=1)
         z = torch.bmm(alpha.unsqueeze(1), feats).squeeze(1)  # [B, D]
         return z, alpha
@@ -278,14 +284,16 @@ class CaptionDecoder(nn.Module):
 
     # -- incremental decoding ----------------------------------------------------------------------------------
 
-    STATIC_STATE = ("feats", "proj")  # per-image entries: identical for every beam of one image
+    STATIC_STATE = ("feats", "proj")  # per-image entries: one row an image, whatever the rows do
 
     def init_state(self, feats: torch.Tensor) -> dict:
-        """Decoding state for feats [B, L, D]: a dict of batch-first tensors."""
+        """Decoding state for feats [B, L, D]: a dict of batch-first tensors. The per-image entries (STATIC_STATE)
+        keep one row an image; "image" [rows] says which one each decoding row reads."""
         feats = feats.to(self.L_o.weight.dtype)
         h, c, mean = self._init_hidden(feats)
         # z: the previous attended context (z_0 = mean feature); only look-back attention reads it
-        return {"h": h, "c": c, "z": mean, "feats": feats, "proj": self.attention.precompute(feats)}
+        return {"h": h, "c": c, "z": mean, "feats": feats, "proj": self.attention.precompute(feats),
+                "image": torch.arange(feats.size(0), device=feats.device)}
 
     def step(self, tokens: torch.Tensor, state: dict):
         """One decoding step: tokens [B] (y_{t-1}) -> log-probs [B, V], alpha [B, L], new state.
@@ -298,20 +306,19 @@ class CaptionDecoder(nn.Module):
     def _step_deep(self, tokens: torch.Tensor, state: dict):
         """step up to L_o: the deep-output vector [B, E], alpha [B, L], the new state."""
         h, c = state["h"], state["c"]
-        z, alpha = self.attention(state["proj"], state["feats"], h, state["z"])
+        z, alpha = self.attention(state["proj"], state["feats"], h, state["z"], image=state["image"])
         z_in = torch.sigmoid(self.f_beta(h)) * z
         emb = self.embedding(tokens)
         h, c = self.lstm(torch.cat([emb, z_in], dim=1), (h, c))
         return self._deep_vector(emb, h, z_in), alpha, {**state, "h": h, "c": c, "z": z}
 
     def reorder_state(self, state: dict, index: torch.Tensor, static: bool = True) -> dict:
-        """index_select every entry along the batch (beam search reordering; B images -> B*k beams).
-
-        static=False leaves the per-image entries (STATIC_STATE) alone: valid, and much cheaper, when `index`
-        only moves beams among the beams of the same image.
+        """index_select the per-row entries along the batch (beam search reordering, B images -> B*k beams;
+        dropping the rows that are done). The per-image entries (STATIC_STATE) are never copied: the rows'
+        "image" entry moves with them instead, so ``static`` (the registry's contract: False when `index` only
+        moves beams among the beams of one image) changes nothing here.
         """
-        keep = () if static else self.STATIC_STATE
-        return {k: v if k in keep else v.index_select(0, index) for k, v in state.items()}
+        return {k: v if k in self.STATIC_STATE else v.index_select(0, index) for k, v in state.items()}
 
 
 class Objective(nn.Module):

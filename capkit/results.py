@@ -79,7 +79,6 @@ import copy
 import json
 import math
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -369,15 +368,14 @@ def score_differences(stored: dict, recomputed: dict, tol: float = 1e-9) -> dict
 def check_runs(run_dir, meteor=None) -> pd.DataFrame:
     """For every tested run: the largest difference between metrics.json and the recomputed scores."""
     rows = []
-    with metrics.meteor_scorer() if meteor is None else nullcontext(meteor) as jar:
-        for p in run_folders(run_dir):
-            m = read_json(p / "metrics.json")
-            if not m or not (p / "predictions.jsonl").exists():
-                continue
-            t0 = time.perf_counter()
-            diff = score_differences(m.get("test", {}), recompute(p, meteor=jar))
-            rows.append({"run": p.name, "keys": len(m.get("test", {})), "differing": ", ".join(diff) or "none",
-                         "seconds": time.perf_counter() - t0})
+    for p in run_folders(run_dir):  # (meteor None: the process's shared jar, metrics.shared_meteor)
+        m = read_json(p / "metrics.json")
+        if not m or not (p / "predictions.jsonl").exists():
+            continue
+        t0 = time.perf_counter()
+        diff = score_differences(m.get("test", {}), recompute(p, meteor=meteor))
+        rows.append({"run": p.name, "keys": len(m.get("test", {})), "differing": ", ".join(diff) or "none",
+                     "seconds": time.perf_counter() - t0})
     return pd.DataFrame(rows, columns=["run", "keys", "differing", "seconds"])
 
 
@@ -660,15 +658,14 @@ def baselines(prep: train.Prepared, split: str = "test", k="val", meteor=None) -
     refs = prep.tokens[split]
     keys = [r.key for r in prep.records[split]]
     out = {}
-    with metrics.meteor_scorer() if meteor is None and config.target == "text" else nullcontext(meteor) as jar:
-        for name, b in baseline_predictions(prep, split, k=k).items():
-            hyps = b.pop("tokens")
-            if config.target == "text":
-                scores = metrics.text_scores(refs, hyps, meteor=jar)
-            else:
-                scores = metrics.hashtag_scores([r[0] for r in refs], hyps)
-            out[name] = {"label": baseline_label(name, config.encoder, config.target, b.get("k"), b.get("draws")),
-                         "test": scores, **b, "predictions": dict(zip(keys, hyps))}
+    for name, b in baseline_predictions(prep, split, k=k).items():
+        hyps = b.pop("tokens")
+        if config.target == "text":  # (meteor None: the process's shared jar, metrics.shared_meteor)
+            scores = metrics.text_scores(refs, hyps, meteor=meteor)
+        else:
+            scores = metrics.hashtag_scores([r[0] for r in refs], hyps)
+        out[name] = {"label": baseline_label(name, config.encoder, config.target, b.get("k"), b.get("draws")),
+                     "test": scores, **b, "predictions": dict(zip(keys, hyps))}
     return out
 
 

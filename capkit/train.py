@@ -857,13 +857,21 @@ def readable(tokens: list[str], target: str, detok) -> str:
     return detok(tokens) if detok is not None else text.detokenize(tokens)
 
 
-def test_fingerprint(prep: Prepared, beam: int, split: str) -> dict:
-    """What the test results of a run depend on beyond its settings: the weights (the training history that led to
-    best.pt), the search and the records scored. Equal fingerprints: the stored results are the ones a new
-    decoding would give."""
+def weights_digest(model: torch.nn.Module) -> str:
+    """A digest of the model's weights (every state_dict entry's name, dtype, shape and bytes)."""
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:24]
+
+
+def test_fingerprint(prep: Prepared, beam: int, split: str, model: torch.nn.Module) -> dict:
+    """What the test results of a run depend on: the weights that decode (:func:`weights_digest`), the search
+    (its settings, and the seed its sampling draws from) and the records scored. Equal fingerprints: the stored
+    results are the ones a new decoding would give, in this run folder or in the one it started from."""
     config = prep.config
-    path = config.path / "history.json"
-    history = json.loads(path.read_text()) if path.exists() else []
     keys = "\n".join(r.key for r in prep.records[split]).encode()
     search = ({"search": "mbr", "mbr_samples": config.mbr_n, "mbr_temperature": config.mbr_tau,
                **({"mbr_neighbours": config.mbr_neighbours} if config.target == "text" else {})}
@@ -871,9 +879,24 @@ def test_fingerprint(prep: Prepared, beam: int, split: str) -> dict:
     if models.decoder_spec(config.decoder).search == "set":
         # (the rule follows from the weights and the validation split)
         search = {"search": "set", "set_neighbours": config.set_neighbours}
-    return {"epochs_run": len(history), "best_epoch": best_epoch(history, config.target)[0], "beam_size": beam,
-            "split": split, "records": hashlib.sha256(keys).hexdigest()[:16], "decode_len": config.decode_len,
-            **search}
+    return {"weights": weights_digest(model), "seed": config.seed, "beam_size": beam, "split": split,
+            "records": hashlib.sha256(keys).hexdigest()[:16], "decode_len": config.decode_len, **search}
+
+
+def shared_results(config: TrainConfig, fingerprint: dict, n: int) -> Path | None:
+    """The run folder this run started from (``start_from``), when it holds the ``n`` test predictions of the
+    same fingerprint: the same weights (e.g. self-critical epochs that never beat its best epoch), search and
+    records. Its predictions are then this run's, without decoding again."""
+    if not config.start_from:
+        return None
+    src = D.project_path(config.start_from)
+    try:
+        stored = json.loads((src / "metrics.json").read_text())
+        with open(src / "predictions.jsonl", encoding="utf-8") as f:
+            lines = sum(1 for line in f if line.strip())
+    except (OSError, ValueError):
+        return None
+    return src if stored.get("fingerprint") == fingerprint and lines == n else None
 
 
 def test(model, prep: Prepared, beam_size: int | None = None, split: str = "test", force: bool = False) -> dict:
@@ -882,23 +905,31 @@ def test(model, prep: Prepared, beam_size: int | None = None, split: str = "test
 
     When the run folder already holds the results of this very model, search and split (a rerun of a finished
     run: same :func:`test_fingerprint`), they are returned as they are, without decoding again (``force``
-    decodes anyway).
+    decodes anyway). When the run it started from (``start_from``) decoded the same weights the same way
+    (:func:`shared_results`), its predictions are taken and scored here (``predictions_from`` in metrics.json).
 
     Under torchrun the ranks decode their shares (:func:`predict`), rank 0 decides and writes, and every rank
     returns rank 0's result."""
     config = prep.config
     beam = beam_size or config.beam_size
-    fingerprint = test_fingerprint(prep, beam, split)
+    fingerprint = test_fingerprint(prep, beam, split, model)
     stored = json.loads((config.path / "metrics.json").read_text()) if (config.path / "metrics.json").exists() else {}
     if dist.broadcast(not force and stored.get("fingerprint") == fingerprint
                       and (config.path / "predictions.jsonl").exists()):
         return dist.broadcast(stored)
+    source = dist.broadcast(None if force else shared_results(config, fingerprint, len(prep.records[split])))
     t0 = time.perf_counter()
-    rule = set_rule(model, prep) if models.decoder_spec(config.decoder).search == "set" else None
-    hyps = predict(model, prep, split, beam_size=beam, search=config.search, rule=rule)
+    if source is None:
+        rule = set_rule(model, prep) if models.decoder_spec(config.decoder).search == "set" else None
+        hyps = predict(model, prep, split, beam_size=beam, search=config.search, rule=rule)
     decode_s = time.perf_counter() - t0
     if not dist.is_main():
         return dist.broadcast(None)
+    if source is not None:  # the run it started from decoded these very weights the same way
+        rule = json.loads((source / "metrics.json").read_text()).get("rule")
+        with open(source / "predictions.jsonl", encoding="utf-8") as f:
+            hyps = [{"tokens": p["prediction_tokens"], "score": p["score"], "finished": p["finished"]}
+                    for p in map(json.loads, filter(str.strip, f))]
     refs = prep.tokens[split]
     preds = [h["tokens"] for h in hyps]
     if config.target == "text":
@@ -929,7 +960,8 @@ def test(model, prep: Prepared, beam_size: int | None = None, split: str = "test
         "test": scores, "best_epoch": best.get("epoch"), "val": {k: v for k, v in best.items() if k.startswith("val_")},
         "selection": SELECTION[config.target], "best_phase": best.get("phase", "xe"),
         "epochs_run": len(history), "train_seconds": sum(r.get("seconds", 0) for r in history),
-        "decode_images_per_second": len(lines) / decode_s if decode_s else None,
+        "decode_images_per_second": len(lines) / decode_s if decode_s and source is None else None,
+        "predictions_from": str(source) if source is not None else None,  # (None: decoded here)
         "data": prep.info, "skipped": dict(prep.report.skipped), "fingerprint": fingerprint,
     }
     # (update_json keeps what 04_attention added: grounding)

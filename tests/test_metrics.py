@@ -19,11 +19,10 @@ from capkit import metrics as M
 # In the CIDEr-D comments, L2 = log 2: the idf of an n-gram in the references of 1 of 2 images.
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture()
 def jar():
-    """One METEOR jar for the whole file (starting the JVM takes seconds); None without Java."""
-    with M.meteor_scorer() as meteor:
-        yield meteor
+    """The process's shared METEOR jar (started once; again only after a test stopped it); None without Java."""
+    return M.shared_meteor()
 
 
 def needs_java(jar):
@@ -291,6 +290,25 @@ def test_missing_java_gives_nan_meteor(monkeypatch):
         scores = M.coco_text_scores([[toks("a b")], [toks("c")]], [toks("a b"), toks("c")])
     assert math.isnan(scores["METEOR"])
     assert scores["BLEU-1"] == pytest.approx(1.0) and scores["ROUGE-L"] == pytest.approx(1.0)
+
+
+def test_the_shared_jar_starts_once_and_restarts_when_dead(jar):
+    """Scoring without a scorer of its own uses the process's jar: one JVM for every call, a new one if it died,
+    stopped by close_shared_meteor (and at exit)."""
+    needs_java(jar)
+    assert M.shared_meteor() is jar and jar.meteor_p.poll() is None
+    first = M.coco_text_scores([[toks("a b c")]], [toks("a b")])
+    assert M.coco_text_scores([[toks("a b c")]], [toks("a b")]) == first and 0 < first["METEOR"] < 1
+    assert M.shared_meteor() is jar
+    jar.meteor_p.kill()
+    jar.meteor_p.wait()
+    fresh = M.shared_meteor()
+    assert fresh is not jar and fresh.meteor_p.poll() is None
+    assert M.coco_text_scores([[toks("a b c")]], [toks("a b")]) == first
+    M.close_shared_meteor()
+    assert fresh.meteor_p.poll() is not None and fresh.meteor_p.stdout.closed
+    with M.meteor_scorer() as own:  # a scorer of one's own is still its own
+        assert own is not None and own is not M.shared_meteor()
 
 
 def test_dead_jar_gives_nan_meteor_and_closes(jar):

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import reference  # bench/reference.py (on the path through conftest)
-from capkit.fused import CrossEntropy, DeferredProjGrad, ReluScore
+from capkit.fused import CrossEntropy, DeferredProjGrad, ReluScore, gathered_context, gathered_scores
 from capkit.models import CaptionDecoder, DecoderConfig, LookBackAttention, SoftAttention, caption_loss
 
 V, D, L = 23, 12, 7  # vocab, encoder dim, regions
@@ -239,18 +239,59 @@ def test_dropout_only_touches_the_output():
     assert not torch.allclose(train_logits, eval_logits)
 
 
-def test_reorder_state():
-    model = make_model("lookback")
+@pytest.mark.parametrize("attention", ["soft", "lookback"])
+def test_reorder_state(attention):
+    """Rows move, the per-image entries stay (one row an image, never copied), and a reordered state steps
+    exactly as a state built from the reordered images would, with or without autograd."""
+    model = make_model(attention).eval()
     feats = make_batch()[0]
     state = model.init_state(feats)
-    assert set(state) >= {"h", "c", "z", "feats", "proj"}
+    assert set(state) >= {"h", "c", "z", "feats", "proj", "image"}
     assert all(v.size(0) == 5 for v in state.values())
-    assert state["proj"].shape == (5, L, 10)
-    index = torch.tensor([4, 4, 0, 2])
+    assert state["proj"].shape == (5, L, 10) and torch.equal(state["image"], torch.arange(5))
+    index = torch.tensor([4, 4, 0, 2, 4, 1])  # beams of image 4 apart from each other, image 3 dropped
     new = model.reorder_state(state, index)
-    assert all(torch.equal(new[k], state[k][index]) for k in state)
-    moved = model.reorder_state(state, torch.tensor([1, 0, 2, 4, 3]), static=False)
-    assert moved["feats"] is state["feats"] and torch.equal(moved["h"], state["h"][[1, 0, 2, 4, 3]])
+    assert new["feats"] is state["feats"] and new["proj"] is state["proj"]
+    assert torch.equal(new["image"], index)
+    assert all(torch.equal(new[k], state[k][index]) for k in state if k not in model.STATIC_STATE)
+    again = model.reorder_state(new, torch.tensor([5, 0, 2]), static=False)
+    assert torch.equal(again["image"], torch.tensor([1, 4, 0])) and torch.equal(again["h"], new["h"][[5, 0, 2]])
+    tokens = torch.tensor([3, 4, 5, 6, 7, 8])
+    copied = model.init_state(feats[index])
+    for t in range(3):  # the state of rows that read their image through "image" == the state of copied images
+        for grad in (False, True):
+            with torch.set_grad_enabled(grad):
+                want, want_alpha, _ = model.step(tokens, copied)
+                got, got_alpha, _ = model.step(tokens, new)
+            assert torch.allclose(got, want, atol=1e-12) and torch.allclose(got_alpha, want_alpha, atol=1e-12)
+        with torch.no_grad():
+            _, _, copied = model.step(tokens, copied)
+            _, _, new = model.step(tokens, new)
+        tokens = tokens + 1
+
+
+def test_gathered_attention_equals_indexing():
+    """fused.gathered_scores / gathered_context (search: rows read their image's proj and features through an
+    index, a block at a time) against plain indexing, over several row blocks and an unsorted index."""
+    g = torch.Generator().manual_seed(3)
+    proj = torch.randn(4, 300, 900, generator=g, dtype=torch.float64)  # 2.2 MB an image: one row a block
+    feats = torch.randn(4, 300, 40, generator=g, dtype=torch.float64)
+    image = torch.tensor([3, 0, 0, 2, 3, 3, 1])
+    q = torch.randn(len(image), 900, generator=g, dtype=torch.float64)
+    w = torch.randn(900, generator=g, dtype=torch.float64)
+    alpha = torch.softmax(torch.randn(len(image), 300, generator=g, dtype=torch.float64), dim=1)
+    want_e = torch.relu(proj[image] + q.unsqueeze(1)) @ w
+    want_z = torch.bmm(alpha.unsqueeze(1), feats[image]).squeeze(1)
+    with torch.inference_mode():
+        assert torch.allclose(gathered_scores(proj, image, q, w), want_e)
+        assert torch.allclose(gathered_context(alpha, feats, image), want_z)
+        assert gathered_scores(proj, image[:0], q[:0], w).shape == (0, 300)
+    # a gradient wanted: the plain, differentiable expressions
+    q.requires_grad_(True)
+    e = gathered_scores(proj, image, q, w)
+    assert torch.allclose(e, want_e) and e.requires_grad
+    assert torch.allclose(torch.autograd.grad(e.sum(), q)[0], torch.autograd.grad(
+        (torch.relu(proj[image] + q.unsqueeze(1)) @ w).sum(), q)[0])
 
 
 def test_pretrained_embeddings_load_and_freeze():

@@ -203,3 +203,36 @@ def test_every_lever_on_a_multi_reference_manifest(sample_dir, cache_dir, tmp_pa
     assert result["search"] == "mbr" and result["fingerprint"]["mbr_samples"] == 4
     lines = [json.loads(x) for x in (cfg.path / "predictions.jsonl").read_text().splitlines()]
     assert all(len(x["reference_tokens"]) == 3 for x in lines)
+
+
+def test_a_copy_with_its_sources_weights_takes_its_predictions(sample_dir, cache_dir, tmp_path, monkeypatch):
+    """A self-critical copy whose best weights are still its source's (its epoch never beat them) takes the
+    source's test predictions instead of decoding again, and scores them itself; other weights decode."""
+    import json
+
+    common = dict(data_dir=str(sample_dir), cache_dir=str(cache_dir), run_dir=str(tmp_path), smoke=True, epochs=2,
+                  batch_size=8, search="mbr", mbr_samples=3)
+    source = train.TrainConfig(**common)
+    first = train.train(source, progress=False)
+    copy = train.TrainConfig(**common, run_name="copy", start_from=str(source.path), scst_epochs=1, scst_lr=0.0,
+                             scst_batch=8, scst_samples=2)
+    calls = []
+    real_predict = train.predict
+    monkeypatch.setattr(train, "predict", lambda model, prep, split, *a, **k: calls.append(split) or real_predict(
+        model, prep, split, *a, **k))  # (validation decodes through it too)
+    result = train.train(copy, progress=False)
+    history = json.loads((copy.path / "history.json").read_text())
+    assert [r["phase"] for r in history] == ["xe", "xe", "scst"] and result["best_phase"] == "xe"
+    assert "test" not in calls and result["predictions_from"] == str(source.path)
+    assert result["fingerprint"] == first["fingerprint"] and result["test"] == first["test"]
+    assert result["run"] == "copy" and result["epochs_run"] == 3 and result["decode_images_per_second"] is None
+    ours, theirs = ([json.loads(x)["prediction"] for x in (c.path / "predictions.jsonl").read_text().splitlines()]
+                    for c in (copy, source))
+    assert ours == theirs
+    # other weights: decoded, never taken from the source
+    prep = train.prepare(copy, progress=False)
+    model, _ = train.fit(prep, progress=False)  # (finished: nothing trained, the best weights loaded)
+    with torch.no_grad():
+        next(model.parameters()).add_(0.01)
+    again = train.test(model, prep)
+    assert calls[-1] == "test" and again["predictions_from"] is None and again["fingerprint"] != first["fingerprint"]
