@@ -961,7 +961,7 @@ def test(model, prep: Prepared, beam_size: int | None = None, split: str = "test
         "selection": SELECTION[config.target], "best_phase": best.get("phase", "xe"),
         "epochs_run": len(history), "train_seconds": sum(r.get("seconds", 0) for r in history),
         "decode_images_per_second": len(lines) / decode_s if decode_s and source is None else None,
-        "predictions_from": str(source) if source is not None else None,  # (None: decoded here)
+        "predictions_from": config.start_from if source is not None else None,  # (None: decoded here)
         "data": prep.info, "skipped": dict(prep.report.skipped), "fingerprint": fingerprint,
     }
     # (update_json keeps what 04_attention added: grounding)
