@@ -199,3 +199,21 @@ def test_mbr_evidence_is_the_nearest_images_references_in_order():
     assert train.mbr_evidence(prep, "test", 1, limit=1) == [[ids(["red", "boat"])]]
     with pytest.raises(ValueError, match="mbr_neighbours"):
         train.TrainConfig(mbr_neighbours=-1)
+
+
+def test_weights_digest_names_the_weights():
+    """The test fingerprint's weights: equal weights give one digest, any changed value or buffer another; 0-dim
+    buffers and other dtypes are read too."""
+    torch.manual_seed(0)
+    a = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    b = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    b.load_state_dict(a.state_dict())
+    assert train.weights_digest(a) == train.weights_digest(b)
+    with torch.no_grad():
+        b[0].weight[1, 2] += 1e-6
+    assert train.weights_digest(a) != train.weights_digest(b)
+    b.load_state_dict(a.state_dict())
+    b[1].num_batches_tracked += 1  # a 0-dim buffer
+    assert train.weights_digest(a) != train.weights_digest(b)
+    b.load_state_dict(a.state_dict())
+    assert train.weights_digest(b.to(torch.float64)) != train.weights_digest(a)  # the same values, another dtype
