@@ -139,19 +139,24 @@ def meteor_scorer():
     then carry NaN for METEOR. A scorer of one's own, stopped on exit; calls given none share
     the process's jar (:func:`shared_meteor`).
     """
-    meteor = None
-    if shutil.which("java") is None:
-        warnings.warn("java not found on PATH: METEOR is NaN", RuntimeWarning)
-    else:
-        try:
-            meteor = Meteor()
-        except OSError as err:
-            warnings.warn(f"METEOR jar did not start ({err}): METEOR is NaN", RuntimeWarning)
+    meteor = _start_meteor()
     try:
         yield meteor
     finally:
         if meteor is not None:
             _close_meteor(meteor)
+
+
+def _start_meteor() -> Meteor | None:
+    """A new METEOR jar; ``None``, with a warning, when Java is missing or the jar cannot start."""
+    if shutil.which("java") is None:
+        warnings.warn("java not found on PATH: METEOR is NaN", RuntimeWarning)
+        return None
+    try:
+        return Meteor()
+    except OSError as err:
+        warnings.warn(f"METEOR jar did not start ({err}): METEOR is NaN", RuntimeWarning)
+        return None
 
 
 _SHARED_METEOR: dict = {}  # process id -> this process's jar (shared_meteor)
@@ -162,17 +167,14 @@ def shared_meteor() -> Meteor | None:
     (the JVM and the paraphrase table take ~10 s here), reused by every later call, restarted if it died,
     stopped when the process exits (or by :func:`close_shared_meteor`). ``None``, with a warning, when Java is
     missing or the jar cannot start (METEOR is then NaN)."""
-    if shutil.which("java") is None:
-        warnings.warn("java not found on PATH: METEOR is NaN", RuntimeWarning)
-        return None
+    if shutil.which("java") is None:  # (even with a jar running: no Java on PATH, no METEOR)
+        return _start_meteor()  # None, with its warning
     meteor = _SHARED_METEOR.get(os.getpid())
     if meteor is not None and meteor.meteor_p.poll() is None:
         return meteor
     close_shared_meteor()
-    try:
-        meteor = Meteor()
-    except OSError as err:
-        warnings.warn(f"METEOR jar did not start ({err}): METEOR is NaN", RuntimeWarning)
+    meteor = _start_meteor()
+    if meteor is None:
         return None
     if not _SHARED_METEOR:
         atexit.register(close_shared_meteor)

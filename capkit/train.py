@@ -883,20 +883,24 @@ def test_fingerprint(prep: Prepared, beam: int, split: str, model: torch.nn.Modu
             "records": hashlib.sha256(keys).hexdigest()[:16], "decode_len": config.decode_len, **search}
 
 
-def shared_results(config: TrainConfig, fingerprint: dict, n: int) -> Path | None:
-    """The run folder this run started from (``start_from``), when it holds the ``n`` test predictions of the
-    same fingerprint: the same weights (e.g. self-critical epochs that never beat its best epoch), search and
-    records. Its predictions are then this run's, without decoding again."""
+def shared_results(config: TrainConfig, fingerprint: dict, n: int) -> dict | None:
+    """The test results of the run folder this run started from (``start_from``), when it holds the ``n`` test
+    predictions of the same fingerprint: the same weights (e.g. self-critical epochs that never beat its best
+    epoch), search and records. They are then this run's, without decoding again: ``{"hyps"`` (as
+    :func:`predict` gives them), ``"rule"`` (a set decoder's output rule, or None)``}``."""
     if not config.start_from:
         return None
     src = D.project_path(config.start_from)
     try:
         stored = json.loads((src / "metrics.json").read_text())
+        if stored.get("fingerprint") != fingerprint:
+            return None
         with open(src / "predictions.jsonl", encoding="utf-8") as f:
-            lines = sum(1 for line in f if line.strip())
-    except (OSError, ValueError):
+            hyps = [{"tokens": p["prediction_tokens"], "score": p["score"], "finished": p["finished"]}
+                    for p in map(json.loads, filter(str.strip, f))]
+    except (OSError, ValueError, KeyError):
         return None
-    return src if stored.get("fingerprint") == fingerprint and lines == n else None
+    return {"hyps": hyps, "rule": stored.get("rule")} if len(hyps) == n else None
 
 
 def test(model, prep: Prepared, beam_size: int | None = None, split: str = "test", force: bool = False) -> dict:
@@ -917,19 +921,17 @@ def test(model, prep: Prepared, beam_size: int | None = None, split: str = "test
     if dist.broadcast(not force and stored.get("fingerprint") == fingerprint
                       and (config.path / "predictions.jsonl").exists()):
         return dist.broadcast(stored)
-    source = dist.broadcast(None if force else shared_results(config, fingerprint, len(prep.records[split])))
+    shared = shared_results(config, fingerprint, len(prep.records[split])) if dist.is_main() and not force else None
+    source = dist.broadcast(shared is not None)  # (rank 0's finding, for every rank)
     t0 = time.perf_counter()
-    if source is None:
+    if source:  # the run it started from decoded these very weights the same way (rank 0 scores them)
+        rule, hyps = (shared["rule"], shared["hyps"]) if shared else (None, None)
+    else:
         rule = set_rule(model, prep) if models.decoder_spec(config.decoder).search == "set" else None
         hyps = predict(model, prep, split, beam_size=beam, search=config.search, rule=rule)
     decode_s = time.perf_counter() - t0
     if not dist.is_main():
         return dist.broadcast(None)
-    if source is not None:  # the run it started from decoded these very weights the same way
-        rule = json.loads((source / "metrics.json").read_text()).get("rule")
-        with open(source / "predictions.jsonl", encoding="utf-8") as f:
-            hyps = [{"tokens": p["prediction_tokens"], "score": p["score"], "finished": p["finished"]}
-                    for p in map(json.loads, filter(str.strip, f))]
     refs = prep.tokens[split]
     preds = [h["tokens"] for h in hyps]
     if config.target == "text":
@@ -960,8 +962,8 @@ def test(model, prep: Prepared, beam_size: int | None = None, split: str = "test
         "test": scores, "best_epoch": best.get("epoch"), "val": {k: v for k, v in best.items() if k.startswith("val_")},
         "selection": SELECTION[config.target], "best_phase": best.get("phase", "xe"),
         "epochs_run": len(history), "train_seconds": sum(r.get("seconds", 0) for r in history),
-        "decode_images_per_second": len(lines) / decode_s if decode_s and source is None else None,
-        "predictions_from": config.start_from if source is not None else None,  # (None: decoded here)
+        "decode_images_per_second": len(lines) / decode_s if decode_s and not source else None,
+        "predictions_from": config.start_from if source else None,  # (None: decoded here)
         "data": prep.info, "skipped": dict(prep.report.skipped), "fingerprint": fingerprint,
     }
     # (update_json keeps what 04_attention added: grounding)
