@@ -30,6 +30,10 @@ EXTRA_RUNS ?= efficientnet_lite2_multi-pf-text efficientnet_lite2_multi-lbpf-tex
 # epochs of the set-prediction runs (decoder multilabel: 7 s an epoch here; at 8 epochs its best was still the
 # last, at 16 epoch 9-12 by validation F1: test 0.359 / 0.356 for seeds 0 / 1 against 0.347 / 0.350)
 SET_EPOCHS ?= 16
+# epochs of the hashtag runs of the grid (sequence decoders; their best validation F1 came at epoch 5-6 of 8) and
+# of the extra sequence runs (Predict-Forward texts): fewer than EPOCHS, so that make run stays under 30 minutes
+TAG_EPOCHS ?= 6
+EXTRA_EPOCHS ?= 6
 # runs trained at once (make -j) and the threads each gets; on one GPU keep JOBS=1
 JOBS    ?= 2
 THREADS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); t=$$(( n / $(JOBS) )); echo $$(( t > 0 ? t : 1 )))
@@ -51,7 +55,7 @@ TRAIN_ARGS = -p dataset $(DATASET) -p data_dir $(DATA_DIR) -p run_dir $(RUN_DIR)
 NB_ARGS = $(TRAIN_ARGS) -p figures_dir $(FIGURES_DIR)
 
 .PHONY: help env java browser data run notebooks train-grid train-scst ablation test bench rehearsal lab clean \
-        nb/01_data_exploration nb/02_vocabulary nb/04_attention nb/05_results $(TRAIN_RUNS)
+        nb/01_data_exploration nb/02_vocabulary nb/04_attention nb/05_results $(TRAIN_RUNS) pool/baselines
 help:
 	@echo "make run    - create the environment, generate data/sample, execute every notebook into $(RUN_DIR)"
 	@echo "make test   - create the environment and run the test suite (smoke notebooks + browser test)"
@@ -72,7 +76,10 @@ ifeq ($(ACTIVE_ENV),)
 endif
 	@echo "installing capkit with the notebook and test extras into $(PY) ..."
 	@$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
-	@$(PY) -m pip install -q -e ".[notebook,test]" 2>&1 | grep -v "is ignored" || true
+	@$(PY) -m pip install -q --no-compile -e ".[notebook,test]" 2>&1 | grep -v "is ignored" || true
+	@# byte-compiled on all cores instead of one file at a time by pip (files that do not compile are skipped)
+	@$(PY) -m compileall -q -j 0 "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+	  >/dev/null 2>&1 || true
 	@$(PY) -c "import capkit, torch, timm, konlpy, papermill, ipywidgets, playwright" \
 	  || { echo "ERROR: pip install -e '.[notebook,test]' failed; see the messages above"; exit 1; }
 	@$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
@@ -98,12 +105,19 @@ else
 	@test -d $(DATA_DIR) || { echo "ERROR: DATA_DIR=$(DATA_DIR) does not exist (DATASET=$(DATASET)); see README, 'Data'"; exit 1; }
 endif
 
-# 01, 02 and the training runs share one pool of JOBS jobs (01 and 02 first); 04 and 05, which read every run,
-# follow side by side.
+# 01, 02, the training runs and the baselines share one pool of JOBS jobs (01 and 02 first, the baselines last);
+# 04 and 05, which read every run, follow side by side.
 notebooks: env data
 	@mkdir -p $(RUN_DIR) $(FIGURES_DIR)
-	@$(MAKE) --no-print-directory -j$(JOBS) $(SYNC) nb/01_data_exploration nb/02_vocabulary $(TRAIN_RUNS)
+	@$(MAKE) --no-print-directory -j$(JOBS) $(SYNC) nb/01_data_exploration nb/02_vocabulary $(TRAIN_RUNS) \
+	  pool/baselines
 	@$(MAKE) --no-print-directory -j$(JOBS) $(SYNC) nb/04_attention nb/05_results
+
+# 05_results' baselines (retrieval, the scene oracles) for every encoder x target with a run folder, scored as the
+# pool's last job (every run has started, so has its config.json), beside the last training runs instead of after
+# them; 05 finds them written (and scores what is missing or stale itself).
+pool/baselines:
+	$(THREADS_ENV) $(PY) -m capkit.results baselines $(RUN_DIR)
 
 nb/01_data_exploration nb/05_results: nb/%:
 	$(THREADS_ENV) $(PM) notebooks/$*.ipynb $(RUN_DIR)/$*.ipynb $(NB_ARGS)
@@ -126,6 +140,11 @@ ALL_RUNS = $(GRID_RUNS) $(EXTRA_RUNS)
 ORDERED_RUNS = $(call uniq,$(foreach e,$(ENCODERS),$(firstword $(filter $(e)-%,$(GRID_RUNS)))) \
                $(filter %-text,$(ALL_RUNS)) $(filter-out %-text,$(ALL_RUNS)))
 TRAIN_RUNS = $(addprefix train/,$(ORDERED_RUNS))
+# a run's epochs: SET_EPOCHS for a set decoder, EXTRA_EPOCHS for the other EXTRA_RUNS, TAG_EPOCHS for hashtags,
+# else EPOCHS
+run_part = $(word $2,$(subst -, ,$1))
+run_epochs = $(if $(filter multilabel,$(call run_part,$1,2)),$(SET_EPOCHS),$(if $(filter $1,$(EXTRA_RUNS)),\
+  $(EXTRA_EPOCHS),$(if $(filter hashtag,$(call run_part,$1,3)),$(TAG_EPOCHS),$(EPOCHS))))
 SCST_COPY = $(MAKE) --no-print-directory train-scst-only/$1
 train-grid: env data
 	@$(MAKE) --no-print-directory -j$(JOBS) $(SYNC) $(TRAIN_RUNS)
@@ -134,7 +153,8 @@ train/%-text-scst: train/%-text train-scst-only/%-text-scst ;
 train-scst-only/%-text-scst:
 	@echo "== training $*-text-scst (SCST on a copy of $*-text)"; mkdir -p $(RUN_DIR)/$*-text-scst
 	$(THREADS_ENV) $(PM) notebooks/03_train.ipynb $(RUN_DIR)/$*-text-scst/03_train.ipynb $(TRAIN_ARGS) \
-	  -p encoder $(word 1,$(subst -, ,$*)) -p decoder $(word 2,$(subst -, ,$*)) -p target text -p epochs $(EPOCHS) \
+	  -p encoder $(word 1,$(subst -, ,$*)) -p decoder $(word 2,$(subst -, ,$*)) -p target text \
+	  -p epochs $(strip $(call run_epochs,$*-text)) \
 	  -p run_name $*-text-scst -p start_from $(RUN_DIR)/$*-text -p scst_epochs $(SCST_EPOCHS) \
 	  -p tokenizer $(TOKENIZER) -p lambda_att $(LAMBDA_ATT)
 
@@ -142,7 +162,7 @@ train/%:
 	@echo "== training $*"; mkdir -p $(RUN_DIR)/$*
 	$(THREADS_ENV) $(PM) notebooks/03_train.ipynb $(RUN_DIR)/$*/03_train.ipynb $(TRAIN_ARGS) \
 	  -p encoder $(word 1,$(subst -, ,$*)) -p decoder $(word 2,$(subst -, ,$*)) -p target $(word 3,$(subst -, ,$*)) \
-	  -p epochs $(if $(filter multilabel,$(word 2,$(subst -, ,$*))),$(SET_EPOCHS),$(EPOCHS)) -p tokenizer $(TOKENIZER) \
+	  -p epochs $(strip $(call run_epochs,$*)) -p tokenizer $(TOKENIZER) \
 	  $(if $(filter text,$(word 3,$(subst -, ,$*))),-p lambda_att $(LAMBDA_ATT))
 	$(if $(filter $*,$(addsuffix -text,$(SCST_RUNS))),@$(call SCST_COPY,$*-scst))
 

@@ -23,8 +23,9 @@ that plain version (tests/test_models.py), values and gradients:
 
 - :func:`gathered_scores` and :func:`gathered_context`: the same scores, and the attended context, for decoding
   rows that share images (beams and samples: k rows an image), read from the per-image proj and features
-  through each row's image index, a block of rows at a time, instead of from per-row copies of them (an image's
-  [L, A] block is read k times from cache, not copied k times through memory). Tested against
+  through each row's image index, a block of rows at a time, instead of from per-row copies of them (a block
+  whose rows share one image reads its [L, A] from cache, broadcast, and its context is one [k, L] x [L, D]
+  product; a block of consecutive images reads them in place; only other blocks gather into a scratch). Tested against
   ``relu(proj[image] + q) @ w`` and ``bmm(alpha, feats[image])`` (``test_gathered_attention_equals_indexing``).
 
 - :func:`fold_batchnorm`: a frozen CNN (the feature extractor) with every batch norm folded into the
@@ -105,6 +106,26 @@ def _row_blocks(x: torch.Tensor, n: int) -> tuple[list[slice], torch.Tensor]:
     return [slice(i, min(i + rows, n)) for i in range(0, n, rows)], x.new_empty((min(rows, n), *x.shape[1:]))
 
 
+def _image_blocks(x: torch.Tensor, image: torch.Tensor) -> tuple[list[tuple[slice, int | slice | None]], torch.Tensor]:
+    """:func:`_row_blocks` over the rows of ``image`` (each row's index into x), each block with what its rows
+    read of x: one image (an int: k samples or beams of it), consecutive images (a slice: one row an image, as
+    greedy decoding before any image is done), or None: any others, gathered (always None on CUDA: one block,
+    and no device sync)."""
+    blocks, scratch = _row_blocks(x, len(image))
+    if x.is_cuda or not blocks:
+        return [(i, None) for i in blocks], scratch
+    ids, out = image.tolist(), []
+    for i in blocks:
+        first, block = ids[i.start], ids[i]
+        if block.count(first) == len(block):
+            out.append((i, first))
+        elif block == list(range(first, first + len(block))):
+            out.append((i, slice(first, first + len(block))))
+        else:
+            out.append((i, None))
+    return out, scratch
+
+
 def gathered_scores(proj, image, q, w):
     """e = relu(proj[image] + q) @ w: proj [B, L, A] (one row an image), image [n] (the image of each decoding
     row), q [n, A], w [A] -> e [n, L]. For search (no gradient): rows of one image read its block of proj
@@ -112,12 +133,15 @@ def gathered_scores(proj, image, q, w):
     if torch.is_grad_enabled() and (proj.requires_grad or q.requires_grad or w.requires_grad):
         return torch.relu(proj[image] + q.unsqueeze(1)) @ w
     q, w = q.to(proj.dtype), w.to(proj.dtype)
-    blocks, scratch = _row_blocks(proj, len(q))
+    blocks, scratch = _image_blocks(proj, image)
     e = proj.new_empty(len(q), proj.size(1))
-    for i in blocks:
-        block = torch.index_select(proj, 0, image[i], out=scratch[: i.stop - i.start])
-        block.add_(q[i].unsqueeze(1)).relu_()
-        torch.matmul(block, w, out=e[i])
+    for i, one in blocks:
+        block = scratch[: i.stop - i.start]
+        if one is None:  # rows of scattered images: their blocks of proj gathered into the scratch
+            torch.index_select(proj, 0, image[i], out=block).add_(q[i].unsqueeze(1))
+        else:  # one image (broadcast: read from cache, never copied) or consecutive ones (read in place)
+            torch.add(proj[one], q[i].unsqueeze(1), out=block)
+        torch.matmul(block.relu_(), w, out=e[i])
     return e
 
 
@@ -127,12 +151,16 @@ def gathered_context(alpha, feats, image):
     if torch.is_grad_enabled() and (alpha.requires_grad or feats.requires_grad):
         return torch.bmm(alpha.unsqueeze(1), feats[image]).squeeze(1)
     alpha = alpha.to(feats.dtype)
-    blocks, scratch = _row_blocks(feats, len(alpha))
-    z = feats.new_empty(len(alpha), 1, feats.size(2))
-    for i in blocks:
-        block = torch.index_select(feats, 0, image[i], out=scratch[: i.stop - i.start])
-        torch.bmm(alpha[i].unsqueeze(1), block, out=z[i])
-    return z.squeeze(1)
+    blocks, scratch = _image_blocks(feats, image)
+    z = feats.new_empty(len(alpha), feats.size(2))
+    for i, one in blocks:
+        if isinstance(one, int):  # rows of one image: one [k, L] x [L, D] product
+            torch.mm(alpha[i], feats[one], out=z[i])
+        else:
+            block = feats[one] if one is not None else torch.index_select(feats, 0, image[i],
+                                                                           out=scratch[: i.stop - i.start])
+            torch.bmm(alpha[i].unsqueeze(1), block, out=z[i].unsqueeze(1))
+    return z
 
 
 class DeferredProjGrad(torch.autograd.Function):

@@ -75,6 +75,7 @@ This module sits after ``train`` in the flow and imports it, ``metrics``, ``mode
 
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 import math
@@ -902,3 +903,24 @@ def save_table(table: pd.DataFrame, run_dir, name: str, note: str = "", digits: 
     table.to_csv(csv, float_format=f"%.{digits + 2}g")
     md.write_text(markdown_table(table, digits) + (f"\n{note.strip()}\n" if note else ""), encoding="utf-8")
     return csv, md
+
+
+def main(argv=None) -> list[Path]:
+    """``python -m capkit.results baselines RUN_DIR [--refresh]``: :func:`ensure_baselines` from the command line
+    (``make run`` scores them as the last job beside the training runs, so that ``05_results`` finds them
+    written); prints each file and returns their paths."""
+    parser = argparse.ArgumentParser(
+        prog="python -m capkit.results", description="Score the baselines of every encoder x target that has a "
+        "run folder in RUN_DIR (what 05_results reads from RUN_DIR/baselines/).")
+    parser.add_argument("command", choices=["baselines"])
+    parser.add_argument("run_dir")
+    parser.add_argument("--refresh", action="store_true", help="recompute files that are up to date")
+    args = parser.parse_args(argv)
+    paths = ensure_baselines(args.run_dir, refresh=args.refresh)
+    for path in paths:
+        print(path, flush=True)
+    return paths
+
+
+if __name__ == "__main__":
+    main()

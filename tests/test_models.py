@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import reference  # bench/reference.py (on the path through conftest)
+from capkit import fused
 from capkit.fused import CrossEntropy, DeferredProjGrad, ReluScore, gathered_context, gathered_scores
 from capkit.models import CaptionDecoder, DecoderConfig, LookBackAttention, SoftAttention, caption_loss
 
@@ -272,20 +273,31 @@ def test_reorder_state(attention):
 
 def test_gathered_attention_equals_indexing():
     """fused.gathered_scores / gathered_context (search: rows read their image's proj and features through an
-    index, a block at a time) against plain indexing, over several row blocks and an unsorted index."""
+    index, a block at a time) against plain indexing: blocks of one image (read broadcast) and blocks that mix
+    images (gathered), over several row blocks and an unsorted index."""
     g = torch.Generator().manual_seed(3)
-    proj = torch.randn(4, 300, 900, generator=g, dtype=torch.float64)  # 2.2 MB an image: one row a block
-    feats = torch.randn(4, 300, 40, generator=g, dtype=torch.float64)
-    image = torch.tensor([3, 0, 0, 2, 3, 3, 1])
-    q = torch.randn(len(image), 900, generator=g, dtype=torch.float64)
-    w = torch.randn(900, generator=g, dtype=torch.float64)
-    alpha = torch.softmax(torch.randn(len(image), 300, generator=g, dtype=torch.float64), dim=1)
-    want_e = torch.relu(proj[image] + q.unsqueeze(1)) @ w
-    want_z = torch.bmm(alpha.unsqueeze(1), feats[image]).squeeze(1)
-    with torch.inference_mode():
-        assert torch.allclose(gathered_scores(proj, image, q, w), want_e)
-        assert torch.allclose(gathered_context(alpha, feats, image), want_z)
-        assert gathered_scores(proj, image[:0], q[:0], w).shape == (0, 300)
+    # 2.2 MB an image: one row a block; 0.96 MB: two rows a block, [3, 0] and [0, 2] mixed, [3, 3] one image;
+    # 22 KB: all rows in one block, mixed, all of image 1, or images 0..3 in order
+    for A, D, image in ((900, 1800, [3, 0, 0, 2, 3, 3, 1]), (400, 400, [3, 0, 0, 2, 3, 3, 1]),
+                        (9, 9, [3, 0, 0, 2, 3, 3, 1]), (9, 9, [1, 1, 1, 1]), (9, 9, [0, 1, 2, 3]),
+                        (400, 400, [1, 2, 2, 2, 0, 1])):
+        image = torch.tensor(image)
+        proj = torch.randn(4, 300, A, generator=g, dtype=torch.float64)
+        feats = torch.randn(4, 300, D, generator=g, dtype=torch.float64)
+        q = torch.randn(len(image), A, generator=g, dtype=torch.float64)
+        w = torch.randn(A, generator=g, dtype=torch.float64)
+        alpha = torch.softmax(torch.randn(len(image), 300, generator=g, dtype=torch.float64), dim=1)
+        want_e = torch.relu(proj[image] + q.unsqueeze(1)) @ w
+        want_z = torch.bmm(alpha.unsqueeze(1), feats[image]).squeeze(1)
+        with torch.inference_mode():
+            assert torch.allclose(gathered_scores(proj, image, q, w), want_e)
+            assert torch.allclose(gathered_context(alpha, feats, image), want_z)
+            assert gathered_scores(proj, image[:0], q[:0], w).shape == (0, 300)
+            assert gathered_context(alpha[:0], feats, image[:0]).shape == (0, D)
+    x = torch.zeros(4, 300, 400, dtype=torch.float64)  # two rows a block
+    assert [one for _, one in fused._image_blocks(x, torch.tensor([3, 0, 0, 2, 3, 3, 1]))[0]] == [None, None, 3, 1]
+    assert [one for _, one in fused._image_blocks(x, torch.tensor([1, 2, 2, 2, 0, 1]))[0]] == [slice(1, 3), 2,
+                                                                                                slice(0, 2)]
     # a gradient wanted: the plain, differentiable expressions
     q.requires_grad_(True)
     e = gathered_scores(proj, image, q, w)

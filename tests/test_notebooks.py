@@ -134,6 +134,12 @@ def test_03_train_writes_the_run_folder(smoke_runs):
         assert {"image", "references", "prediction_tokens", "prediction"} <= set(lines[0])
         if run.endswith("hashtag"):
             assert "hashtags" in lines[0]
+            assert "grounding" not in metrics
+        else:  # the pointing game, stored for 04_attention with what it was measured on
+            game = metrics["grounding"]
+            assert game["measured_on"] == {**game["measured_on"], "fingerprint": metrics["fingerprint"],
+                                           "beam_size": 2}
+            assert 0 < game["n_images"] <= len(lines) and len(metrics["grounding_words"]) == game["n_words"]
 
 
 @pytest.mark.skipif(not (NOTEBOOKS / "04_attention.ipynb").exists(), reason="04 not written yet")

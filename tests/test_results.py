@@ -295,6 +295,8 @@ def test_write_and_reuse_baselines(prep_tags, tmp_path):
     mtime = path.stat().st_mtime_ns
     results.ensure_baselines(run_dir, progress=False)
     assert path.stat().st_mtime_ns == mtime  # same data settings: reused
+    assert results.main(["baselines", str(run_dir)]) == [path]  # (make run's command line: the same files)
+    assert path.stat().st_mtime_ns == mtime
     results.ensure_baselines(run_dir, refresh=True, progress=False)
     assert path.stat().st_mtime_ns != mtime
     # a run whose test records differ from the stored ones (e.g. regenerated data): recomputed
