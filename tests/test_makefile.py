@@ -25,9 +25,10 @@ def epochs_of(run: str, *overrides: str) -> list[int]:
 
 def test_each_run_trains_its_epochs():
     assert epochs_of("efficientnet_lite0_multi-soft-text") == [8]  # the grid's texts: EPOCHS
-    assert epochs_of("efficientnet_lite2_multi-lookback-hashtag") == [6]  # the grid's hashtags: TAG_EPOCHS
-    assert epochs_of("efficientnet_lite2_multi-pf-text") == [6]  # the extra sequence runs: EXTRA_EPOCHS
+    assert epochs_of("efficientnet_lite2_multi-lookback-hashtag") == [8]  # the grid's hashtags: TAG_EPOCHS = EPOCHS
+    assert epochs_of("efficientnet_lite2_multi-pf-text") == [8]  # the extra sequence runs: EXTRA_EPOCHS = EPOCHS
     assert epochs_of("efficientnet_lite2_multi-multilabel-hashtag") == [16]  # the set model: SET_EPOCHS
+    assert epochs_of("efficientnet_lite2_multi-lookback-hashtag", "EPOCHS=5") == [5]
     # the best text run is followed by its self-critical copy, which starts from it: the same epochs
     copy = "efficientnet_lite2_multi-soft-text-scst"
     assert f"train-scst-only/{copy}" in dry_run("train/efficientnet_lite2_multi-soft-text")
@@ -35,7 +36,7 @@ def test_each_run_trains_its_epochs():
     assert epochs_of("efficientnet_lite2_multi-pf-text", "EXTRA_EPOCHS=3", "EPOCHS=5") == [3]
     assert epochs_of("efficientnet_lite0_multi-soft-hashtag", "TAG_EPOCHS=2") == [2]
     # a run that is not one of EXTRA_RUNS is a grid run, whatever its decoder
-    assert epochs_of("efficientnet_lite2_multi-pf-text", "EXTRA_RUNS=") == [8]
+    assert epochs_of("efficientnet_lite2_multi-pf-text", "EXTRA_RUNS=", "EXTRA_EPOCHS=3") == [8]
 
 
 def test_the_baselines_are_the_pools_last_job():
