@@ -114,9 +114,10 @@ notebooks: env data
 	  pool/baselines
 	@$(MAKE) --no-print-directory -j$(JOBS) $(SYNC) nb/04_attention nb/05_results
 
-# 05_results' baselines (retrieval, the scene oracles) for every encoder x target with a run folder, scored as the
-# pool's last job (every run has started, so has its config.json), beside the last training runs instead of after
-# them; 05 finds them written (and scores what is missing or stale itself).
+# 05_results' baselines (retrieval, the scene oracles) for every encoder x target whose run folder holds a
+# config.json, scored as the pool's last job (every run has started by then), beside the last training runs instead
+# of after them; 05 finds them written, and scores itself any that is missing (a run that had not yet written its
+# config.json) or stale.
 pool/baselines:
 	$(THREADS_ENV) $(PY) -m capkit.results baselines $(RUN_DIR)
 
