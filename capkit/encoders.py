@@ -293,22 +293,30 @@ class Encoder(nn.Module):
         return grid, self.tail(x).mean((2, 3))  # [B, P]
 
 
-CHECK_IMAGES = 2  # images of the first batch that the plain network also encodes (inference_encoder)
+CHECK_IMAGES = 2  # images of the first batch that the plain network also encodes (InferenceEncoder)
 
 
-def inference_encoder(enc: Encoder, x: torch.Tensor) -> tuple[Encoder, tuple]:
-    """The encoder to extract with, and its (grid, pooled) output for the first batch ``x``.
+class InferenceEncoder:
+    """``enc``'s (grid, pooled) output for the batches of an extraction, in turn: ``encode(x)``.
 
-    That is ``enc`` with its batch norms folded into its convolutions (:func:`capkit.fused.fold_batchnorm`: the
-    extraction's speed trick) when, on the first CHECK_IMAGES images of x, the folded network gives enc's grid
-    and global vector (relative difference below 1e-4: float rounding); else ``enc`` itself."""
-    folded = fused.fold_batchnorm(enc)
-    with torch.inference_mode():
-        got, want = folded(x, pooled=True), enc(x[:CHECK_IMAGES], pooled=True)
-        if all(float((g[:CHECK_IMAGES] - w).float().norm()) <= 1e-4 * float(w.float().norm()) + 1e-6
-               for g, w in zip(got, want)):
-            return folded, got
-        return enc, enc(x, pooled=True)
+    It runs ``enc`` with its batch norms folded into its convolutions (:func:`capkit.fused.fold_batchnorm`: the
+    extraction's speed trick) when, on the first CHECK_IMAGES images of the first batch, the folded network gives
+    enc's grid and global vector (relative difference below 1e-4: float rounding); else ``enc`` itself. ``net``:
+    the network chosen (None before the first batch)."""
+
+    def __init__(self, enc: Encoder):
+        self.plain, self.net = enc, None
+
+    @torch.inference_mode()
+    def __call__(self, x: torch.Tensor) -> tuple:
+        if self.net is not None:
+            return self.net(x, pooled=True)
+        folded = fused.fold_batchnorm(self.plain)
+        got, want = folded(x, pooled=True), self.plain(x[:CHECK_IMAGES], pooled=True)
+        same = all(float((g[:CHECK_IMAGES] - w).float().norm()) <= 1e-4 * float(w.float().norm()) + 1e-6
+                   for g, w in zip(got, want))
+        self.net = folded if same else self.plain
+        return got if same else self.plain(x, pooled=True)
 
 
 def image_tensor(image, size: int) -> torch.Tensor:
@@ -515,6 +523,7 @@ def write_entry(final: Path, name: str, weights: str, images: list[str], enc: En
             return torch.zeros(3, spec.image_size, spec.image_size), e.reason
 
     starts = range(meta["done"], len(images), batch_size)
+    encode = InferenceEncoder(enc)
     with ThreadPoolExecutor(2) as pool, torch.inference_mode():
         bar = tqdm(total=len(images), initial=meta["done"], desc=f"features {name}", disable=not progress)
         nxt = pool.map(load, images[meta["done"]:meta["done"] + batch_size]) if starts else None
@@ -523,11 +532,7 @@ def write_entry(final: Path, name: str, weights: str, images: list[str], enc: En
             stop = min(start + batch_size, len(images))
             if stop < len(images):  # decode the next batch while the CNN runs
                 nxt = pool.map(load, images[stop:stop + batch_size])
-            x = torch.stack([t for t, _ in batch]).to(device)
-            if start == starts[0]:
-                enc, (grid, vec) = inference_encoder(enc, x)
-            else:
-                grid, vec = enc(x, pooled=True)
+            grid, vec = encode(torch.stack([t for t, _ in batch]).to(device))
             out, vec = grid.float().cpu().numpy(), vec.float().cpu().numpy()
             for j, (_, err) in enumerate(batch):
                 if err:
@@ -593,6 +598,7 @@ def extract_sharded(final: Path, name: str, weights: str, images: list[str], enc
     gfeats = np.memmap(gpart, dtype=np.float32, mode="r+", shape=gshape)
     failed = {}
     starts = range(0, len(images), batch_size)[dist.rank()::dist.world_size()]
+    encode = InferenceEncoder(enc)
     with torch.inference_mode():
         for start in tqdm(starts, desc=f"features {name} (rank 0 of {dist.world_size()})", disable=not progress):
             batch = []
@@ -602,11 +608,7 @@ def extract_sharded(final: Path, name: str, weights: str, images: list[str], enc
                 except BadImage as e:
                     batch.append(torch.zeros(3, spec.image_size, spec.image_size))
                     failed[path] = e.reason
-            x = torch.stack(batch).to(device)
-            if start == starts[0]:
-                enc, (grid, vec) = inference_encoder(enc, x)
-            else:
-                grid, vec = enc(x, pooled=True)
+            grid, vec = encode(torch.stack(batch).to(device))
             out, vec = grid.float().cpu().numpy(), vec.float().cpu().numpy()
             for j, path in enumerate(images[start:start + batch_size]):
                 if path in failed:

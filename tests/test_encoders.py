@@ -320,8 +320,11 @@ def test_folded_batchnorm_gives_the_same_features(name):
     assert (g2 - grid).norm() <= 1e-4 * grid.norm() and (v2 - vec).norm() <= 1e-4 * vec.norm()
     assert all(torch.equal(v, enc.state_dict()[k]) for k, v in before.items())
     # the extraction uses the folded network after checking it on the first images of its first batch
-    used, (g3, v3) = E.inference_encoder(enc, x)
-    assert used is not enc and torch.equal(g3, g2) and torch.equal(v3, v2)
+    encode = E.InferenceEncoder(enc)
+    g3, v3 = encode(x)
+    assert encode.net is not enc and torch.equal(g3, g2) and torch.equal(v3, v2)
+    with torch.inference_mode():  # the next batches go through the network chosen on the first
+        assert all(torch.equal(a, b) for a, b in zip(encode(x[:1]), encode.net(x[:1], pooled=True)))
 
 
 def test_a_folded_network_that_differs_is_not_used(monkeypatch):
@@ -339,10 +342,11 @@ def test_a_folded_network_that_differs_is_not_used(monkeypatch):
         return bad
 
     monkeypatch.setattr(E.fused, "fold_batchnorm", wrong_fold)
-    used, (grid, vec) = E.inference_encoder(enc, x)
+    encode = E.InferenceEncoder(enc)
+    grid, vec = encode(x)
     with torch.inference_mode():
         want_grid, want_vec = enc(x, pooled=True)
-    assert used is enc and torch.equal(grid, want_grid) and torch.equal(vec, want_vec)
+    assert encode.net is enc and torch.equal(grid, want_grid) and torch.equal(vec, want_vec)
 
 
 def test_random_resnets_stay_in_float16_range(photos):
