@@ -27,8 +27,8 @@ SCST_EPOCHS ?= 1
 # (the stronger encoder's; add efficientnet_lite0_multi-multilabel-hashtag for the other: ~75 s more)
 EXTRA_RUNS ?= efficientnet_lite2_multi-pf-text efficientnet_lite2_multi-lbpf-text \
               efficientnet_lite2_multi-multilabel-hashtag
-# epochs of the set-prediction runs (decoder multilabel: 7 s an epoch here; at 8 epochs its best was still the
-# last, at 16 epoch 9-12 by validation F1: test 0.359 / 0.356 for seeds 0 / 1 against 0.347 / 0.350)
+# epochs of the set-prediction runs (decoder multilabel: ~14 s an epoch here; with mean pooling, at 8 epochs its best
+# was the last, at 16 epoch 9-12 by validation F1: test 0.359 / 0.356 for seeds 0 / 1 against 0.347 / 0.350)
 SET_EPOCHS ?= 16
 # epochs of the grid's hashtag runs and of the extra sequence runs (the Predict-Forward texts); fewer save time, at a
 # price: 6 instead of 8 took the hashtag grid's mean test F1 from 0.338 to 0.330, and Predict-Forward's test CIDEr-D

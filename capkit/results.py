@@ -557,7 +557,8 @@ def oracle_trained_predictions(prep: train.Prepared, split: str = "test") -> dic
     val_images = [r.image for r in prep.records["val"]]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(tc.seed)
-        model = multilabel.MultilabelTagger(multilabel.MultilabelConfig(len(prep.vocab), len(index)))
+        # (one region: every pooling is the same; "mean" is the plain one)
+        model = multilabel.MultilabelTagger(multilabel.MultilabelConfig(len(prep.vocab), len(index), pooling="mean"))
         optimizer = train.adam(list(model.parameters()), tc.lr)
         pairs = prep.pairs("train")
         best, bad = None, 0

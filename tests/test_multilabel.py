@@ -1,6 +1,7 @@
 """capkit.multilabel: the set-prediction hashtag model, its loss, and the output rule chosen on validation."""
 
 import inspect
+import math
 
 import pytest
 import torch
@@ -102,6 +103,43 @@ def test_scores_and_attention():
         assert torch.allclose(s, model(feats), atol=1e-5)
     assert torch.allclose(tagger("mean").attention(feats), torch.full((2, V, L), 1 / L))
 
+
+
+def test_mil_pooling_is_a_soft_maximum_of_the_regions_scores():
+    model = tagger("mil")
+    model.eval()
+    feats = torch.randn(2, L, D)
+    with torch.no_grad():
+        h = model._regions(feats)  # [2, L, H]
+        s = torch.einsum("blh,vh->blv", h, model.out.weight)  # u_v . h_i
+        # s_v = log(1/L sum_i exp(u_v . h_i)) + c_v, by hand
+        by_hand = torch.log(torch.exp(s).sum(1) / L) + model.out.bias
+        assert torch.allclose(model(feats), by_hand, atol=1e-5)
+        # never below the mean of the regions' scores (Jensen), equal to it when the regions are alike
+        assert (model(feats) >= s.mean(1) + model.out.bias - 1e-5).all()
+        alike = feats[:, :1].expand(2, L, D)
+        mean = tagger("mean")
+        mean.load_state_dict(model.state_dict())
+        assert torch.allclose(model(alike), mean.eval()(alike), atol=1e-5)
+    # the map of tag v: each region's share of exp(u_v . h_i), where its gradient goes
+    alpha = model.attention(feats)
+    assert torch.allclose(alpha, torch.softmax(s, dim=1).transpose(1, 2), atol=1e-6)
+    x = model._regions(feats).detach().requires_grad_(True)
+    logits = torch.logsumexp(x @ model.out.weight.t(), dim=1)
+    logits[0, 6].backward()
+    share = (x.grad[0] @ model.out.weight[6]) / (model.out.weight[6] @ model.out.weight[6])
+    assert torch.allclose(share, alpha[0, 6], atol=1e-5)
+    # one region that shows a tag raises it far more than under the mean
+    bright = torch.zeros(1, L, D)
+    bright[0, 2] = 5 * torch.randn(D)
+    with torch.no_grad():
+        h = model._regions(bright)[0]
+        model.out.weight[6] = 4 * (h[2] - h[0]) / (h[2] - h[0]).norm() ** 2  # u_6 . (h_2 - h_other) = 4
+        mean.load_state_dict(model.state_dict())
+        gap = (model(bright) - mean(bright))[0]
+    # mil: log((L - 1 + e^4) / L) = 2.61 above the other regions' score; mean: 4 / L = 0.8 above it
+    assert torch.isclose(gap[6], torch.log(torch.tensor((L - 1 + math.exp(4)) / L)) - 4 / L, atol=1e-4)
+    assert (gap[4:] >= -1e-5).all()
 
 def test_apply_rule_orders_by_probability_and_respects_the_rule():
     probs = torch.zeros(3, V)
