@@ -65,10 +65,10 @@ def init(device: str = "auto") -> bool:
 def finish() -> None:
     """Leave the process group (at the end of a distributed run).
 
-    The objects still holding it go first: a DDP wrapper sits in reference cycles, so it can outlive its last use
-    until the garbage collector runs, and one freed after destroy_process_group made its rank abort at exit
-    (SIGABRT / SIGSEGV in a gloo thread, "terminate called without an active exception": 6 of ~60 runs of the
-    two-rank test on a loaded 2-core CPU; 0 of 30 with the collection first)."""
+    The garbage is collected first: a DDP wrapper sits in reference cycles, so it can outlive its last use until the
+    collector runs, and freed after destroy_process_group it most likely is what made a rank abort at exit (SIGABRT /
+    SIGSEGV in a gloo thread, "terminate called without an active exception": 9 of ~110 runs of the two-rank test
+    on a loaded 2-core CPU without the collection, 0 of 30 with it)."""
     if tdist.is_available() and tdist.is_initialized():
         gc.collect()
         tdist.destroy_process_group()
