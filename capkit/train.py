@@ -81,6 +81,9 @@ class TrainConfig:
     scst_lr: float = 5e-5
     scst_batch: int = 16  # images per self-critical step
     scst_baseline: str = "mean"  # "mean": the other samples' mean reward (Luo 2020) | "greedy" (Rennie et al.)
+    # self-critical reward: besides the image's own references, the first reference of each of its k nearest other
+    # training images (final pooled vector, closest first: scst_references); 0: its own references alone
+    scst_neighbours: int = 0
     start_from: str = ""  # a run folder whose checkpoints start this run (e.g. self-critical epochs on a copy)
     grad_clip: float = 5.0
     beam_size: int = 3  # test decoding; validation is greedy
@@ -109,6 +112,9 @@ class TrainConfig:
             raise ValueError(f"search must be 'beam' or 'mbr', not {self.search!r}")
         if self.mbr_neighbours < 0:
             raise ValueError(f"mbr_neighbours must be 0 (the samples alone) or more, not {self.mbr_neighbours}")
+        if self.scst_neighbours < 0:
+            raise ValueError(f"scst_neighbours must be 0 (the image's own references) or more, not "
+                             f"{self.scst_neighbours}")
         if self.scst_epochs and self.target != "text":
             raise ValueError("scst_epochs: self-critical training optimises CIDEr-D, so it is for target='text'")
         spec = models.decoder_spec(self.decoder)  # (ValueError for a name the registry does not hold)
@@ -632,8 +638,8 @@ def fit(prep: Prepared, progress: bool = True, stop_after: int | None = None) ->
                 model.load_state_dict(best["model"])
             optimizer = adam(params, config.scst_lr)
         images, ref_ids = scst_data(prep)
-        cider = metrics.CiderD(ref_ids)
-        ref_vecs = [cider.refs(r) for r in ref_ids]
+        cider = metrics.CiderD(ref_ids)  # document frequencies: the training references, never the neighbours'
+        ref_vecs = [cider.refs(r) for r in scst_references(prep, images, ref_ids, config.scst_neighbours)]
         while state.scst_epoch < config.scst_epochs:
             if stop_after is not None and done_now >= stop_after:
                 break
@@ -697,6 +703,28 @@ def scst_data(prep: Prepared, refs: list | None = None) -> tuple[list[str], list
     refs = reference_ids(prep) if refs is None else refs
     keep = [(r.image, ids) for r, ids in zip(prep.records["train"], refs) if ids]
     return [image for image, _ in keep], [ids for _, ids in keep]
+
+
+def scst_references(prep: Prepared, images: list[str], ref_ids: list, k: int) -> list[list[list[int]]]:
+    """What each self-critical reward compares a sample with: the image's own references (``ref_ids``, from
+    :func:`scst_data`), then, with ``k`` > 0, the first reference of each of the k training images of ``images``
+    nearest to it (cosine on :func:`retrieval_vectors`, closest first, the image itself left out).
+
+    On data with one noisy text per image (Instagram posts, the embedded set) the reward of one reference mostly
+    says how well a sample guessed that writer's draw; the neighbours' texts say what images like it are
+    described with, as the consensus baseline and MBR's evidence read them. Measured on the embedded data
+    (Lite2 + soft, one epoch at scst_lr 5e-5, k = 0 / 5 / 10 / 20 / 40): validation greedy CIDEr-D 0.327 / 0.356 /
+    0.405 / 0.400 / 0.367 from the cross-entropy weights' 0.371; MBR decoding did not gain (README)."""
+    if k <= 0 or len(images) < 2:
+        return [list(r) for r in ref_ids]
+    vectors, _ = retrieval_vectors(prep)
+    x = vectors(images)
+    near = metrics.nearest_k(x, x, min(k + 1, len(images)), metric="cosine")
+    out = []
+    for i, own in enumerate(ref_ids):
+        others = [int(j) for j in near[i] if j != i][:k]  # the image itself (usually first) left out
+        out.append(list(own) + [ref_ids[j][0] for j in others])
+    return out
 
 
 def scst_epoch(model, optimizer, features, images, ref_vecs, cider, config: TrainConfig, epoch: int, device,

@@ -33,6 +33,8 @@ def test_each_run_trains_its_epochs():
     copy = "efficientnet_lite2_multi-soft-text-scst"
     assert f"train-scst-only/{copy}" in dry_run("train/efficientnet_lite2_multi-soft-text")
     assert epochs_of(copy) == [8]
+    assert "-p scst_neighbours 10" in dry_run(f"train-scst-only/{copy}")  # its reward reads 10 neighbours' texts
+    assert "-p scst_neighbours 0" in dry_run(f"train-scst-only/{copy}", "SCST_NEIGHBOURS=0")
     assert epochs_of("efficientnet_lite2_multi-pf-text", "EXTRA_EPOCHS=3", "EPOCHS=5") == [3]
     assert epochs_of("efficientnet_lite0_multi-soft-hashtag", "TAG_EPOCHS=2") == [2]
     # a run that is not one of EXTRA_RUNS is a grid run, whatever its decoder

@@ -236,3 +236,40 @@ def test_a_copy_with_its_sources_weights_takes_its_predictions(sample_dir, cache
         next(model.parameters()).add_(0.01)
     again = train.test(model, prep)
     assert calls[-1] == "test" and again["predictions_from"] is None and again["fingerprint"] != first["fingerprint"]
+
+
+def test_the_reward_can_read_the_nearest_images_texts(sample_dir, cache_dir, tmp_path):
+    """scst_neighbours=k: each image's reward references are its own, then the first reference of each of its k
+    nearest other training images (cosine on the final pooled vectors, closest first, never itself); the
+    self-critical epoch then rewards the same samples differently."""
+    import json
+
+    import numpy as np
+
+    common = dict(data_dir=str(sample_dir), cache_dir=str(cache_dir), run_dir=str(tmp_path), smoke=True, epochs=2,
+                  batch_size=8, search="beam", beam_size=1)
+    source = train.TrainConfig(**common)
+    train.train(source, progress=False)
+    prep = train.prepare(source, progress=False)
+    images, ref_ids = train.scst_data(prep)
+    assert train.scst_references(prep, images, ref_ids, 0) == ref_ids
+    got = train.scst_references(prep, images, ref_ids, 3)
+    x = prep.store.global_pooled(images).astype(np.float64)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    sim = x @ x.T
+    np.fill_diagonal(sim, -np.inf)  # never the image itself
+    for i, own in enumerate(ref_ids):
+        near = np.argsort(-sim[i], kind="stable")[:3]
+        assert got[i] == own + [ref_ids[j][0] for j in near]
+    with pytest.raises(ValueError, match="scst_neighbours"):
+        train.TrainConfig(scst_neighbours=-1)
+
+    rewards = {}
+    for k in (0, 3):  # the same start, no update (lr 0): the same samples, scored against other references
+        copy = train.TrainConfig(**common, run_name=f"copy-k{k}", start_from=str(source.path), scst_epochs=1,
+                                 scst_lr=0.0, scst_batch=8, scst_samples=2, scst_neighbours=k)
+        train.train(copy, progress=False)
+        history = json.loads((copy.path / "history.json").read_text())
+        assert [r["phase"] for r in history] == ["xe", "xe", "scst"]
+        rewards[k] = history[-1]["train_reward"]
+    assert rewards[0] != rewards[3]
