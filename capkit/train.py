@@ -713,8 +713,9 @@ def scst_references(prep: Prepared, images: list[str], ref_ids: list, k: int) ->
     On data with one noisy text per image (Instagram posts, the embedded set) the reward of one reference mostly
     says how well a sample guessed that writer's draw; the neighbours' texts say what images like it are
     described with, as the consensus baseline and MBR's evidence read them. Measured on the embedded data
-    (Lite2 + soft, one epoch at scst_lr 5e-5, k = 0 / 5 / 10 / 20 / 40): validation greedy CIDEr-D 0.327 / 0.356 /
-    0.405 / 0.400 / 0.367 from the cross-entropy weights' 0.371; MBR decoding did not gain (README)."""
+    (Lite2 + soft, one epoch at scst_lr 5e-5, two threads, k = 0 / 5 / 10 / 20 / 40): validation greedy CIDEr-D
+    0.327 / 0.356 / 0.405 / 0.400 / 0.367 from the cross-entropy weights' 0.371 (make run's copy, k = 10, one
+    thread: 0.371 -> 0.394); MBR decoding did not gain (README)."""
     if k <= 0 or len(images) < 2:
         return [list(r) for r in ref_ids]
     vectors, _ = retrieval_vectors(prep)
