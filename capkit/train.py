@@ -244,6 +244,9 @@ def prepare(config: TrainConfig, progress: bool = True) -> Prepared:
     for s in ("train", "val"):
         if not by_split[s]:
             raise ValueError(f"{config.dataset}:{config.data_dir} has no {s} records for target {config.target!r}")
+    # "auto" becomes the tokenizer it stands for (config.json records that one), chosen from the training texts
+    config.tokenizer = text.resolve_tokenizer(config.tokenizer, config.dataset,
+                                              [t for r in by_split["train"][:2000] for t in r.texts])
     tokens, stats = {}, {}
     with dist.main_first():
         for s in D.SPLITS:
@@ -252,7 +255,7 @@ def prepare(config: TrainConfig, progress: bool = True) -> Prepared:
     train_lists = [t for refs in tokens["train"] for t in refs]
     vocab = text.Vocab.build(train_lists, min_freq=config.min_freq, max_size=config.max_vocab)
     detok = None
-    if config.target == "text":
+    if config.target == "text" and config.tokenizer not in text.SPACED_TOKENIZERS:
         detok = text.Detokenizer.fit([t for r in by_split["train"] for t in r.texts], train_lists)
     images = [r.image for s in D.SPLITS for r in by_split[s]]
     sharded = dist.one_machine()  # every rank writes its rows into the cache's files: they must see the same files
@@ -880,10 +883,10 @@ def teacher_forced_loss(model, prep: Prepared, pairs, device) -> float:
 # ----------------------------------------------------------------------------- test predictions and metrics
 
 
-def readable(tokens: list[str], target: str, detok) -> str:
+def readable(tokens: list[str], target: str, detok, tokenizer: str | None = None) -> str:
     if target == "hashtag":
         return " ".join("#" + t for t in tokens)
-    return detok(tokens) if detok is not None else text.detokenize(tokens)
+    return detok(tokens) if detok is not None else text.detokenize(tokens, tokenizer)
 
 
 def weights_digest(model: torch.nn.Module) -> str:
@@ -972,7 +975,7 @@ def test(model, prep: Prepared, beam_size: int | None = None, split: str = "test
         line = {"key": rec.key, "image": rec.image, "category": rec.category,
                 "references": rec.texts if config.target == "text" else [" ".join("#" + t for t in rec.hashtags)],
                 "reference_tokens": ref, "prediction_tokens": h["tokens"],
-                "prediction": readable(h["tokens"], config.target, prep.detok),
+                "prediction": readable(h["tokens"], config.target, prep.detok, config.tokenizer),
                 "score": h["score"], "finished": h["finished"]}
         if config.target == "hashtag":
             line["hashtags"], line["true_hashtags"] = h["tokens"], ref[0]

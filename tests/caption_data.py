@@ -76,3 +76,52 @@ def karpathy(root, name: str = "dataset_flickr8k.json", folder: str = "Flicker8k
     last = {"train": "train", "restval": "train", "val": "val", "test": "test"}[KARPATHY_SPLITS[-1]]
     counts[last] -= missing
     return {"read": len(images), "missing_image": missing, "splits": counts}
+
+
+def flickr8k_release(root, layout: str = "official", n: int = 12) -> dict:
+    """The Flickr8k release in miniature, with its quirks: `n` photos with five captions each (image 0's fourth
+    caption repeats its first, as a few real ones do).
+
+    ``official``: ``Flickr8k_text/Flickr8k.token.txt`` (``<image>#<k><tab>caption``) and the three split lists
+    (n - 5 train, 2 dev, 2 test; one photo with captions is in no list), photos in ``Flicker8k_Dataset/``;
+    ``nested``: the same with the photos one level down, ``Flickr8k_Dataset/Flicker8k_Dataset/``, and the whole
+    release inside ``root/Flickr8k/``; ``csv``: ``captions.txt`` (``image,caption``, commas inside captions
+    quoted) beside ``Images/``, no split lists. Quirks: the captions of a photo that is not there (4 lines), a
+    ``.jpg.1`` name and, in the token file, a line without a tab. Returns the expected counts."""
+    names = [f"{3000 + i}_{i:04x}a.jpg" for i in range(n)]
+    base = root / "Flickr8k" if layout == "nested" else root
+    photos = {"official": base / "Flicker8k_Dataset", "nested": base / "Flickr8k_Dataset" / "Flicker8k_Dataset",
+              "csv": base / "Images"}[layout]
+    for i, name in enumerate(names):
+        picture(photos / name, i)
+    caps = {name: captions(i) for i, name in enumerate(names)}
+    caps[names[0]][3] = caps[names[0]][0]
+    caps[names[1]][2] = "A dog, a cat, and a boat."
+    lines = [(name, c) for name in names for c in caps[name]]
+    missing = "9999_ffff.jpg"
+    lines[7:7] = [(missing, c) for c in captions(3, 4)] + [("2258277193_586949ec62.jpg.1", "people waiting")]
+    if layout == "csv":
+        import csv
+        import io
+
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["image", "caption"])
+        writer.writerows(lines)
+        (base / "captions.txt").write_text(buf.getvalue())
+        return {"read": len(lines), "records": n,
+                "skipped": {"missing_image": 4, "bad_image_name": 1}}
+    text_dir = base / "Flickr8k_text"
+    text_dir.mkdir(parents=True, exist_ok=True)
+    numbered, k = [], {}
+    for name, c in lines:
+        k[name] = k.get(name, -1) + 1
+        numbered.append(f"{name}#{k[name]}\t{c}")
+    numbered.insert(20, "this line has no tab")
+    (text_dir / "Flickr8k.token.txt").write_text("\n".join(numbered) + "\n")
+    splits = {"train": names[: n - 5], "dev": names[n - 5: n - 3], "test": names[n - 3: n - 1]}  # last: no list
+    for split, members in splits.items():
+        (text_dir / f"Flickr_8k.{split}Images.txt").write_text("\n".join(members) + "\n")
+    return {"read": len(numbered), "records": n - 1, "splits": {"train": n - 5, "val": 2, "test": 2},
+            "skipped": {"missing_image": 4, "bad_image_name": 1, "malformed_line": 1, "not_in_split": 5},
+            "in_no_list": names[-1]}

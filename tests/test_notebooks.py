@@ -6,7 +6,7 @@ import json
 import nbformat
 import pytest
 
-from caption_data import coco_2017, karpathy
+from caption_data import coco_2017, flickr8k_release, karpathy
 from conftest import NOTEBOOKS, run_notebook
 
 SHARED = {"dataset", "data_dir", "run_dir", "seed", "smoke"}
@@ -94,6 +94,29 @@ def test_01_and_03_on_the_fields_layouts(tmp_path, cache_dir, layout):
     assert metrics["n"] == len(lines) == want["splits"]["test"]
     assert all(len(line["references"]) == 5 for line in lines)  # every caption of an image is a reference
     assert 0.0 <= metrics["test"]["study_bleu1"] <= 1.0
+
+
+def test_01_and_03_on_the_flickr8k_release(tmp_path, cache_dir):
+    """The official Flickr8k layout with its quirks: 01 counts them, 03 trains a smoke model on the official split
+    with the English tokenizer (chosen by tokenizer="auto") and scores every test photo against all five captions."""
+    data = tmp_path / "data"
+    want = flickr8k_release(data, "official", n=20)
+    out = tmp_path / "runs"
+    common = dict(dataset="flickr8k", data_dir=str(data), run_dir=str(out), seed=0, smoke=True, cache_dir=str(cache_dir))
+    run_notebook("01_data_exploration.ipynb", out, **common, figures_dir=str(out / "figures"))
+    report = json.loads((out / "data_report.json").read_text())
+    assert report["read"] == want["read"] and report["skipped"] == want["skipped"]
+    assert report["splits"] == want["splits"]
+    run_notebook("03_train.ipynb", out / "run", **common, encoder="efficientnet_lite0", decoder="soft", target="text",
+                 epochs=1, batch_size=8, beam_size=2, tokenizer="auto", min_freq=1, search="beam")
+    folder = out / "efficientnet_lite0-soft-text"
+    config = json.loads((folder / "config.json").read_text())
+    assert config["tokenizer"] == "english"  # "auto", resolved and recorded
+    lines = [json.loads(x) for x in (folder / "predictions.jsonl").read_text().splitlines()]
+    assert len(lines) == want["splits"]["test"] and all(len(line["references"]) == 5 for line in lines)
+    refs = [t for line in lines for ref in line["reference_tokens"] for t in ref]
+    assert refs and all(t == t.lower() and t not in {".", ","} for t in refs)  # the evaluation's token form
+    assert lines[0]["references"][0][0].isupper()  # the readable references keep the writer's form
 
 
 def test_03_self_critical_copy(smoke_runs):
