@@ -7,35 +7,46 @@ SHELL := /bin/bash
 RUN_DIR  ?= runs/default
 DATASET  ?= sample
 DATA_DIR ?= data/sample
-FIGURES_DIR ?= figures
+# figures go into the run folder; `make figures` copies the README's figures from there into figures/
+FIGURES_DIR ?= $(RUN_DIR)/figures
 SEED     ?= 0
-EPOCHS   ?= 8
+# every run starts from a preset of capkit/settings.py (default | study | real_photos | demo); the variables below
+# that are left empty keep the preset's value, the others override it (config.json records both)
+PRESET   ?= default
+EPOCHS   ?=
+LAMBDA_ATT ?=
+LR       ?=
+LR_SCHEDULE ?=
+BATCH_SIZE ?=
+MIN_FREQ ?=
+MAX_LEN  ?=
+SEARCH   ?=
+BEAM_SIZE ?=
+PATIENCE ?=
+# texts' tokenizer (01, 02, 03, 06): empty = the preset's (default: okt, the study's) | okt_morph | kiwi (no Java) |
+# english (raw English captions) | whitespace (text already tokenized) | auto (english for English texts, else okt)
+TOKENIZER ?=
 ENCODERS ?= efficientnet_lite0_multi efficientnet_lite2_multi
 DECODERS ?= soft lookback
 TARGETS  ?= text hashtag
-# texts' tokenizer (02, 03, 06): okt (the study's) | okt_morph | kiwi (no Java) | whitespace (English captions: coco, karpathy)
-TOKENIZER ?= okt
-# the attention term's weight for the text runs (models.objective, the paper's scale), chosen on validation by
-# 06_ablation (`make ablation`: 0.25 of 0 / 0.25 / 1 / 4, with the `_deep` and again with the `_multi` encoders,
-# see README); 0 = the study's code
-LAMBDA_ATT ?= 0.25
+ifeq ($(PRESET),study)
+# the study trained its grid and nothing else
+SCST_RUNS  ?=
+EXTRA_RUNS ?=
+endif
 # text runs that get self-critical epochs (on a copy named <run>-text-scst; the cross-entropy run stays as it is)
 SCST_RUNS   ?= efficientnet_lite2_multi-soft
 SCST_EPOCHS ?= 1
 # their reward also reads the first text of the 10 nearest training images (TrainConfig.scst_neighbours; 0: the
-# post's own text alone, which on this one-text-a-post data lowered validation CIDEr-D: 0.371 -> 0.340)
+# post's own text alone: lower validation CIDEr-D on one-text-a-post data, docs/results.md)
 SCST_NEIGHBOURS ?= 10
 # extra rows beside the study's grid (05_results): Predict-Forward and Look-Back + Predict-Forward texts, the
-# set-prediction hashtag model
-# (the stronger encoder's; add efficientnet_lite0_multi-multilabel-hashtag for the other: ~75 s more)
+# set-prediction hashtag model (the stronger encoder's; add efficientnet_lite0_multi-multilabel-hashtag for the other)
 EXTRA_RUNS ?= efficientnet_lite2_multi-pf-text efficientnet_lite2_multi-lbpf-text \
               efficientnet_lite2_multi-multilabel-hashtag
-# epochs of the set-prediction runs (decoder multilabel: ~14 s an epoch here; with mean pooling, at 8 epochs its best
-# was the last, at 16 epoch 9-12 by validation F1: test 0.359 / 0.356 for seeds 0 / 1 against 0.347 / 0.350)
+# epochs of the set-prediction runs (decoder multilabel; its best epoch by validation F1 comes late: docs/results.md)
 SET_EPOCHS ?= 16
-# epochs of the grid's hashtag runs and of the extra sequence runs (the Predict-Forward texts); fewer save time, at a
-# price: 6 instead of 8 took the hashtag grid's mean test F1 from 0.338 to 0.330, and Predict-Forward's test CIDEr-D
-# from 0.352 to 0.199 (Look-Back + PF 0.349 -> 0.204; PF's pointing game 5.4x -> 3.0x chance)
+# epochs of the grid's hashtag runs and of the extra sequence runs (empty: as EPOCHS; fewer cost scores, docs/speed.md)
 TAG_EPOCHS ?= $(EPOCHS)
 EXTRA_EPOCHS ?= $(EPOCHS)
 # runs trained at once (make -j) and the threads each gets; on one GPU keep JOBS=1
@@ -55,23 +66,37 @@ else
   STAMP := .capkit-env-checked
 endif
 PM := $(PY) -m papermill --cwd $(CURDIR) --log-level WARNING --no-progress-bar
+# -p NAME VALUE when VALUE is not empty
+opt = $(if $(strip $2),-p $1 $(strip $2))
 TRAIN_ARGS = -p dataset $(DATASET) -p data_dir $(DATA_DIR) -p run_dir $(RUN_DIR) -p seed $(SEED)
 NB_ARGS = $(TRAIN_ARGS) -p figures_dir $(FIGURES_DIR)
+# the run settings every training run of the grid gets (the preset, then what is overridden)
+RUN_OPTS = -p preset $(PRESET) $(call opt,tokenizer,$(TOKENIZER)) $(call opt,lr,$(LR)) \
+  $(call opt,lr_schedule,$(LR_SCHEDULE)) $(call opt,batch_size,$(BATCH_SIZE)) $(call opt,min_freq,$(MIN_FREQ)) \
+  $(call opt,max_len,$(MAX_LEN)) $(call opt,search,$(SEARCH)) $(call opt,beam_size,$(BEAM_SIZE)) \
+  $(call opt,patience,$(PATIENCE))
 
 .PHONY: help env java browser data run notebooks train-grid train-scst ablation test bench rehearsal lab clean \
+        demo flickr8k figures \
         nb/01_data_exploration nb/02_vocabulary nb/04_attention nb/05_results $(TRAIN_RUNS) pool/baselines
 help:
-	@echo "make run    - create the environment, generate data/sample, execute every notebook into $(RUN_DIR)"
-	@echo "make test   - create the environment and run the test suite (smoke notebooks + browser test)"
-	@echo "make bench  - speed benchmark against the study's algorithm (writes runs/bench.json)"
-	@echo "make rehearsal - README's settings for real photos on a stand-in of 2,904 photos x 5 texts (~15 min)"
-	@echo "make ablation - the attention regulariser's weight x decoder x encoder (06_ablation, ~50 min on 2 CPU cores)"
-	@echo "make lab    - open JupyterLab"
+	@echo "make demo     - a small model trained on the embedded data, then captions, hashtags and an attention figure (~4 min)"
+	@echo "make run      - the study's grid and the extra rows on the embedded data, every notebook, into $(RUN_DIR) (PRESET=study: the 2019 recipe)"
+	@echo "make flickr8k - the same on real photos: Flickr8k (DATA_DIR, default data/flickr8k) into runs/flickr8k"
+	@echo "make test     - the test suite (unit tests, smoke notebooks, browser test); SYSTEM_PACKAGES=0 installs no Debian package"
+	@echo "make figures  - copy the README's figures from the run folders into figures/"
+	@echo "make bench    - speed benchmark against the study's algorithm (writes runs/bench.json)"
+	@echo "make rehearsal - the real-photo settings on a stand-in of 2,904 photos x 5 texts"
+	@echo "make ablation - the attention regulariser's weight x decoder x encoder (06_ablation)"
+	@echo "make lab      - open JupyterLab"
 	@echo "environment: $(if $(ACTIVE_ENV),active env '$(ACTIVE_ENV)' ($(PY)),.venv (python3 -m venv))"
 
+# Java is needed by konlpy's Okt tokenizer and by METEOR only: without it, kiwi / english / whitespace runs go on
+# and METEOR is reported as unavailable (NaN)
 java:
-	@command -v java >/dev/null 2>&1 || { echo "ERROR: Java is missing; konlpy's Okt tokenizer and METEOR need it." \
-	  "Install a JDK (Debian/Ubuntu: sudo apt-get install -y default-jdk; conda: conda install -c conda-forge openjdk=17)."; exit 1; }
+	@command -v java >/dev/null 2>&1 || echo "NOTE: no Java found: the okt tokenizer (the study's, TOKENIZER=okt) and" \
+	  "METEOR are unavailable; TOKENIZER=kiwi (Korean) or english runs need none. To have both, install a JDK" \
+	  "(Debian/Ubuntu: sudo apt-get install -y default-jdk; conda: conda install -c conda-forge openjdk=17)."
 
 env: $(STAMP)
 $(STAMP): pyproject.toml | java
@@ -93,13 +118,15 @@ endif
 # so that the page (and its screenshot) shows Hangul.
 BROWSER_PKGS := $(if $(shell command -v chromium || command -v chromium-browser),,chromium) \
                 $(if $(shell fc-list 2>/dev/null | grep -i -m1 nanum),,fonts-nanum)
+# SYSTEM_PACKAGES=0: never install Debian packages (the browser test then fails or, with CAPKIT_SKIP_BROWSER=1, is skipped)
+SYSTEM_PACKAGES ?= 1
 browser:
 	@pkgs="$(strip $(BROWSER_PKGS))"; [ -z "$$pkgs" ] || { \
-	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	    echo "installing Debian's $$pkgs for the browser test ..."; \
+	  if [ "$(SYSTEM_PACKAGES)" != 0 ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "the browser test needs Debian's $$pkgs: installing them with apt-get now (SYSTEM_PACKAGES=0 does not) ..."; \
 	    (apt-get install -y -qq $$pkgs >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq $$pkgs >/dev/null)) \
 	    || { echo "ERROR: apt-get install $$pkgs failed"; exit 1; }; \
-	  else echo "WARNING: $$pkgs missing and not installable here (need root + apt-get): sudo apt-get install $$pkgs" \
+	  else echo "WARNING: $$pkgs missing and not installed (root + apt-get + SYSTEM_PACKAGES=1 do): sudo apt-get install $$pkgs" \
 	    "(without chromium the browser test fails; CAPKIT_SKIP_BROWSER=1 skips it)"; fi; }
 
 data: env
@@ -124,10 +151,13 @@ notebooks: env data
 pool/baselines:
 	$(THREADS_ENV) $(PY) -m capkit.results baselines $(RUN_DIR)
 
-nb/01_data_exploration nb/05_results: nb/%:
+nb/01_data_exploration: nb/%:
+	$(THREADS_ENV) $(PM) notebooks/$*.ipynb $(RUN_DIR)/$*.ipynb $(NB_ARGS) $(call opt,tokenizer,$(TOKENIZER))
+nb/05_results: nb/%:
 	$(THREADS_ENV) $(PM) notebooks/$*.ipynb $(RUN_DIR)/$*.ipynb $(NB_ARGS)
 nb/02_vocabulary: nb/%:
-	$(THREADS_ENV) $(PM) notebooks/$*.ipynb $(RUN_DIR)/$*.ipynb $(NB_ARGS) -p tokenizer $(TOKENIZER)
+	$(THREADS_ENV) $(PM) notebooks/$*.ipynb $(RUN_DIR)/$*.ipynb $(NB_ARGS) $(call opt,tokenizer,$(TOKENIZER)) \
+	  $(call opt,min_freq,$(MIN_FREQ))
 nb/04_attention: nb/%:
 	$(THREADS_ENV) $(PM) notebooks/$*.ipynb $(RUN_DIR)/$*.ipynb $(NB_ARGS)
 
@@ -159,17 +189,16 @@ train-scst-only/%-text-scst:
 	@echo "== training $*-text-scst (SCST on a copy of $*-text)"; mkdir -p $(RUN_DIR)/$*-text-scst
 	$(THREADS_ENV) $(PM) notebooks/03_train.ipynb $(RUN_DIR)/$*-text-scst/03_train.ipynb $(TRAIN_ARGS) \
 	  -p encoder $(word 1,$(subst -, ,$*)) -p decoder $(word 2,$(subst -, ,$*)) -p target text \
-	  -p epochs $(strip $(call run_epochs,$*-text)) \
+	  $(call opt,epochs,$(call run_epochs,$*-text)) \
 	  -p run_name $*-text-scst -p start_from $(RUN_DIR)/$*-text -p scst_epochs $(SCST_EPOCHS) \
-	  -p scst_neighbours $(SCST_NEIGHBOURS) \
-	  -p tokenizer $(TOKENIZER) -p lambda_att $(LAMBDA_ATT)
+	  -p scst_neighbours $(SCST_NEIGHBOURS) $(RUN_OPTS) $(call opt,lambda_att,$(LAMBDA_ATT))
 
 train/%:
 	@echo "== training $*"; mkdir -p $(RUN_DIR)/$*
 	$(THREADS_ENV) $(PM) notebooks/03_train.ipynb $(RUN_DIR)/$*/03_train.ipynb $(TRAIN_ARGS) \
 	  -p encoder $(word 1,$(subst -, ,$*)) -p decoder $(word 2,$(subst -, ,$*)) -p target $(word 3,$(subst -, ,$*)) \
-	  -p epochs $(strip $(call run_epochs,$*)) -p tokenizer $(TOKENIZER) \
-	  $(if $(filter text,$(word 3,$(subst -, ,$*))),-p lambda_att $(LAMBDA_ATT))
+	  $(call opt,epochs,$(call run_epochs,$*)) $(RUN_OPTS) \
+	  $(if $(filter text,$(word 3,$(subst -, ,$*))),$(call opt,lambda_att,$(LAMBDA_ATT)))
 	$(if $(filter $*,$(addsuffix -text,$(SCST_RUNS))),@$(call SCST_COPY,$*-scst))
 
 train-scst: env data
@@ -178,11 +207,38 @@ train-scst: env data
 ablation: env data
 	@mkdir -p $(RUN_DIR) $(FIGURES_DIR)
 	$(PM) notebooks/06_ablation.ipynb $(RUN_DIR)/06_ablation.ipynb $(NB_ARGS) -p epochs $(ABLATION_EPOCHS) \
-	  -p tokenizer $(TOKENIZER)
+	  $(call opt,tokenizer,$(TOKENIZER))
 
 run: env data
 	@start=$$(date +%s); $(MAKE) --no-print-directory notebooks; \
 	  echo "make run finished in $$(( $$(date +%s) - start )) s; executed notebooks in $(RUN_DIR), figures in $(FIGURES_DIR)/"
+
+# Real photos: Flickr8k as its archives unpack (docs/data.md says where to get it), the text grid of the real_photos
+# preset (Lite0 / Lite2 7x7 grids x soft / Look-Back) and the extra rows, scored on the official test split.
+F8K_DIR := $(if $(filter command line environment,$(origin DATA_DIR)),$(DATA_DIR),data/flickr8k)
+F8K_RUN_DIR := $(if $(filter command line environment,$(origin RUN_DIR)),$(RUN_DIR),runs/flickr8k)
+F8K_ENCODERS ?= efficientnet_lite0_multi7 efficientnet_lite2_multi7
+F8K_DECODERS ?= soft lookback
+F8K_EXTRA_RUNS ?= efficientnet_lite2_multi7-pf-text
+flickr8k: env
+	@test -d "$(F8K_DIR)" || { echo "SKIPPED: no Flickr8k at DATA_DIR=$(F8K_DIR): unpack the release there (Flickr8k_text/" \
+	  "and Flicker8k_Dataset/, or Images/ + captions.txt; docs/data.md) or pass DATA_DIR=..."; exit 0; }; \
+	start=$$(date +%s); $(MAKE) --no-print-directory notebooks DATASET=flickr8k DATA_DIR=$(F8K_DIR) \
+	  RUN_DIR=$(F8K_RUN_DIR) FIGURES_DIR=$(F8K_RUN_DIR)/figures PRESET=$(if $(filter command line,$(origin PRESET)),$(PRESET),real_photos) \
+	  ENCODERS="$(F8K_ENCODERS)" DECODERS="$(F8K_DECODERS)" TARGETS=text EXTRA_RUNS="$(F8K_EXTRA_RUNS)" SCST_RUNS= \
+	  TOKENIZER=$(or $(TOKENIZER),auto); \
+	echo "make flickr8k finished in $$(( $$(date +%s) - start )) s; tables and notebooks in $(F8K_RUN_DIR)"
+
+# A first look in a few minutes: the demo preset on the embedded data, then captions, hashtags and a figure
+demo: env
+	$(THREADS_ENV) $(PY) -m capkit.demo --run-dir runs/demo
+
+# the figures the README shows, copied from the run folders that made them (make run, make flickr8k)
+README_FIGURES := runs/default/figures/01_samples.png runs/default/figures/05_scores.png \
+                  runs/default/figures/06_ablation_lambda.png runs/flickr8k/figures/04_flickr8k_attention.png
+figures:
+	@for f in $(README_FIGURES); do if [ -f $$f ]; then cp $$f figures/ && echo "figures/$$(basename $$f) <- $$f"; \
+	  else echo "not there (run the make target that writes it): $$f"; fi; done
 
 test: env browser
 	$(PY) -m pytest -q tests

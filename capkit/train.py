@@ -15,7 +15,6 @@ Reading a finished run back (to caption images) is :mod:`capkit.runs`.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
 import hashlib
@@ -23,148 +22,17 @@ import json
 import math
 import random
 import time
-import typing
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from capkit import data as D
-from capkit import decode, dist, encoders, mbr, metrics, models, multilabel, scst, store, text
-from capkit import predict_forward  # noqa: F401  (decoders in files of their own register themselves on import)
+from capkit import decode, dist, encoders, mbr, metrics, models, multilabel, scst, settings, store, text
+from capkit.settings import RESUMABLE_CHANGES, SELECTION, TrainConfig, parse_args  # noqa: F401  (names used elsewhere)
 
-# settings that may differ when a run is resumed (more epochs, another machine or folder layout)
-RESUMABLE_CHANGES = ("epochs", "patience", "device", "beam_size", "cache_dir", "data_dir", "run_dir", "run_name",
-                     "start_from", "scst_epochs", "search", "mbr_samples", "mbr_temperature", "mbr_neighbours",
-                     "set_neighbours")
-# the validation score that picks the best epoch: CIDEr-D for texts (the field's criterion; the study's BLEU-1 is
-# flat from the first epoch while the model still improves), micro F1 for hashtags
-SELECTION = {"text": "val_cider", "hashtag": "val_f1"}
 NEIGHBOURS_FILE = "neighbours.pt"  # a set run's tag bank (tag_bank), written when its rule blends the votes in
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a run. Defaults are the study's settings (DESIGN.md section 1)."""
-
-    dataset: str = "sample"
-    data_dir: str = "data/sample"
-    run_dir: str = "runs/default"
-    run_name: str = ""  # default: <encoder>-<decoder>-<target>
-    seed: int = 0
-    smoke: bool = False  # tiny model and data, for tests
-    encoder: str = "efficientnet_lite0"
-    encoder_weights: str = "pretrained"  # "random" only when asked for (tests)
-    decoder: str = "soft"  # a name in capkit.models.DECODERS: "soft", "lookback", ...
-    target: str = "text"  # "text" | "hashtag"
-    tokenizer: str = "okt"
-    min_freq: int = 5
-    max_vocab: int | None = None
-    max_len: int = 30  # text tokens; hashtags use max_hashtags
-    max_hashtags: int = 25
-    embed_dim: int = 300
-    attention_dim: int = 512
-    decoder_dim: int = 512
-    dropout: float = 0.5
-    gate: str = "scalar"
-    lambda_att: float = 1.0  # the paper's weight of the attention term, at the paper's scale (models.objective)
-    label_smoothing: float = 0.0
-    epochs: int = 40
-    patience: int = 5
-    batch_size: int = 32
-    lr: float = 5e-4
-    lr_schedule: str = "cosine"  # "cosine": lr -> lr * lr_final over `epochs` | "constant" (the study)
-    lr_final: float = 0.1
-    scst_epochs: int = 0  # self-critical epochs after cross-entropy training (texts only; 0: none)
-    scst_samples: int = 5  # captions sampled per image and step
-    scst_lr: float = 5e-5
-    scst_batch: int = 16  # images per self-critical step
-    scst_baseline: str = "mean"  # "mean": the other samples' mean reward (Luo 2020) | "greedy" (Rennie et al.)
-    # self-critical reward: besides the image's own references, the first reference of each of its k nearest other
-    # training images (final pooled vector, closest first: scst_references); 0: its own references alone
-    scst_neighbours: int = 0
-    start_from: str = ""  # a run folder whose checkpoints start this run (e.g. self-critical epochs on a copy)
-    grad_clip: float = 5.0
-    beam_size: int = 3  # test decoding; validation is greedy
-    # test decoding: "mbr" (minimum Bayes risk over samples: capkit.mbr) | "beam" (beam_size; the study: greedy)
-    search: str = "mbr"
-    mbr_samples: int | None = None  # samples per test image; None: 20 for texts, 30 for hashtags
-    mbr_temperature: float | None = None  # None: 0.5 for texts (closer to the mode), 1.0 for hashtags
-    # texts, MBR: the references of the nearest training images (final pooled vector, closest first) that join the
-    # samples as evidence in the risk, never chosen (capkit.mbr); 0: the samples alone
-    mbr_neighbours: int = 40
-    # set decoders (multilabel): blend the tag votes of the nearest training posts into the model's probabilities,
-    # their number and weight chosen on validation with the output rule (weight 0 when that is best: set_rule)
-    set_neighbours: bool = True
-    device: str = "auto"  # "auto": CUDA when present, else CPU (float32 on both)
-    word_vectors: str | None = None  # a fastText .vec file
-    freeze_embeddings: bool = False
-    cache_dir: str = "data/cache"
-    smoke_records: int = 24  # smoke: records in val and test (train gets twice as many)
-
-    def __post_init__(self):
-        if self.target not in ("text", "hashtag"):
-            raise ValueError(f"target must be 'text' or 'hashtag', not {self.target!r}")
-        if self.lr_schedule not in ("cosine", "constant"):
-            raise ValueError(f"lr_schedule must be 'cosine' or 'constant', not {self.lr_schedule!r}")
-        if self.search not in ("beam", "mbr"):
-            raise ValueError(f"search must be 'beam' or 'mbr', not {self.search!r}")
-        if self.mbr_neighbours < 0:
-            raise ValueError(f"mbr_neighbours must be 0 (the samples alone) or more, not {self.mbr_neighbours}")
-        if self.scst_neighbours < 0:
-            raise ValueError(f"scst_neighbours must be 0 (the image's own references) or more, not "
-                             f"{self.scst_neighbours}")
-        if self.scst_epochs and self.target != "text":
-            raise ValueError("scst_epochs: self-critical training optimises CIDEr-D, so it is for target='text'")
-        spec = models.decoder_spec(self.decoder)  # (ValueError for a name the registry does not hold)
-        if self.scst_epochs and spec.search != "sequence":
-            raise ValueError(f"scst_epochs: self-critical training samples word by word; {self.decoder!r} does not")
-        if self.target not in spec.targets:
-            raise ValueError(f"decoder {self.decoder!r} is for target {' or '.join(map(repr, spec.targets))}, "
-                             f"not {self.target!r}")
-        if self.encoder not in encoders.ENCODERS:
-            raise ValueError(f"encoder must be one of {sorted(encoders.ENCODERS)}, not {self.encoder!r}")
-        if not self.run_name:
-            self.run_name = f"{self.encoder}-{self.decoder}-{self.target}"
-        if self.smoke:  # small enough to train in seconds on a laptop CPU
-            self.embed_dim, self.attention_dim, self.decoder_dim = 32, 32, 64
-            self.min_freq = min(self.min_freq, 1)
-
-    @property
-    def path(self) -> Path:
-        return D.project_path(self.run_dir) / self.run_name
-
-    @property
-    def mbr_n(self) -> int:
-        """The samples per image of MBR decoding (see ``mbr_samples``)."""
-        return self.mbr_samples or (20 if self.target == "text" else 30)
-
-    @property
-    def mbr_tau(self) -> float:
-        """The sampling temperature of MBR decoding (see ``mbr_temperature``)."""
-        if self.mbr_temperature is not None:
-            return self.mbr_temperature
-        return 0.5 if self.target == "text" else 1.0
-
-    @property
-    def decode_len(self) -> int:
-        return self.max_len if self.target == "text" else self.max_hashtags
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    def lr_at(self, epoch: int) -> float:
-        """The learning rate of cross-entropy epoch ``epoch`` (1-based): cosine from lr to lr * lr_final."""
-        if self.lr_schedule == "constant" or self.epochs <= 1:
-            return self.lr
-        t = min(max(epoch - 1, 0) / (self.epochs - 1), 1.0)
-        return self.lr * (self.lr_final + (1 - self.lr_final) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
 def resolve_device(device: str) -> torch.device:
@@ -1041,46 +909,11 @@ def plot_history(run_path, save: bool = True):
 # ----------------------------------------------------------------------------- command line (and torchrun)
 
 
-def _parse_value(kind):
-    """A parser for one command-line value of the field type ``kind`` (str, int, float, bool, or X | None)."""
-    options = [k for k in typing.get_args(kind) if k is not type(None)]
-    if options:  # X | None: "none" (or "null") is None
-        inner = _parse_value(options[0])
-        return lambda s: None if s.lower() in ("none", "null") else inner(s)
-    if kind is bool:
-        def boolean(s: str) -> bool:
-            if s.lower() in ("true", "1", "yes", "on"):
-                return True
-            if s.lower() in ("false", "0", "no", "off"):
-                return False
-            raise argparse.ArgumentTypeError(f"expected true or false, not {s!r}")
-        return boolean
-    return kind
-
-
-def parse_args(argv=None) -> tuple[TrainConfig, bool]:
-    """A TrainConfig from command-line flags, one per field (``--encoder efficientnet_lite0_multi --epochs 8
-    --smoke true``; ``--run-name`` and ``--run_name`` both work), each parsed by the field's type; and whether
-    to show progress (``--quiet``: no)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m capkit.train", description="Train one capkit run (prepare -> fit -> test), like the "
-        "03_train notebook; the same command runs under torchrun --nproc_per_node N.")
-    kinds = typing.get_type_hints(TrainConfig)
-    for f in fields(TrainConfig):
-        names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
-        parser.add_argument(*names, dest=f.name, type=_parse_value(kinds[f.name]), default=f.default,
-                            metavar=f.name.upper(), help=f"default: {f.default!r}")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
-    args = vars(parser.parse_args(argv))
-    quiet = args.pop("quiet")
-    return TrainConfig(**args), not quiet
-
-
 def main(argv=None) -> dict:
     """``python -m capkit.train [--field value ...]``, in one process or under torchrun: join torchrun's process
     group when there is one (:func:`capkit.dist.init`), then :func:`train`. Rank 0 prints the run folder and the
     test scores; returns the metrics."""
-    config, progress = parse_args(argv)
+    config, progress = settings.parse_args(argv)
     dist.init(config.device)
     try:
         if dist.is_main():

@@ -176,7 +176,7 @@ def test_killed_distributed_run_resumes(sample_dir, tmp_path):
 
 
 def test_command_line_flags_follow_the_config_fields():
-    from capkit import train
+    from capkit import settings, train
 
     config, progress = train.parse_args(["--encoder", "efficientnet_lite0_deep", "--smoke", "true", "--epochs", "3",
                                          "--lr", "1e-3", "--max_vocab", "none", "--mbr-temperature", "0.3",
@@ -185,6 +185,8 @@ def test_command_line_flags_follow_the_config_fields():
     assert config.max_vocab is None and config.mbr_temperature == 0.3 and config.run_name == "x" and not progress
     assert train.parse_args(["--max_vocab", "500", "--freeze_embeddings", "false"])[0].max_vocab == 500
     defaults, progress = train.parse_args([])
-    assert defaults == train.TrainConfig() and progress
+    assert defaults == settings.preset("default") and progress
+    study, _ = train.parse_args(["--preset", "study", "--epochs", "2"])
+    assert study == settings.preset("study", epochs=2) and study.overrides == {"epochs": 2}
     with pytest.raises(SystemExit):
         train.parse_args(["--smoke", "maybe"])
