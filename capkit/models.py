@@ -41,14 +41,15 @@ Loss: `caption_loss` (from padded outputs), `objective` (both paths end there).
     loss    = sum_t CE_t + lambda_att * sum_i (1 - sum_t alpha_ti)^2   per caption (the paper's eq. 14); `objective`
                                                                     divides the batch's sum by its token count
 
-Registry: `DecoderSpec`, `DECODERS`, `register_decoder`, `decoder_spec`. Every decoder a run can name
-(`TrainConfig.decoder`), with how it is built, rebuilt from a checkpoint, labelled and searched: "soft" and
-"lookback" here; other modules register theirs.
+Contract and registry: `SequenceDecoder` and `SetDecoder` (Protocols naming every method and attribute capkit
+calls), `DecoderSpec`, `DECODERS`, `register_decoder`, `decoder_spec`. Every decoder a run can name
+(`TrainConfig.decoder`), with how it is built, rebuilt from a checkpoint, labelled and searched; capkit's own are
+registered in `capkit.decoders`, one line each (the specs of "soft" and "lookback" are `SOFT` and `LOOKBACK` here).
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Callable
+from typing import Any, Callable, Protocol, runtime_checkable
 
 import torch
 import torch.nn as nn
@@ -347,7 +348,59 @@ class Objective(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# the decoder registry
+# the decoder contract and the registry
+
+
+@runtime_checkable
+class SequenceDecoder(Protocol):
+    """What capkit calls on a word-by-word decoder (``DecoderSpec.search == "sequence"``).
+
+    - training (capkit.train), validation loss: ``loss``; DDP (models.Objective): ``loss``, ``forward_packed``;
+    - self-critical training (capkit.scst): ``forward_packed``;
+    - search (capkit.decode: greedy, beam, sampling; capkit.mbr): ``init_state``, ``step``, ``reorder_state`` and
+      ``config.vocab_size``;
+    - word vectors (TrainConfig.word_vectors): ``load_embeddings``;
+    - checkpoints: ``config.to_dict()`` and the spec's config class ``from_dict``; ``state_dict`` as any module.
+    """
+
+    config: Any  # a dataclass with vocab_size, encoder_dim, to_dict() (its class: from_dict)
+    STATIC_STATE: tuple  # state entries with one row an image, never copied to beams
+
+    def loss(self, feats, captions, lengths, lambda_att: float = 1.0, label_smoothing: float = 0.0) -> tuple:
+        """feats [B, L, D], captions [B, T], lengths [B] -> (loss, {"ce", "att", "loss"} detached)."""
+
+    def forward_packed(self, feats, captions, lengths) -> tuple:
+        """-> logits [N, V], alphas [N, L], rows [N]: (b, t) = divmod(rows[r], T - 1) predicts captions[b, t + 1]."""
+
+    def init_state(self, feats) -> dict:
+        """feats [B, L, D] -> a dict of batch-first tensors (``"image"`` [B]: each row's image)."""
+
+    def step(self, tokens, state: dict) -> tuple:
+        """tokens [B] -> (log-probs [B, V], alpha [B, L], new state)."""
+
+    def reorder_state(self, state: dict, index, static: bool = True) -> dict:
+        """Rows follow ``index``; ``static=False``: index only moves beams among the beams of one image."""
+
+    def load_embeddings(self, matrix, freeze: bool = True) -> None:
+        """Copy word vectors [vocab_size, width] into the input embedding."""
+
+
+@runtime_checkable
+class SetDecoder(Protocol):
+    """What capkit calls on a set decoder (``DecoderSpec.search == "set"``): ``loss`` (training, DDP) as for a
+    sequence decoder, ``scores(feats) -> [B, V]`` tag probabilities (capkit.train's output rule, capkit.runs) and
+    ``attention(feats) -> [B, V, L]``, each tag's map over the regions (figures)."""
+
+    config: Any
+
+    def loss(self, feats, captions, lengths, lambda_att: float = 1.0, label_smoothing: float = 0.0) -> tuple:
+        """As :meth:`SequenceDecoder.loss`."""
+
+    def scores(self, feats):
+        """feats [B, L, D] -> probabilities [B, V]."""
+
+    def attention(self, feats):
+        """feats [B, L, D] -> [B, V, L]."""
 
 
 @dataclass(frozen=True)
@@ -368,7 +421,9 @@ class DecoderSpec:
       [B, V, L]`` gives each token's map for figures (uniform when the model does not attend).
 
     ``settings`` are config values the entry fixes (e.g. the attention form); ``build`` takes the rest (the
-    trainer's sizes) and drops what the config class does not have.
+    trainer's sizes, dropping those the config class does not have) and the decoder's own ``options`` (a run's
+    ``decoder_options``: each must be a field of the config class). :attr:`interface` is the Protocol
+    (:class:`SequenceDecoder` or :class:`SetDecoder`) its modules satisfy.
     """
 
     label: str  # its name in tables and figures
@@ -379,9 +434,18 @@ class DecoderSpec:
     targets: tuple = ("text", "hashtag")
     loss_unit: str = "token"  # what `loss` is a mean over: "token" (predicted tokens) | "image" (torchrun shares)
 
-    def build(self, **sizes) -> nn.Module:
+    @property
+    def interface(self) -> type:
+        return SetDecoder if self.search == "set" else SequenceDecoder
+
+    def build(self, options: dict | None = None, **sizes) -> nn.Module:
         known = {f.name for f in fields(self.config)}
-        return self.model(self.config(**{k: v for k, v in {**sizes, **self.settings}.items() if k in known}))
+        unknown = sorted(set(options or {}) - known)
+        if unknown:
+            raise ValueError(f"decoder {self.label!r}: unknown option(s) {', '.join(unknown)}; its options are "
+                             f"{', '.join(sorted(known - {'vocab_size', 'encoder_dim'}))}")
+        values = {**{k: v for k, v in sizes.items() if k in known}, **self.settings, **(options or {})}
+        return self.model(self.config(**values))
 
     def load(self, stored: dict) -> nn.Module:
         """The module (untrained) for a config stored by ``model.config.to_dict()`` (checkpoints)."""
@@ -400,14 +464,18 @@ def register_decoder(name: str, spec: DecoderSpec) -> DecoderSpec:
 
 
 def decoder_spec(name: str) -> DecoderSpec:
+    """The registered decoder ``name``: capkit's own (listed in :mod:`capkit.decoders`) or one added with
+    :func:`register_decoder`."""
+    if name not in DECODERS:
+        import capkit.decoders  # noqa: F401  (the built-in list: imported on first look-up, it imports this module)
     try:
         return DECODERS[name]
     except KeyError:
         raise ValueError(f"unknown decoder {name!r}; registered: {', '.join(DECODERS)}") from None
 
 
-register_decoder("soft", DecoderSpec("soft", CaptionDecoder, settings={"attention": "soft"}))
-register_decoder("lookback", DecoderSpec("Look-Back", CaptionDecoder, settings={"attention": "lookback"}))
+SOFT = DecoderSpec("soft", CaptionDecoder, settings={"attention": "soft"})
+LOOKBACK = DecoderSpec("Look-Back", CaptionDecoder, settings={"attention": "lookback"})
 
 
 # ----------------------------------------------------------------------------------------------------------------

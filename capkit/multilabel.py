@@ -71,7 +71,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .models import DecoderSpec, register_decoder
+from .models import DecoderSpec
 from .text import END_ID, PAD_ID, START_ID, UNK_ID
 
 SPECIAL_IDS = (PAD_ID, UNK_ID, START_ID, END_ID)
@@ -279,8 +279,8 @@ def choose_rule(val_probs: torch.Tensor, val_true: Sequence, max_k: int = 10,
     return best
 
 
-register_decoder("multilabel", DecoderSpec("set prediction", MultilabelTagger, config=MultilabelConfig,
-                                           search="set", targets=("hashtag",), loss_unit="image"))
+SPEC = DecoderSpec("set prediction", MultilabelTagger, config=MultilabelConfig, search="set", targets=("hashtag",),
+                   loss_unit="image")  # the registry's entry "multilabel" (capkit.decoders)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ Qin et al., "Look Back and Predict Forward in Image Captioning", CVPR 2019, sect
 Predict-Forward, the paper's full model). What we could read of the paper (its abstract) says that PF predicts the
 next two words in one time step and uses both probabilities jointly at inference. Section 3 itself (PF's equations,
 its training loss, the weight it puts on the forward prediction) was not readable here: the stored copies of the
-paper give only its abstract and introduction. So the formulation below is capkit's (the one issue 11 settled on
+paper give only its abstract and introduction. So the formulation below is capkit's (the one settled on
 for when the text could not be found), not necessarily the paper's exact equations, and the weight mu = 0.5 is our
 choice, not the paper's; choose it on validation (it changes decoding only, not training).
 
@@ -50,7 +50,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from capkit.fused import CrossEntropy
-from capkit.models import CaptionDecoder, DecoderConfig, DecoderSpec, objective, register_decoder
+from capkit.models import CaptionDecoder, DecoderConfig, DecoderSpec, objective
 
 
 @dataclass
@@ -122,9 +122,9 @@ class PredictForwardDecoder(CaptionDecoder):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# the registry (capkit.models): "pf" = soft attention + PF, "lbpf" = Look-Back + PF (the paper's full model)
+# the registry's entries (registered in capkit.decoders): "pf" = soft attention + PF, "lbpf" = Look-Back + PF (the
+# paper's full model)
 
-register_decoder("pf", DecoderSpec("Predict-Forward", PredictForwardDecoder, config=PredictForwardConfig,
-                                   settings={"attention": "soft"}))
-register_decoder("lbpf", DecoderSpec("Look-Back + Predict-Forward", PredictForwardDecoder,
-                                     config=PredictForwardConfig, settings={"attention": "lookback"}))
+PF = DecoderSpec("Predict-Forward", PredictForwardDecoder, config=PredictForwardConfig, settings={"attention": "soft"})
+LBPF = DecoderSpec("Look-Back + Predict-Forward", PredictForwardDecoder, config=PredictForwardConfig,
+                   settings={"attention": "lookback"})

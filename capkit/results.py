@@ -227,7 +227,10 @@ def grid(runs: pd.DataFrame, encoders=None, decoders=None) -> list[tuple[str, st
 
 def decoder_label(decoder: str) -> str:
     """The registry's label of a decoder (``"Look-Back"``), the name itself for one it does not hold."""
-    spec = models.DECODERS.get(decoder)
+    try:
+        spec = models.decoder_spec(decoder)
+    except ValueError:
+        spec = None
     return spec.label if spec else decoder
 
 

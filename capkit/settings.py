@@ -23,6 +23,7 @@ This module imports ``data``, ``encoders`` and ``models`` (to check names agains
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -30,7 +31,6 @@ from pathlib import Path
 
 from capkit import data as D
 from capkit import encoders, models
-from capkit import multilabel, predict_forward  # noqa: F401  (their decoders register on import)
 
 # settings that may differ when a run is resumed (more epochs, another machine or folder layout)
 # (the preset and the overrides only say how the settings were given: the settings themselves are compared)
@@ -55,7 +55,9 @@ class TrainConfig:
     smoke: bool = False  # tiny model and data, for tests
     encoder: str = "efficientnet_lite0"
     encoder_weights: str = "pretrained"  # "random" only when asked for (tests)
-    decoder: str = "soft"  # a name in capkit.models.DECODERS: "soft", "lookback", ...
+    decoder: str = "soft"  # a registered decoder (capkit.decoders): "soft", "lookback", "pf", "transformer", ...
+    # decoders' own options, by decoder name: {"transformer": {"layers": 3}} (fields of that decoder's config class)
+    decoder_options: dict = field(default_factory=dict)
     target: str = "text"  # "text" | "hashtag"
     tokenizer: str = "okt"
     min_freq: int = 5
@@ -174,6 +176,16 @@ def _parse_value(kind):
     if options:  # X | None: "none" (or "null") is None
         inner = _parse_value(options[0])
         return lambda s: None if s.lower() in ("none", "null") else inner(s)
+    if kind is dict or kind == "dict":  # JSON: --decoder_options '{"transformer": {"layers": 3}}'
+        def mapping(s: str) -> dict:
+            try:
+                value = json.loads(s)
+            except json.JSONDecodeError as e:
+                raise argparse.ArgumentTypeError(f"expected a JSON object, not {s!r} ({e})")
+            if not isinstance(value, dict):
+                raise argparse.ArgumentTypeError(f"expected a JSON object, not {s!r}")
+            return value
+        return mapping
     if kind is bool:
         def boolean(s: str) -> bool:
             if s.lower() in ("true", "1", "yes", "on"):

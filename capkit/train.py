@@ -159,7 +159,8 @@ def batches(pairs, batch_size: int, generator: torch.Generator | None = None):
 def build_model(config: TrainConfig, vocab_size: int) -> torch.nn.Module:
     """The run's decoder (``config.decoder``, from the registry), untrained, with the run's sizes."""
     return models.decoder_spec(config.decoder).build(
-        vocab_size=vocab_size, encoder_dim=encoders.ENCODERS[config.encoder].dim, embed_dim=config.embed_dim,
+        options=config.decoder_options.get(config.decoder), vocab_size=vocab_size,
+        encoder_dim=encoders.ENCODERS[config.encoder].dim, embed_dim=config.embed_dim,
         attention_dim=config.attention_dim, decoder_dim=config.decoder_dim, dropout=config.dropout, gate=config.gate)
 
 

@@ -34,7 +34,7 @@ from capkit import dist, models, train
 
 def run(name):
     torch.manual_seed(0)
-    spec = models.DECODERS[name]  # (train imported the decoders that live in files of their own)
+    spec = models.decoder_spec(name)  # (train imported the decoders that live in files of their own)
     model = spec.build(vocab_size=40, encoder_dim=24, embed_dim=16, attention_dim=16, decoder_dim=20, dropout=0.0,
                        hidden_dim=20)
     net = train.distributed(model, torch.device("cpu"))

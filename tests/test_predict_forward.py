@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from capkit.decode import beam_search, greedy, sample
-from capkit.models import DECODERS, CaptionDecoder, DecoderConfig, caption_loss
+from capkit.decoders import DECODERS
+from capkit.models import CaptionDecoder, DecoderConfig, caption_loss
 from capkit.predict_forward import PredictForwardConfig, PredictForwardDecoder
 
 PAD, START, END = 0, 1, 2

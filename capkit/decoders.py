@@ -1,0 +1,17 @@
+"""The decoders capkit ships, registered by name: one line each (a run's ``decoder``, the Makefile's DECODERS).
+
+A new decoder is a module of its own with a class that satisfies :class:`capkit.models.SequenceDecoder` (or
+:class:`capkit.models.SetDecoder`) and one line here; a decoder kept outside capkit calls
+:func:`capkit.models.register_decoder` itself before a run names it.
+"""
+
+from capkit import models, multilabel, predict_forward
+from capkit.models import DECODERS, DecoderSpec, register_decoder  # noqa: F401  (DecoderSpec: for new lines)
+
+register_decoder("soft", models.SOFT)
+register_decoder("lookback", models.LOOKBACK)
+register_decoder("pf", predict_forward.PF)
+register_decoder("lbpf", predict_forward.LBPF)
+register_decoder("multilabel", multilabel.SPEC)
+
+__all__ = ["DECODERS"]
