@@ -6,7 +6,7 @@ A new decoder is a module of its own with a class that satisfies :class:`capkit.
 """
 
 from capkit import models, multilabel, predict_forward
-from capkit.models import DECODERS, DecoderSpec, register_decoder  # noqa: F401  (DecoderSpec: for new lines)
+from capkit.models import DECODERS, register_decoder
 
 register_decoder("soft", models.SOFT)
 register_decoder("lookback", models.LOOKBACK)
