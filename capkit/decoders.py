@@ -5,7 +5,7 @@ A new decoder is a module of its own with a class that satisfies :class:`capkit.
 :func:`capkit.models.register_decoder` itself before a run names it.
 """
 
-from capkit import models, multilabel, predict_forward
+from capkit import models, multilabel, predict_forward, transformer
 from capkit.models import DECODERS, register_decoder
 
 register_decoder("soft", models.SOFT)
@@ -13,5 +13,6 @@ register_decoder("lookback", models.LOOKBACK)
 register_decoder("pf", predict_forward.PF)
 register_decoder("lbpf", predict_forward.LBPF)
 register_decoder("multilabel", multilabel.SPEC)
+register_decoder("transformer", transformer.SPEC)
 
 __all__ = ["DECODERS"]

@@ -37,7 +37,7 @@ def batch(seed=0):
 
 
 def test_the_registry_holds_capkits_decoders():
-    assert {"soft", "lookback", "pf", "lbpf", "multilabel"} <= set(DECODERS)
+    assert {"soft", "lookback", "pf", "lbpf", "multilabel", "transformer"} <= set(DECODERS)
 
 
 @pytest.mark.parametrize("name", sorted(DECODERS))
