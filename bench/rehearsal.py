@@ -1,9 +1,9 @@
-"""`make rehearsal`: README's "Settings for real photos" run end to end on a stand-in of the held-back real set.
+"""`make rehearsal`: docs/data.md's "Settings for real photos" run end to end on a stand-in of a real captioned set.
 
     python bench/rehearsal.py [--out runs/rehearsal] [--n-per-category 264] [--size 480] [--refs 5] [--seed 1]
 
-The reviewers' real set (issue 16: ~2,900 photos, five human captions each, `dataset=manifest`,
-`tokenizer=whitespace`) is not available here. This builds a set of the same shape from the embedded dataset's
+A real set of that shape (~2,900 photos, five human captions each, `dataset=manifest`, `tokenizer=whitespace`) is
+what the settings are for. This builds a set of the same shape from the embedded dataset's
 generator and runs the recommended command on it, so the time the recipe takes on this machine is measured, not
 estimated, and every lever it relies on (several references per image, CIDEr-D selection against all of them,
 MBR decoding, retrieval baselines by the final pooled vector) runs on a manifest with `texts`:
@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from capkit import metrics, results, store, train  # noqa: E402
 from capkit.sample import dataset, oracle  # noqa: E402
 
-# README, "Settings for real photos": the command a reviewer runs on a manifest of captioned photos
+# docs/data.md, "Settings for real photos": the command for a manifest of captioned photos
 RECOMMENDED = {"tokenizer": "whitespace", "min_freq": 3, "encoder": "efficientnet_lite2_multi", "decoder": "soft",
                "target": "text", "epochs": 8, "lambda_att": 0.25}
 

@@ -22,7 +22,7 @@ batch 32, texts up to 30 tokens, a 10,000-word vocabulary unless noted):
    (skipped where no Java is found; ``--token-cache data/cache/tokens`` then supplies the texts' tokens), and the
    same for the Java-free ``kiwi`` tokenizer (kiwipiepy; its model loaded and warm), so the two compare cold.
 
-Targets (issue 7, this 2-core machine): step >= 4x, epoch >= 10x, greedy >= 20x images/s, step >= 50% of matmul.
+Targets (on a 2-core machine): step >= 4x, epoch >= 10x, greedy >= 20x images/s, step >= 50% of matmul.
 Prints a table and writes JSON. ``--smoke`` shrinks every size so the whole script runs in seconds (the tests).
 """
 

@@ -94,7 +94,7 @@ ENCODER_LABELS = {
     "resnext101_32x8d_wsl": "ResNeXt-101 32x8d WSL",
     **{f"efficientnet_lite{n}{v}": f"EfficientNet-Lite{n}{label}" for n in (0, 2)
        for v, label in (("", ""), ("_deep", " (last stage)"), ("_deep_up", " (last stage, upsampled)"),
-                        ("_multi", " (stages 5+7)"))},
+                        ("_multi", " (stages 5+7)"), ("_multi7", " (stages 5+7, 7x7)"))},
 }
 ENCODER_ORDER = tuple(ENCODER_LABELS)  # the study's encoders first, then ours
 # the grid `make run` trains: stages 5 + 7 at 14x14 (the dilated network) learned best and its attention points at

@@ -117,6 +117,16 @@ def test_01_and_03_on_the_flickr8k_release(tmp_path, cache_dir):
     refs = [t for line in lines for ref in line["reference_tokens"] for t in ref]
     assert refs and all(t == t.lower() and t not in {".", ","} for t in refs)  # the evaluation's token form
     assert lines[0]["references"][0][0].isupper()  # the readable references keep the writer's form
+    # 04 draws real test photos word by word; 05 puts the field's table beside the published rows
+    run_notebook("04_attention.ipynb", out, **common, figures_dir=str(out / "figures"))
+    assert list((out / "figures").glob("04_efficientnet_lite0-soft-text_*.png"))
+    run_notebook("05_results.ipynb", out, **common, figures_dir=str(out / "figures"))
+    import pandas as pd
+
+    table = pd.read_csv(out / "results_real_photos.csv", index_col=0)
+    assert "EfficientNet-Lite0 + soft" in table.index and table.loc["EfficientNet-Lite0 + soft", "CIDEr-D"] >= 0
+    assert any("Show, Attend and Tell" in r for r in table.index)
+    assert any(r.startswith("Baseline: nearest neighbour") for r in table.index)
 
 
 def test_03_self_critical_copy(smoke_runs):
