@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from capkit import metrics, results, store, train  # noqa: E402
+from capkit.prepare import prepare  # noqa: E402
 from capkit.sample import dataset, oracle  # noqa: E402
 
 # docs/data.md, "Settings for real photos": the command for a manifest of captioned photos
@@ -80,7 +81,7 @@ def main(argv=None) -> dict:
     seconds = time.perf_counter() - t1
     run = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
     config = train.TrainConfig.from_dict(json.loads((folder / "config.json").read_text(encoding="utf-8")))
-    prep = train.prepare(config, progress=False)
+    prep = prepare(config, progress=False)
     with metrics.meteor_scorer() as jar:
         base = results.baselines(prep, meteor=jar)
     report = {

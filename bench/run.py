@@ -46,7 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reference  # noqa: E402
 
 from capkit import data as D  # noqa: E402
-from capkit import decode, encoders, models, text, train  # noqa: E402
+from capkit import decode, encoders, inference, models, text, train  # noqa: E402
+from capkit.prepare import batches, resolve_device  # noqa: E402
 
 STUDY = dict(encoder_dim=1024, grid=14, embed_dim=300, attention_dim=512, decoder_dim=512, batch=32, max_tokens=30,
              vocab=10_000)
@@ -201,7 +202,7 @@ def bench_decoding(size: dict, device, n_images: int, n_reference: int, max_len:
     feats = torch.randn(n_images, size["grid"] ** 2, size["encoder_dim"], generator=g).to(device)
     calibrated = calibrate_end(model, feats[:64], max_len, mean_words)
     ref = reference.StudyDecoder.like(model).eval()
-    batch = train.decode_batch(device)  # capkit's default: 64 images at once on the CPU, 256 on CUDA
+    batch = inference.decode_batch(device)  # capkit's default: 64 images at once on the CPU, 256 on CUDA
 
     def capkit_decode(beam):
         hyps = []
@@ -277,7 +278,7 @@ def bench_epoch(records, token_lists, size: dict, device, cache_dir: Path, encod
     t0 = time.perf_counter()
     cnn_s = 0.0
     with ThreadPoolExecutor(2) as pool:
-        for imgs, caps, lengths in train.batches(pairs, size["batch"], gen):
+        for imgs, caps, lengths in batches(pairs, size["batch"], gen):
             c0 = time.perf_counter()
             x = torch.stack(list(pool.map(lambda p: encoders.image_tensor(p, spec.image_size), imgs))).to(device)
             with torch.no_grad():
@@ -382,7 +383,7 @@ def main(argv=None) -> dict:
                     help="read the Okt tokens from this cache (e.g. data/cache/tokens, filled by the notebooks); "
                          "a machine without Java needs one that holds every training text")
     args = ap.parse_args(argv)
-    device = train.resolve_device(args.device)
+    device = resolve_device(args.device)
     size = SMOKE if args.smoke else STUDY
     t_start = time.perf_counter()
     report = {"machine": machine(), "sizes": size, "smoke": args.smoke}
@@ -408,7 +409,7 @@ def main(argv=None) -> dict:
         report["train_step"] = bench_train_step(size, token_lengths, device, 2 if args.smoke else args.repeat,
                                                 report["matmul"]["gflops"])
         print("decoding ...", flush=True)
-        report["decoding"] = bench_decoding(size, device, n_images=8 if args.smoke else 4 * train.decode_batch(device),
+        report["decoding"] = bench_decoding(size, device, n_images=8 if args.smoke else 4 * inference.decode_batch(device),
                                             n_reference=4 if args.smoke else 64, max_len=size["max_tokens"],
                                             mean_words=statistics.mean(min(n, size["max_tokens"]) for n in token_lengths))
         print("epoch (capkit from the feature cache, the reference re-running the CNN) ...", flush=True)

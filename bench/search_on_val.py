@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from capkit import metrics, runs, settings, store, train
+from capkit import inference, metrics, runs, settings, store
+from capkit.prepare import prepare
 
 SEARCHES = [  # (label, search, beam_size, mbr_neighbours)
     ("greedy", "beam", 1, 0),
@@ -37,7 +38,7 @@ def main(argv=None) -> dict:
     config = settings.TrainConfig.from_dict(json.loads((path / "config.json").read_text()))
     if config.target != "text":
         raise SystemExit(f"{path}: a text run is needed (target {config.target!r})")
-    prep = train.prepare(config, progress=False)
+    prep = prepare(config, progress=False)
     model = runs.load_run(path).model.eval()
     refs = prep.tokens["val"][: args.limit]
     rows = []
@@ -45,7 +46,7 @@ def main(argv=None) -> dict:
         prep.config.mbr_neighbours = neighbours
         t0 = time.perf_counter()
         with torch.inference_mode():
-            hyps = train.predict(model, prep, "val", beam_size=beam, search=search, limit=args.limit)
+            hyps = inference.predict(model, prep, "val", beam_size=beam, search=search, limit=args.limit)
         seconds = time.perf_counter() - t0
         scores = metrics.coco_text_scores(refs, [h["tokens"] for h in hyps])
         rows.append({"search": label, **{k: round(v, 4) for k, v in scores.items() if k in metrics.COCO_KEYS},

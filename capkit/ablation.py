@@ -20,6 +20,8 @@ import json
 import pandas as pd
 
 from capkit import runs, train
+from capkit.evaluation import test
+from capkit.prepare import prepare
 
 
 def run_name(settings: dict) -> str:
@@ -56,10 +58,10 @@ def ablate(base: train.TrainConfig, grid: dict, object_words: dict | None = None
         config = dataclasses.replace(base, **settings, run_name=run_name(settings))
         if progress:
             print(f"== {config.run_name}")
-        prep = train.prepare(config, progress=False)
+        prep = prepare(config, progress=False)
         model, _ = train.fit(prep, progress=False)
         plt.close(train.plot_history(config.path))
-        metrics = train.test(model, prep)
+        metrics = test(model, prep)
         history = json.loads((config.path / "history.json").read_text())
         best = next(r for r in history if r["epoch"] == metrics["best_epoch"])
         row = {**settings, "run": config.run_name, "val CIDEr-D": best.get("val_cider"),

@@ -87,7 +87,8 @@ import pandas as pd
 import torch
 
 from capkit import data as D
-from capkit import metrics, models, multilabel, sample, store, train
+from capkit import metrics, models, multilabel, retrieval, sample, store, train
+from capkit.prepare import Prepared, prepare, reference_tokens
 
 ENCODER_LABELS = {
     "resnet101": "ResNet-101",
@@ -335,7 +336,7 @@ def run_target(run_path, lines: list[dict] | None = None) -> str:
 
 
 def scores_from_predictions(lines: list[dict], target: str, meteor=None) -> dict:
-    """Test scores from ``predictions.jsonl`` lines alone, with the code ``train.test`` uses.
+    """Test scores from ``predictions.jsonl`` lines alone, with the code ``evaluation.test`` uses.
 
     Text: ``metrics.text_scores(reference_tokens, prediction_tokens)``; hashtags:
     ``metrics.hashtag_scores(true_hashtags, hashtags)``.
@@ -397,7 +398,7 @@ def tune_k(train_tags, val_tags, max_k: int) -> int:
     return best_k
 
 
-def baseline_predictions(prep: train.Prepared, split: str = "test", k="val") -> dict:
+def baseline_predictions(prep: Prepared, split: str = "test", k="val") -> dict:
     """Each baseline's predicted token lists for the records of ``split`` (see the module notes).
 
     ``k`` (hashtags only): ``"val"`` (tuned on validation), ``"mean"`` (the mean number of hashtags
@@ -418,8 +419,8 @@ def baseline_predictions(prep: train.Prepared, split: str = "test", k="val") -> 
         top = metrics.most_frequent_hashtags(train_refs, k_used)
         out["most_frequent"] = {"tokens": [list(top)] * n, "k": k_used, "k_rule": str(k),
                                 "mean_per_post": mean_k, "hashtags": top}
-    _, used = train.retrieval_vectors(prep)
-    nn = train.nearest_posts(prep, split, 1)[:, 0]
+    _, used = retrieval.retrieval_vectors(prep)
+    nn = retrieval.nearest_posts(prep, split, 1)[:, 0]
     out["nearest_neighbour"] = {"tokens": [list(train_refs[j]) for j in nn],
                                 "neighbours": [prep.records["train"][j].key for j in nn], "features": used}
     out["consensus"] = consensus_predictions(prep, split)
@@ -439,10 +440,10 @@ def baseline_predictions(prep: train.Prepared, split: str = "test", k="val") -> 
     return out
 
 
-def consensus_predictions(prep: train.Prepared, split: str = "test") -> dict:
+def consensus_predictions(prep: Prepared, split: str = "test") -> dict:
     """The ``consensus`` baseline's token lists for ``split`` (see the module notes), its size chosen on "val".
 
-    Neighbours by :func:`capkit.train.nearest_posts` (the final pooled vectors). Returns ``{"tokens", "k",
+    Neighbours by :func:`capkit.retrieval.nearest_posts` (the final pooled vectors). Returns ``{"tokens", "k",
     "unit", "val_score", "tried": {size: val score}}``; without validation records the smallest size is used.
     """
     config = prep.config
@@ -455,7 +456,7 @@ def consensus_predictions(prep: train.Prepared, split: str = "test") -> dict:
         if not prep.records[split]:
             return {size: [] for size in sizes}
         # texts: enough neighbours to fill `size` candidates even when each post has one reference
-        near = train.nearest_posts(prep, split, max(sizes))
+        near = retrieval.nearest_posts(prep, split, max(sizes))
         if not texts:
             return {size: [metrics.best_guess_tags([train_refs[j][0] if train_refs[j] else [] for j in row[:size]],
                                                    config.max_hashtags)[0] for row in near] for size in sizes}
@@ -480,7 +481,7 @@ def consensus_predictions(prep: train.Prepared, split: str = "test") -> dict:
             "val_score": finite.get(best), "tried": tried}
 
 
-def _oracle_manifest(prep: train.Prepared, split: str) -> Path | None:
+def _oracle_manifest(prep: Prepared, split: str) -> Path | None:
     config = prep.config
     manifest = D.project_path(config.data_dir) / "manifest.jsonl"
     if config.dataset != "sample" or not prep.records[split] or not manifest.is_file():
@@ -488,12 +489,12 @@ def _oracle_manifest(prep: train.Prepared, split: str) -> Path | None:
     return manifest
 
 
-def oracle_predictions(prep: train.Prepared, split: str = "test") -> dict | None:
+def oracle_predictions(prep: Prepared, split: str = "test") -> dict | None:
     """The scene oracle's token lists for the records of ``split`` (see the module notes), or None when the data is
     not the embedded dataset or some record has no scene in ``<data_dir>/manifest.jsonl`` (never a partial oracle).
 
     The oracle's posts become records the way ``data.load_manifest`` makes them (same text cleaning and hashtag
-    normalisation) and are tokenized by ``train.reference_tokens`` with the run's config: the same tokenizer and
+    normalisation) and are tokenized by ``reference_tokens`` with the run's config: the same tokenizer and
     token cache as the references, hashtags cut to ``max_hashtags``.
     """
     config = prep.config
@@ -510,7 +511,7 @@ def oracle_predictions(prep: train.Prepared, split: str = "test") -> dict | None
         rec = D.make_record(report, f"oracle#{r.key}", key=r.key, image=r.image, texts=[p["text"]],
                             hashtags=p["hashtags"], category=r.category, split=r.split)
         written.append(rec or D.Record(key=r.key, image=r.image, category=r.category, split=r.split))
-    tokens, _ = train.reference_tokens(written, config)
+    tokens, _ = reference_tokens(written, config)
     return {"tokens": [list(refs[0]) if refs else [] for refs in tokens], "seed": config.seed,
             "posts": [w.text if config.target == "text" else w.hashtags for w in written]}
 
@@ -519,7 +520,7 @@ ORACLE_TRAINED_EPOCHS = 16  # oracle_trained: the set runs' epochs (the Makefile
 _ORACLE_TRAINED: dict = {}  # oracle_trained_predictions of this process, by what they depend on (not the encoder)
 
 
-def oracle_trained_predictions(prep: train.Prepared, split: str = "test") -> dict | None:
+def oracle_trained_predictions(prep: Prepared, split: str = "test") -> dict | None:
     """Hashtags: the tags of the set model (capkit.multilabel) told each image's TRUE scene instead of reading it
     (see the module notes), or None for texts, for other data, or when a training, validation or ``split`` record
     has no scene in ``<data_dir>/manifest.jsonl`` (never a partial oracle).
@@ -589,14 +590,14 @@ def oracle_trained_predictions(prep: train.Prepared, split: str = "test") -> dic
 _ORACLE_BEST: dict = {}  # oracle_best_predictions of this process, by what they depend on (not the encoder)
 
 
-def oracle_best_predictions(prep: train.Prepared, split: str = "test", tag_draws: int | None = None,
+def oracle_best_predictions(prep: Prepared, split: str = "test", tag_draws: int | None = None,
                             text_draws: int | None = None) -> dict | None:
     """The scene oracle's best guess for the records of ``split`` (see the module notes), or None where
     ``oracle_predictions`` gives None (never a partial oracle).
 
     ``tag_draws`` / ``text_draws``: draws per record (default ``ORACLE_TAG_DRAWS`` / ``ORACLE_TEXT_DRAWS``, read
     at call time). The draws become records as ``data.load_manifest`` makes them and are tokenized by
-    ``train.reference_tokens`` with the run's config, as the references are. Hashtags: ``metrics.best_guess_tags``
+    ``reference_tokens`` with the run's config, as the references are. Hashtags: ``metrics.best_guess_tags``
     (at most ``max_hashtags``); texts: ``consensus_draw`` with CIDEr-D document frequencies from the training
     references.
     """
@@ -623,7 +624,7 @@ def oracle_best_predictions(prep: train.Prepared, split: str = "test", tag_draws
                                  hashtags=p["hashtags"], category=r.category, split=r.split)
                    for r in recs for d, p in enumerate(draws[r.key])]
         toks = [refs[0] if refs else [] for refs in
-                train.reference_tokens([w or D.Record(key="", image="") for w in written], config)[0]]
+                reference_tokens([w or D.Record(key="", image="") for w in written], config)[0]]
         guesses = [metrics.best_guess_tags(toks[i * n:(i + 1) * n], config.max_hashtags) for i in range(len(recs))]
         out.update(tokens=[g[0] for g in guesses], rule="top-m by share of draws, m maximising mean F1 vs the draws",
                    expected_f1=float(np.mean([g[1] for g in guesses])))
@@ -636,7 +637,7 @@ def oracle_best_predictions(prep: train.Prepared, split: str = "test", tag_draws
         w = D.make_record(report, f"oracle#{r.key}", key=r.key, image=r.image, texts=texts, hashtags=[],
                           category=r.category, split=r.split)
         written.append(w or D.Record(key=r.key, image=r.image))
-    toks, _ = train.reference_tokens(written, config)
+    toks, _ = reference_tokens(written, config)
     cider = metrics.CiderD(prep.tokens["train"])
     chosen = [cider.consensus(t) if t else (None, 0.0) for t in toks]
     out.update(tokens=[list(t[j]) if j is not None else [] for t, (j, _) in zip(toks, chosen)],
@@ -653,7 +654,7 @@ def baseline_label(name: str, encoder: str, target: str, k: int | None = None, n
     return BASELINE_LABELS[name].format(k=k, n=n, encoder=ENCODER_LABELS.get(encoder, encoder), what=what, unit=unit)
 
 
-def baselines(prep: train.Prepared, split: str = "test", k="val", meteor=None) -> dict:
+def baselines(prep: Prepared, split: str = "test", k="val", meteor=None) -> dict:
     """Every baseline scored on ``split`` with the code the runs use.
 
     Returns ``{name: {"label", "test": scores (metrics.json's "test" keys), "predictions":
@@ -683,7 +684,7 @@ def baseline_config(config: train.TrainConfig) -> dict:
     return {k: d[k] for k in BASELINE_CONFIG_KEYS}
 
 
-def write_baselines(prep: train.Prepared, run_dir=None, split: str = "test", meteor=None) -> Path:
+def write_baselines(prep: Prepared, run_dir=None, split: str = "test", meteor=None) -> Path:
     """Score the baselines of ``prep`` and write ``run_dir/baselines/<encoder>-<target>.json``."""
     config = prep.config
     t0 = time.perf_counter()
@@ -730,7 +731,7 @@ def ensure_baselines(run_dir, refresh: bool = False, progress: bool = True, mete
             paths.append(path)
             continue
         t0 = time.perf_counter()
-        prep = train.prepare(config, progress=False)
+        prep = prepare(config, progress=False)
         paths.append(write_baselines(prep, run_dir, meteor=meteor))
         if progress:
             print(f"baselines {cell[0]}-{cell[1]}: {time.perf_counter() - t0:.1f} s")

@@ -23,7 +23,8 @@ import torch
 import torch.nn as nn
 
 from capkit import data as D
-from capkit import decode, encoders, metrics, models, multilabel, store, text, train
+from capkit import decode, encoders, evaluation, metrics, models, multilabel, retrieval, store, text
+from capkit.settings import TrainConfig
 
 
 @dataclass
@@ -31,14 +32,14 @@ class Run:
     """A trained run, ready to caption images: model, vocabulary, config, encoder name."""
 
     path: Path
-    config: train.TrainConfig
+    config: TrainConfig
     model: nn.Module  # any decoder of the registry (capkit.models.DECODERS)
     vocab: text.Vocab
     detok: text.Detokenizer | None
     metrics: dict
 
     def readable(self, tokens: list[str]) -> str:
-        return train.readable(tokens, self.config.target, self.detok, self.config.tokenizer)
+        return evaluation.readable(tokens, self.config.target, self.detok, self.config.tokenizer)
 
     @property
     def name(self) -> str:
@@ -88,15 +89,15 @@ class Run:
         return out
 
     def neighbour_bank(self) -> dict | None:
-        """The training posts' vectors and tags a set run blends in (``neighbours.pt``, :func:`capkit.train.tag_bank`),
+        """The training posts' vectors and tags a set run blends in (``neighbours.pt``, :func:`capkit.retrieval.tag_bank`),
         loaded on first use; None when the run's rule does not blend (no ``weight``)."""
         if not (self.metrics.get("rule") or {}).get("weight"):
             return None
         if "_bank" not in self.__dict__:
-            path = self.path / train.NEIGHBOURS_FILE
+            path = self.path / retrieval.NEIGHBOURS_FILE
             if not path.exists():
                 raise FileNotFoundError(f"{path}: missing; the run's rule blends the votes of its nearest training "
-                                        "posts, which train.test writes there (train.test(..., force=True) writes it again)")
+                                        "posts, which evaluation.test writes there (evaluation.test(..., force=True) writes it again)")
             self.__dict__["_bank"] = store.load_checkpoint(path)
         return self.__dict__["_bank"]
 
@@ -148,7 +149,7 @@ class Run:
         rule = self.metrics.get("rule")
         if rule is None:
             raise RuntimeError(f"{self.path}: no output rule in metrics.json (the run has not been tested yet: "
-                               "train.test chooses the rule on validation)")
+                               "evaluation.test chooses the rule on validation)")
         probs, attention = self.model.scores(feats), self.model.attention(feats)
         bank = self.neighbour_bank()
         if bank is not None:
@@ -158,7 +159,7 @@ class Run:
                 raise ValueError(f"{self.path}: this run blends the tag votes of the nearest training posts and "
                                  "needs each image's final pooled vector: pass caption_features(..., pooled=...) "
                                  "(encoder()(x, pooled=True)) or use caption_many")
-            probs = train.blend_votes(probs.cpu(), rule, bank, torch.as_tensor(pooled).float().cpu()).to(probs)
+            probs = retrieval.blend_votes(probs.cpu(), rule, bank, torch.as_tensor(pooled).float().cpu()).to(probs)
         out = []
         for row, att, ids in zip(probs, attention, multilabel.apply_rule(probs, rule)):
             tokens = [self.vocab.itos[i] for i in ids]
@@ -183,7 +184,7 @@ def load_run(path, device: str = "cpu", which: str = "best") -> Run:
     """Load ``<run>/best.pt`` (or ``last.pt``) back into a model for decoding."""
     path = D.project_path(path)
     ckpt = store.load_checkpoint(path / f"{which}.pt", map_location=device)
-    config = train.TrainConfig.from_dict(ckpt["config"])
+    config = TrainConfig.from_dict(ckpt["config"])
     model = models.decoder_spec(config.decoder).load(ckpt["decoder_config"])
     model.load_state_dict(ckpt["model"])
     model.to(device).eval()

@@ -3,8 +3,6 @@ Protocol, a few training steps lower its loss, it decodes greedily, by beam sear
 set decoder, through its scores and maps), it saves and loads to the same outputs, its attention maps have the
 regions' shape, and its loss splits into DDP shares that give one process's gradient (two gloo processes)."""
 
-import math
-import os
 
 import pytest
 import torch

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from capkit import models, results, runs, train
+from capkit import evaluation, inference, models, results, retrieval, runs, train
 
 
 @dataclass
@@ -132,13 +132,13 @@ def test_the_set_model_writes_a_run_folder_the_tables_read(multilabel_run):
 
 def test_the_set_rule_is_chosen_on_validation_only(multilabel_run):
     prep, model, result = multilabel_run
-    rule = train.set_rule(model, prep)
+    rule = inference.set_rule(model, prep)
     assert rule == result["rule"]
     # other test labels change nothing; other validation labels change the rule's validation F1
     test_changed = dataclasses.replace(prep, tokens={**prep.tokens, "test": [[["x"]] for _ in prep.tokens["test"]]})
-    assert train.set_rule(model, test_changed) == rule
+    assert inference.set_rule(model, test_changed) == rule
     val_changed = dataclasses.replace(prep, tokens={**prep.tokens, "val": [[["x"]] for _ in prep.tokens["val"]]})
-    assert train.set_rule(model, val_changed)["val_f1"] == 0.0 != rule["val_f1"]
+    assert inference.set_rule(model, val_changed)["val_f1"] == 0.0 != rule["val_f1"]
 
 
 def test_a_set_run_loads_and_tags_an_image_with_its_rule(multilabel_run):
@@ -146,7 +146,7 @@ def test_a_set_run_loads_and_tags_an_image_with_its_rule(multilabel_run):
     run = runs.load_run(prep.config.path)
     images = [r.image for r in prep.records["test"][:3]]
     caps = run.caption_features(prep.features(images), pooled=prep.store.global_pooled(images))
-    preds = train.predict_set(model, prep, "test", result["rule"], limit=3)
+    preds = inference.predict_set(model, prep, "test", result["rule"], limit=3)
     assert [c["hashtags"] for c in caps] == [p["tokens"] for p in preds]
     assert all(c["alphas"].shape == (len(c["tokens"]), prep.store.meta["shape"][1]) for c in caps)
 
@@ -167,10 +167,10 @@ def test_a_blending_set_run_writes_its_bank_and_tags_new_images_as_its_test_did(
         (cfg.path / name).write_bytes((prep.config.path / name).read_bytes())
     blend_prep = dataclasses.replace(prep, config=cfg)
     rule = {**result["rule"], "neighbours": 5, "weight": 0.75}
-    monkeypatch.setattr(train, "set_rule", lambda model, prep: rule)
+    monkeypatch.setattr(evaluation, "set_rule", lambda model, prep: rule)
     blended = train.test(model, blend_prep)
-    assert blended["rule"] == rule and (cfg.path / train.NEIGHBOURS_FILE).exists()
-    alone = train.predict_set(model, prep, "test", {**rule, "weight": 0.0})
+    assert blended["rule"] == rule and (cfg.path / retrieval.NEIGHBOURS_FILE).exists()
+    alone = inference.predict_set(model, prep, "test", {**rule, "weight": 0.0})
     lines = [json.loads(x) for x in (cfg.path / "predictions.jsonl").read_text().splitlines()]
     assert [x["hashtags"] for x in lines] != [p["tokens"] for p in alone]  # the votes changed the tags
     # a loaded run blends the same votes into new images' tags (pooled vectors from the feature cache)
@@ -181,6 +181,6 @@ def test_a_blending_set_run_writes_its_bank_and_tags_new_images_as_its_test_did(
     with pytest.raises(ValueError, match="final pooled vector"):
         run.caption_features(prep.features([prep.records["test"][0].image]))
     # without the bank the run says what is missing
-    (cfg.path / train.NEIGHBOURS_FILE).unlink()
+    (cfg.path / retrieval.NEIGHBOURS_FILE).unlink()
     with pytest.raises(FileNotFoundError, match="neighbours.pt"):
         runs.load_run(cfg.path).caption_many([prep.records["test"][0].image], cache_dir=cfg.cache_dir)

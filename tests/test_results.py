@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from capkit import metrics, results, train
+from capkit.prepare import reference_tokens
 
 TEXT = {"study_bleu1": 0.1, "study_rouge_l": 0.2, "study_meteor": 0.3, "BLEU-1": 0.11, "BLEU-2": 0.05,
         "BLEU-3": 0.02, "BLEU-4": 0.01, "METEOR": 0.04, "ROUGE-L": 0.12, "CIDEr-D": None, "n_images": 10}
@@ -380,7 +381,7 @@ def test_oracle_text_is_tokenized_like_the_references(sample_dir, cache_dir, jar
     recs = prep.records["test"]
     posts = sample.oracle_posts(sample_dir, [r.key for r in recs], seed=config.seed)
     fake = [D.Record(key=r.key, image=r.image, texts=[posts[r.key]["text"]]) for r in recs]
-    want = [refs[0] for refs in train.reference_tokens(fake, config)[0]]
+    want = [refs[0] for refs in reference_tokens(fake, config)[0]]
     oracle = results.baselines(prep, meteor=jar)["oracle"]
     assert list(oracle["predictions"].values()) == want and all(want)
     assert all("/" in t for toks in want for t in toks)  # Okt word/Tag tokens, as the references
@@ -548,7 +549,7 @@ def test_oracle_best_text_is_the_consensus_of_drawn_texts(sample_dir, cache_dir,
     assert b["draws"] == 5
     draws = sample.oracle_draws(sample_dir, [r.key for r in recs], seed=config.seed, n=5)
     fake = [D.Record(key=r.key, image=r.image, texts=[D.clean_text(p["text"]) for p in draws[r.key]]) for r in recs]
-    toks = train.reference_tokens(fake, config)[0]
+    toks = reference_tokens(fake, config)[0]
     cider = CiderD(prep.tokens["train"])
     chosen = [cider.consensus(t)[0] for t in toks]
     assert b["tokens"] == [t[j] for t, j in zip(toks, chosen)]

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from capkit import decode, mbr, metrics, scst, train
+from capkit import decode, evaluation, mbr, metrics, retrieval, scst, train
 from capkit.models import CaptionDecoder, DecoderConfig
 
 START, END, UNK = 2, 3, 1
@@ -161,10 +161,10 @@ def test_selection_by_cider_picks_the_right_epoch():
     history = [{"epoch": 1, "val_bleu1": 0.645, "val_cider": 0.20}, {"epoch": 2, "val_bleu1": 0.633, "val_cider": 0.31},
                {"epoch": 3, "val_bleu1": 0.638, "val_cider": 0.35}, {"epoch": 4, "val_bleu1": 0.644, "val_cider": 0.35},
                {"epoch": 5, "val_bleu1": 0.640, "val_cider": math.nan}]
-    assert train.best_epoch(history, "text") == (3, 0.35)  # the earliest of equal scores
+    assert evaluation.best_epoch(history, "text") == (3, 0.35)  # the earliest of equal scores
     tags = [{"epoch": 1, "val_f1": 0.2}, {"epoch": 2, "val_f1": 0.25}, {"epoch": 3, "val_f1": 0.22}]
-    assert train.best_epoch(tags, "hashtag") == (2, 0.25)
-    assert train.best_epoch([], "text") == (0, -math.inf)
+    assert evaluation.best_epoch(tags, "hashtag") == (2, 0.25)
+    assert evaluation.best_epoch([], "text") == (0, -math.inf)
 
 
 def test_cosine_schedule_and_config_checks():
@@ -218,8 +218,12 @@ def test_a_copy_with_its_sources_weights_takes_its_predictions(sample_dir, cache
                              scst_batch=8, scst_samples=2)
     calls = []
     real_predict = train.predict
-    monkeypatch.setattr(train, "predict", lambda model, prep, split, *a, **k: calls.append(split) or real_predict(
-        model, prep, split, *a, **k))  # (validation decodes through it too)
+    def counted(model, prep, split, *a, **k):
+        calls.append(split)
+        return real_predict(model, prep, split, *a, **k)
+
+    monkeypatch.setattr(train, "predict", counted)  # validation decodes through it
+    monkeypatch.setattr(evaluation, "predict", counted)  # and the test would
     result = train.train(copy, progress=False)
     history = json.loads((copy.path / "history.json").read_text())
     assert [r["phase"] for r in history] == ["xe", "xe", "scst"] and result["best_phase"] == "xe"
@@ -251,9 +255,9 @@ def test_the_reward_can_read_the_nearest_images_texts(sample_dir, cache_dir, tmp
     source = train.TrainConfig(**common)
     train.train(source, progress=False)
     prep = train.prepare(source, progress=False)
-    images, ref_ids = train.scst_data(prep)
-    assert train.scst_references(prep, images, ref_ids, 0) == ref_ids
-    got = train.scst_references(prep, images, ref_ids, 3)
+    images, ref_ids = retrieval.scst_data(prep)
+    assert retrieval.scst_references(prep, images, ref_ids, 0) == ref_ids
+    got = retrieval.scst_references(prep, images, ref_ids, 3)
     x = prep.store.global_pooled(images).astype(np.float64)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     sim = x @ x.T

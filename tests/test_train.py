@@ -7,7 +7,7 @@ import pickle
 import pytest
 import torch
 
-from capkit import decode, runs, store, train
+from capkit import decode, evaluation, retrieval, runs, store, train
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +174,7 @@ def test_start_from_continues_a_copy_with_self_critical_epochs(prep, tmp_path):
 
 
 def test_mbr_evidence_is_the_nearest_images_references_in_order():
-    """What MBR reads besides its samples (train.mbr_evidence): the references of the nearest training images,
+    """What MBR reads besides its samples (retrieval.mbr_evidence): the references of the nearest training images,
     closest image first, cut at m; as vocabulary ids (an unknown word is <unk>)."""
     import numpy as np
     from types import SimpleNamespace
@@ -192,11 +192,11 @@ def test_mbr_evidence_is_the_nearest_images_references_in_order():
                            tokens={"train": [refs for *_, refs in train_rows]},
                            store=SimpleNamespace(global_dim=2, global_pooled=lambda ims: np.stack([vecs[i] for i in ims])))
     ids = lambda words: [vocab.stoi.get(w, text.UNK_ID) for w in words]  # noqa: E731
-    got = train.mbr_evidence(prep, "test", 3)
+    got = retrieval.mbr_evidence(prep, "test", 3)
     assert got[0] == [ids(["red", "boat"]), ids(["a", "boat"]), ids(["blue", "sea"])]  # a, then c
     assert got[1] == [ids(["snow"]), ids(["blue", "sea"]), ids(["red", "boat"])]  # b, c, then a's first
     assert ids(["blue"]) == [text.UNK_ID]
-    assert train.mbr_evidence(prep, "test", 1, limit=1) == [[ids(["red", "boat"])]]
+    assert retrieval.mbr_evidence(prep, "test", 1, limit=1) == [[ids(["red", "boat"])]]
     with pytest.raises(ValueError, match="mbr_neighbours"):
         train.TrainConfig(mbr_neighbours=-1)
 
@@ -208,12 +208,12 @@ def test_weights_digest_names_the_weights():
     a = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
     b = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
     b.load_state_dict(a.state_dict())
-    assert train.weights_digest(a) == train.weights_digest(b)
+    assert evaluation.weights_digest(a) == evaluation.weights_digest(b)
     with torch.no_grad():
         b[0].weight[1, 2] += 1e-6
-    assert train.weights_digest(a) != train.weights_digest(b)
+    assert evaluation.weights_digest(a) != evaluation.weights_digest(b)
     b.load_state_dict(a.state_dict())
     b[1].num_batches_tracked += 1  # a 0-dim buffer
-    assert train.weights_digest(a) != train.weights_digest(b)
+    assert evaluation.weights_digest(a) != evaluation.weights_digest(b)
     b.load_state_dict(a.state_dict())
-    assert train.weights_digest(b.to(torch.float64)) != train.weights_digest(a)  # the same values, another dtype
+    assert evaluation.weights_digest(b.to(torch.float64)) != evaluation.weights_digest(a)  # the same values, another dtype
