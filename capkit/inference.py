@@ -11,7 +11,7 @@ import torch
 
 from capkit import decode, dist, mbr, metrics, models, multilabel, text
 from capkit.prepare import Prepared
-from capkit.retrieval import bank, blend_votes, mbr_evidence, neighbour_votes, reference_ids, retrieval_vectors, scst_data
+from capkit.retrieval import bank, bank_votes, blend_votes, mbr_evidence, reference_ids, retrieval_vectors, scst_data
 
 
 def decode_batch(device: torch.device) -> int:
@@ -112,7 +112,7 @@ def set_rule(model, prep: Prepared) -> dict:
     best = {**choose(probs), "neighbours": 0, "weight": 0.0}
     if prep.config.set_neighbours and len(probs):
         vectors, _ = retrieval_vectors(prep)
-        votes_by_k = neighbour_votes(bank(prep), vectors([r.image for r in prep.records["val"]]),
+        votes_by_k = bank_votes(bank(prep), vectors([r.image for r in prep.records["val"]]),
                                      multilabel.VOTE_SIZES, probs.size(1))
         for k, votes in votes_by_k.items():
             for w in multilabel.BLEND_WEIGHTS:

@@ -53,7 +53,7 @@ def tag_bank(prep: Prepared) -> dict:
             "tags": tags, "grid_mean": prep.store.global_dim is None, "features": used}
 
 
-def neighbour_votes(bank: dict, query_vectors, sizes, vocab_size: int) -> dict:
+def bank_votes(bank: dict, query_vectors, sizes, vocab_size: int) -> dict:
     """{k: [n, V] the share of the k nearest posts of ``bank`` (:func:`tag_bank`) that carry each tag
     (:func:`capkit.multilabel.neighbour_votes`)} for each k of ``sizes`` (capped at the bank's size), for images
     with query_vectors [n, P] of the bank's kind (cosine)."""
@@ -68,7 +68,7 @@ def blend_votes(probs: torch.Tensor, rule: dict, bank: dict, query_vectors) -> t
     if not rule.get("weight") or not len(probs):
         return probs
     k = rule["neighbours"]
-    return multilabel.blend(probs, neighbour_votes(bank, query_vectors, [k], probs.size(1))[k], rule["weight"])
+    return multilabel.blend(probs, bank_votes(bank, query_vectors, [k], probs.size(1))[k], rule["weight"])
 
 
 def mbr_evidence(prep: Prepared, split: str, m: int, limit: int | None = None,
