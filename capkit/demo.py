@@ -1,7 +1,8 @@
 """A first look in a few minutes: ``make demo`` (``python -m capkit.demo``).
 
-Trains two small models on the embedded dataset with the ``demo`` preset (:mod:`capkit.settings`): a Show,
-Attend and Tell text model and a set-prediction hashtag model, both on EfficientNet-Lite0's 7x7 grid. Then it
+Trains two models on the embedded dataset with the ``demo`` preset (:mod:`capkit.settings`): a Show, Attend and
+Tell text model (Kiwi's tokens: no Java needed) and a set-prediction hashtag model, both on EfficientNet-Lite0's 7x7
+grid, for a few epochs. Then it
 captions a few test photos with both, writes their texts and hashtags to ``captions.jsonl``, draws the first
 photo's text word by word over its attention maps, and prints where everything is and what to run next.
 Everything goes to ``--run-dir`` (default ``runs/demo``); a second call reuses the finished runs.
@@ -19,21 +20,10 @@ from capkit import runs, settings, store, train, viz
 DATA_DIR = "data/sample"
 
 
-def tokenizer_here() -> str:
-    """okt (the study's) where Java runs it, else kiwi (no Java)."""
-    from capkit import text
-
-    try:
-        text.get_tokenizer("okt")
-        return "okt"
-    except text.TokenizerUnavailable:
-        return "kiwi"
-
-
-def train_run(run_dir: Path, target: str, decoder: str, data_dir: str, seed: int) -> dict:
+def train_run(run_dir: Path, target: str, decoder: str, data_dir: str, seed: int, smoke: bool = False) -> dict:
     config = settings.preset("demo", data_dir=data_dir, run_dir=str(run_dir), target=target, decoder=decoder,
-                             seed=seed, tokenizer=tokenizer_here() if target == "text" else None,
-                             cache_dir=str(run_dir / "cache"))
+                             seed=seed, cache_dir=str(run_dir / "cache"), smoke=smoke or None,
+                             epochs=1 if smoke else None)
     t0 = time.perf_counter()
     result = train.train(config, progress=False)
     print(f"trained {config.run_name} ({target}) in {time.perf_counter() - t0:.0f} s: "
@@ -47,6 +37,7 @@ def main(argv=None) -> Path:
     ap.add_argument("--data-dir", default=DATA_DIR, help="the embedded dataset (generated here when missing)")
     ap.add_argument("--images", type=int, default=4, help="test photos to caption")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--smoke", action="store_true", help="tiny models trained for one epoch (tests)")
     args = ap.parse_args(argv)
     started = time.perf_counter()
     out = D.project_path(args.run_dir)
@@ -57,8 +48,8 @@ def main(argv=None) -> Path:
 
         print(f"generating the embedded dataset into {data_dir} ...", flush=True)
         sample.generate(data_dir)
-    text_result = train_run(out, "text", "soft", str(data_dir), args.seed)
-    tag_result = train_run(out, "hashtag", "multilabel", str(data_dir), args.seed)
+    text_result = train_run(out, "text", "soft", str(data_dir), args.seed, args.smoke)
+    tag_result = train_run(out, "hashtag", "multilabel", str(data_dir), args.seed, args.smoke)
 
     text_run = runs.load_run(out / text_result["run"])
     tag_run = runs.load_run(out / tag_result["run"])
