@@ -1,6 +1,9 @@
 """Caption image files from a shell with a trained run.
 
-    python -m capkit.caption RUN_DIR IMAGE_OR_FOLDER... [--beam 3] [--hashtags RUN_DIR] [--batch 16]
+    python -m capkit.caption RUN_DIR IMAGE_OR_FOLDER... [--beam K] [--hashtags RUN_DIR] [--batch 16]
+
+Each run decodes as its test decoded (``metrics.json``: MBR with the same samples and evidence, or beam search of
+its width) unless ``--beam K`` asks for beam search of width K.
 
 Prints one JSON line per image on stdout, in the order given (a folder stands for its image files, sorted; its
 subfolders are not entered):
@@ -59,7 +62,7 @@ def load_input(path: Path, sizes: tuple[int, ...]):
         return None, {"error": "unreadable_image", "detail": f"{type(e).__name__}: {e}"}
 
 
-def caption_batch(paths: list[Path], run: runs.Run, tag_run: runs.Run | None, beam: int,
+def caption_batch(paths: list[Path], run: runs.Run, tag_run: runs.Run | None, beam: int | None,
                   pool: ThreadPoolExecutor) -> list[dict]:
     """One output dict per path, in order: a caption, or an error for an image that cannot be used."""
     shared = tag_run is None or same_encoder(run, tag_run)  # one encoding serves both runs
@@ -105,12 +108,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="a run folder (holding best.pt), e.g. runs/default/efficientnet_lite0_multi-soft-text")
     parser.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER",
                         help="image files, or folders whose image files are captioned (sorted)")
-    parser.add_argument("--beam", type=int, default=3, help="beam size (1: greedy; default 3)")
+    parser.add_argument("--beam", type=int, default=None,
+                        help="beam search of this width (1: greedy); default: decode as each run's test did "
+                             "(MBR or beam search, as its metrics.json says)")
     parser.add_argument("--hashtags", metavar="RUN_DIR", help="a hashtag run: also predict each image's hashtags")
     parser.add_argument("--batch", type=int, default=16, help="images per encoder batch (default 16)")
     parser.add_argument("--device", default="cpu", help="torch device for the models (default cpu)")
     args = parser.parse_args(argv)
-    if args.beam < 1 or args.batch < 1:
+    if (args.beam is not None and args.beam < 1) or args.batch < 1:
         parser.error("--beam and --batch must be at least 1")
     return args
 

@@ -54,7 +54,7 @@ def main(argv=None) -> Path:
     text_run = runs.load_run(out / text_result["run"])
     tag_run = runs.load_run(out / tag_result["run"])
     photos = [line["image"] for line in text_run.predictions()[: args.images]]
-    texts = text_run.caption_many(photos, beam_size=3)
+    texts = text_run.caption_many(photos)  # (decoded as its test was)
     tags = tag_run.caption_many(photos)
     lines = [{"image": p, "text": c["text"], "hashtags": t.get("hashtags", t["tokens"])}
              for p, c, t in zip(photos, texts, tags)]

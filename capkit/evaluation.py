@@ -19,7 +19,7 @@ from capkit import data as D
 from capkit import dist, metrics, models, store, text
 from capkit.inference import predict, set_rule
 from capkit.prepare import Prepared
-from capkit.retrieval import NEIGHBOURS_FILE, bank
+from capkit.retrieval import MBR_FILE, NEIGHBOURS_FILE, bank, mbr_bank
 from capkit.settings import SELECTION, TrainConfig
 
 
@@ -134,6 +134,8 @@ def test(model, prep: Prepared, beam_size: int | None = None, split: str = "test
         lines.append(line)
     if rule and rule.get("weight"):  # what a loaded run needs to blend the votes for new images (capkit.runs)
         store.save_checkpoint(bank(prep), config.path / NEIGHBOURS_FILE)
+    if config.target == "text" and config.search == "mbr" and not rule:  # what a loaded run needs to decode as here
+        store.save_checkpoint(mbr_bank(prep), config.path / MBR_FILE)
     store.write_jsonl(config.path / "predictions.jsonl", lines)
     history = json.loads((config.path / "history.json").read_text()) if (config.path / "history.json").exists() else []
     chosen, _ = best_epoch(history, config.target)

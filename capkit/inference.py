@@ -43,9 +43,8 @@ def predict(model, prep: Prepared, split: str, beam_size: int = 1, limit: int | 
         return predict_set(model, prep, split, rule or set_rule(model, prep), limit, batch_size)
     recs = prep.records[split][:limit]
     mine = {}  # first record of a batch -> its results, for the batches this rank decodes
-    forbid = prep.config.target == "hashtag"
+    cfg = prep.config
     if search == "mbr":
-        cfg = prep.config
         refs = reference_ids(prep) if cfg.target == "text" else None  # (encoded once for both)
         cider = metrics.CiderD(scst_data(prep, refs)[1]) if refs is not None else None
         evidence = (mbr_evidence(prep, split, cfg.mbr_neighbours, limit, refs)
@@ -54,29 +53,66 @@ def predict(model, prep: Prepared, split: str, beam_size: int = 1, limit: int | 
         batch_size = max(1, batch_size // 4)  # each image is mbr_samples rows
         for i in range(0, len(recs), batch_size) if dist.is_main() else ():
             feats = prep.features([r.image for r in recs[i:i + batch_size]]).to(device)
-            with torch.inference_mode():
-                if cider is not None:
-                    picked = mbr.mbr_decode(model, feats, cider, text.START_ID, text.END_ID, cfg.mbr_n,
-                                            cfg.mbr_tau, cfg.decode_len, text.UNK_ID, gen,
-                                            evidence[i:i + batch_size] if evidence else None)
-                else:
-                    picked = mbr.mbr_tags(model, feats, text.START_ID, text.END_ID, cfg.mbr_n, cfg.mbr_tau,
-                                          cfg.decode_len, text.UNK_ID, gen)
-            mine[i] = [{"tokens": prep.vocab.decode(p["tokens"]), "score": p["score"], "finished": p["finished"],
-                        "alphas": None} for p in picked]
+            picked = decode_features(model, feats, cfg, "mbr", cider=cider, generator=gen,
+                                     evidence=evidence[i:i + batch_size] if evidence else None)
+            mine[i] = [{**p, "tokens": prep.vocab.decode(p["tokens"])} for p in picked]
         return [h for chunk in dist.gather(mine) for h in chunk]
     for i in range(0, len(recs), batch_size)[dist.rank()::dist.world_size()]:
         feats = prep.features([r.image for r in recs[i:i + batch_size]]).to(device)
-        with torch.inference_mode():
-            if beam_size > 1:
-                hyps = decode.beam_search(model, feats, text.START_ID, text.END_ID, beam_size=beam_size,
-                                          max_len=prep.config.decode_len, forbid_repeats=forbid, unk_id=text.UNK_ID)
-            else:
-                hyps = decode.greedy(model, feats, text.START_ID, text.END_ID, max_len=prep.config.decode_len,
-                                     forbid_repeats=forbid, unk_id=text.UNK_ID)
-        mine[i] = [{"tokens": prep.vocab.decode(h.tokens), "score": float(h.score), "finished": bool(h.finished),
-                    "alphas": h.alphas.float().cpu()} for h in hyps]
+        hyps = decode_features(model, feats, cfg, "beam", beam_size=beam_size)
+        mine[i] = [{**h, "tokens": prep.vocab.decode(h["tokens"])} for h in hyps]
     return [h for chunk in dist.gather(mine) for h in chunk]
+
+
+def decode_features(model, feats: torch.Tensor, config, search: str = "beam", beam_size: int = 1,
+                    cider: metrics.CiderD | None = None, evidence=None, generator=None) -> list[dict]:
+    """A sequence decoder's output for images already encoded, feats [B, L, D]: one dict per image with
+    ``tokens`` (vocabulary ids), ``score``, ``finished`` and ``alphas`` ([len(tokens), L], or None for MBR).
+
+    ``search="beam"``: beam search of ``beam_size`` (greedy at 1). ``search="mbr"``: minimum Bayes risk over
+    ``config.mbr_n`` samples at ``config.mbr_tau`` (texts: the CIDEr-D consensus under ``cider``'s statistics,
+    ``evidence`` per image counting in the risk; hashtags: the expected-F1 set), drawn from ``generator``. The one
+    place testing (:func:`predict`) and a loaded run (``capkit.runs``) decode through."""
+    forbid = config.target == "hashtag"
+    with torch.inference_mode():
+        if search == "mbr":
+            if config.target == "text":
+                if cider is None:
+                    raise ValueError("MBR decoding of texts needs CIDEr-D statistics of the training references")
+                picked = mbr.mbr_decode(model, feats, cider, text.START_ID, text.END_ID, config.mbr_n,
+                                        config.mbr_tau, config.decode_len, text.UNK_ID, generator, evidence)
+            else:
+                picked = mbr.mbr_tags(model, feats, text.START_ID, text.END_ID, config.mbr_n, config.mbr_tau,
+                                      config.decode_len, text.UNK_ID, generator)
+            return [{**p, "alphas": None} for p in picked]
+        if search != "beam":
+            raise ValueError(f"search must be 'beam' or 'mbr', not {search!r}")
+        if beam_size > 1:
+            hyps = decode.beam_search(model, feats, text.START_ID, text.END_ID, beam_size=beam_size,
+                                      max_len=config.decode_len, forbid_repeats=forbid, unk_id=text.UNK_ID)
+        else:
+            hyps = decode.greedy(model, feats, text.START_ID, text.END_ID, max_len=config.decode_len,
+                                 forbid_repeats=forbid, unk_id=text.UNK_ID)
+    return [{"tokens": h.tokens, "score": float(h.score), "finished": bool(h.finished),
+             "alphas": h.alphas.float().cpu()} for h in hyps]
+
+
+def attention_of(model, feats: torch.Tensor, token_ids: list[list[int]]) -> list[torch.Tensor]:
+    """The attention maps behind given captions (ids without <start>/<end>), by teacher forcing in eval mode:
+    [len(tokens), L] per caption (an MBR pick has no maps of its own)."""
+    lengths = torch.tensor([len(t) + 1 for t in token_ids])  # <start> + the words: one map per word
+    caps = torch.zeros(len(token_ids), int(lengths.max()), dtype=torch.long)
+    for i, t in enumerate(token_ids):
+        caps[i, 0] = text.START_ID
+        caps[i, 1:len(t) + 1] = torch.tensor(t, dtype=torch.long)
+    T = caps.size(1)
+    with torch.inference_mode():
+        _, alphas, rows = model.forward_packed(feats, caps.to(feats.device), lengths.to(feats.device))
+    out = [feats.new_zeros(len(t), feats.size(1)).float().cpu() for t in token_ids]
+    for r, row in enumerate(rows.tolist()):
+        b, t = divmod(row, T - 1)
+        out[b][t] = alphas[r].float().cpu()
+    return out
 
 
 def set_scores(model, prep: Prepared, split: str, limit: int | None = None,

@@ -14,6 +14,7 @@ from capkit import metrics, multilabel, store
 from capkit.prepare import Prepared
 
 NEIGHBOURS_FILE = "neighbours.pt"  # a set run's tag bank (tag_bank), written when its rule blends the votes in
+MBR_FILE = "mbr.pt"  # a text run's MBR bank (mbr_bank), written by its test when it decodes by MBR
 
 
 def bank(prep: Prepared) -> dict:
@@ -117,3 +118,23 @@ def scst_references(prep: Prepared, images: list[str], ref_ids: list, k: int) ->
         others = [int(j) for j in near[i] if j != i][:k]  # the image itself (usually first) left out
         out.append(list(own) + [ref_ids[j][0] for j in others])
     return out
+
+
+def mbr_bank(prep: Prepared) -> dict:
+    """What MBR decoding of new images reads (``mbr.pt`` of a text run tested by MBR; capkit.runs): each
+    training record's references as vocabulary ids (``references``: CIDEr-D's document frequencies come from
+    those, and the evidence of the nearest images) and its retrieval vector (``vectors`` float32 [N, P], as the test
+    compared them, so that a loaded run finds the same neighbours; ``grid_mean`` when they are grid means,
+    :func:`retrieval_vectors`)."""
+    vectors, used = retrieval_vectors(prep)
+    return {"format": store.CKPT_FORMAT, "references": reference_ids(prep),
+            "vectors": torch.as_tensor(vectors([r.image for r in prep.records["train"]])).float(),
+            "grid_mean": prep.store.global_dim is None, "features": used}
+
+
+def bank_evidence(bank: dict, query_vectors, m: int) -> list[list[list[int]]]:
+    """:func:`mbr_evidence` for new images from an :func:`mbr_bank`: the first ``m`` references of the nearest
+    training images to each of query_vectors [n, P] (cosine, closest first)."""
+    near = metrics.nearest_k(bank["vectors"].float(), torch.as_tensor(query_vectors).float(), m)
+    refs = bank["references"]
+    return [[r for j in row for r in refs[int(j)]][:m] for row in near]

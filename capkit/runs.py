@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 
 from capkit import data as D
-from capkit import decode, encoders, evaluation, metrics, models, multilabel, retrieval, store, text
+from capkit import encoders, evaluation, inference, metrics, models, multilabel, retrieval, store, text
 from capkit.settings import TrainConfig
 
 
@@ -54,8 +54,23 @@ class Run:
             self.__dict__["_encoder"] = enc
         return enc
 
-    def caption_many(self, images, beam_size: int = 3, batch_size: int = 32, cache_dir=None) -> list[dict]:
-        """:meth:`caption` for many images (paths or PIL images), encoded and beam-searched in batches.
+    def tested_search(self) -> str:
+        """How the run's test decoded: ``"set"`` (a set decoder), ``"mbr"`` or ``"beam"`` (``metrics.json``;
+        before a test, the run's config)."""
+        if models.decoder_spec(self.config.decoder).search == "set":
+            return "set"
+        return self.metrics.get("search") or self.config.search
+
+    def _search(self, search: str | None, beam_size: int | None) -> tuple[str, int]:
+        """The search to use and its beam: as tested unless ``search`` or a ``beam_size`` says otherwise."""
+        tested = self.tested_search()
+        if search is None:
+            search = "beam" if beam_size is not None and tested != "set" else tested
+        return search, beam_size or self.metrics.get("beam_size") or self.config.beam_size
+
+    def caption_many(self, images, beam_size: int | None = None, batch_size: int = 32, cache_dir=None,
+                     search: str | None = None) -> list[dict]:
+        """:meth:`caption` for many images (paths or PIL images), encoded and decoded in batches.
 
         With ``cache_dir`` (and paths) the features go through the on-disk feature cache
         (:func:`capkit.encoders.extract_features`, float16 as in training), so runs that share an encoder
@@ -63,14 +78,16 @@ class Run:
         """
         device = next(self.model.parameters()).device
         images = list(images)
+        search, beam_size = self._search(search, beam_size)
+        need_pooled = self.needs_pooled(search)
         cached = None
         if cache_dir is not None and images and all(isinstance(im, (str, Path)) for im in images):
             # the network is built only when the cache (or an entry holding these images) lacks them
             cached = encoders.extract_features(self.config.encoder, images, cache_dir, self.config.encoder_weights,
                                               device=str(device), progress=False,
                                               encoder=self.__dict__.get("_encoder"))
-        if cached is not None and self.needs_pooled() and cached.global_dim is None:
-            cached = None  # the votes need the final pooled vectors, which this cache lacks: encode again
+        if cached is not None and need_pooled and cached.global_dim is None:
+            cached = None  # the neighbours need the final pooled vectors, which this cache lacks: encode again
         enc = self.encoder() if cached is None else None
         out = []
         for i in range(0, len(images), batch_size):
@@ -79,65 +96,110 @@ class Run:
             with torch.inference_mode():
                 if cached is not None:
                     feats = cached[[str(im) for im in chunk]].to(device)
-                    pooled = cached.global_pooled([str(im) for im in chunk]) if self.needs_pooled() else None
+                    pooled = cached.global_pooled([str(im) for im in chunk]) if need_pooled else None
                 else:
                     size = encoders.ENCODERS[self.config.encoder].image_size
                     feats, pooled = enc(torch.stack([encoders.image_tensor(im, size) for im in chunk]).to(device),
                                         pooled=True)
                     feats = feats.float()
-            out += self.caption_features(feats, beam_size, pooled=pooled)
+            out += self.caption_features(feats, beam_size, pooled=pooled, search=search)
         return out
 
     def neighbour_bank(self) -> dict | None:
-        """The training posts' vectors and tags a set run blends in (``neighbours.pt``, :func:`capkit.retrieval.tag_bank`),
-        loaded on first use; None when the run's rule does not blend (no ``weight``)."""
+        """The training posts' vectors and tags a set run blends in (``neighbours.pt``,
+        :func:`capkit.retrieval.tag_bank`), loaded on first use; None when the run's rule does not blend."""
         if not (self.metrics.get("rule") or {}).get("weight"):
             return None
         if "_bank" not in self.__dict__:
             path = self.path / retrieval.NEIGHBOURS_FILE
             if not path.exists():
                 raise FileNotFoundError(f"{path}: missing; the run's rule blends the votes of its nearest training "
-                                        "posts, which evaluation.test writes there (evaluation.test(..., force=True) writes it again)")
+                                        "posts, which evaluation.test writes there (evaluation.test(..., force=True) "
+                                        "writes it again)")
             self.__dict__["_bank"] = store.load_checkpoint(path)
         return self.__dict__["_bank"]
 
-    def needs_pooled(self) -> bool:
-        """Whether captioning needs each image's final pooled vector beside its grid (a blending set run)."""
-        bank = self.neighbour_bank()
-        return bank is not None and not bank["grid_mean"]
+    def mbr_bank(self) -> dict:
+        """A text run's MBR bank (``mbr.pt``, :func:`capkit.retrieval.mbr_bank`) with its CIDEr-D statistics
+        (``cider``), loaded on first use."""
+        if "_mbr" not in self.__dict__:
+            path = self.path / retrieval.MBR_FILE
+            if not path.exists():
+                raise FileNotFoundError(f"{path}: missing; the run was tested by MBR, which reads the training "
+                                        "references written there by evaluation.test (evaluation.test(..., "
+                                        "force=True) writes it again), or decode with search='beam'")
+            bank = store.load_checkpoint(path)
+            bank["cider"] = metrics.CiderD([r for r in bank["references"] if r])
+            self.__dict__["_mbr"] = bank
+        return self.__dict__["_mbr"]
 
-    def caption_features(self, feats: torch.Tensor, beam_size: int = 3, pooled=None) -> list[dict]:
-        """Beam-search captions of images already encoded by this run's encoder (``feats`` ``[n, L, D]``, from
-        :meth:`encoder` or the feature cache): one :meth:`caption` dict per row. Runs on one encoder can share
-        the features of a batch. ``pooled`` ``[n, P]``: the images' final pooled vectors (``encoder()(x,
-        pooled=True)``), which a set run that blends its neighbours' votes needs (:meth:`needs_pooled`)."""
+    def needs_pooled(self, search: str | None = None) -> bool:
+        """Whether decoding by ``search`` (default: as tested) needs each image's final pooled vector beside its
+        grid: a blending set run, or MBR with the nearest training texts as evidence."""
+        search = search or self.tested_search()
+        if search == "set":
+            bank = self.neighbour_bank()
+            return bank is not None and not bank["grid_mean"]
+        if search == "mbr" and self.config.target == "text" and self.config.mbr_neighbours:
+            return not self.mbr_bank()["grid_mean"]
+        return False
+
+    def caption_features(self, feats: torch.Tensor, beam_size: int | None = None, pooled=None,
+                         search: str | None = None) -> list[dict]:
+        """Captions of images already encoded by this run's encoder (``feats`` ``[n, L, D]``, from :meth:`encoder`
+        or the feature cache): one :meth:`caption` dict per row. Runs on one encoder can share the features of a
+        batch. By default the run decodes as its test did (:meth:`tested_search`: MBR with the same samples,
+        temperature and evidence, or beam search of its width; a set run's rule); ``search="beam"`` or a
+        ``beam_size`` says otherwise. ``pooled`` ``[n, P]``: the images' final pooled vectors (``encoder()(x,
+        pooled=True)``), which a blending set run and MBR with neighbours need (:meth:`needs_pooled`). An MBR
+        caption's maps come from teacher forcing the chosen words."""
         device = next(self.model.parameters()).device
-        if models.decoder_spec(self.config.decoder).search == "set":
-            return self._caption_sets(feats.to(device), pooled)
-        with torch.inference_mode():
-            hyps = decode.beam_search(self.model, feats.to(device), text.START_ID, text.END_ID, beam_size=beam_size,
-                                      max_len=self.config.decode_len, forbid_repeats=self.config.target == "hashtag",
-                                      unk_id=text.UNK_ID)
-        return [self._caption_dict(h, beam_size) for h in hyps]
+        feats = feats.to(device)
+        search, beam_size = self._search(search, beam_size)
+        if search == "set":
+            return self._caption_sets(feats, pooled)
+        if search != "mbr":
+            hyps = inference.decode_features(self.model, feats, self.config, "beam", beam_size=beam_size)
+            return [self._caption_dict(h, beam_size) for h in hyps]
+        cider = evidence = None
+        if self.config.target == "text":
+            bank = self.mbr_bank()
+            cider = bank["cider"]
+            if self.config.mbr_neighbours:
+                if bank["grid_mean"]:
+                    pooled = feats.float().mean(dim=1)
+                elif pooled is None:
+                    raise ValueError(f"{self.path}: MBR with the nearest training texts as evidence needs each "
+                                     "image's final pooled vector: pass caption_features(..., pooled=...) or use "
+                                     "caption_many")
+                evidence = retrieval.bank_evidence(bank, pooled, self.config.mbr_neighbours)
+        gen = torch.Generator(device=device).manual_seed(self.config.seed)
+        hyps = inference.decode_features(self.model, feats, self.config, "mbr", cider=cider, evidence=evidence,
+                                         generator=gen)
+        maps = inference.attention_of(self.model, feats, [h["tokens"] for h in hyps])
+        return [self._caption_dict({**h, "alphas": a}, None) for h, a in zip(hyps, maps)]
 
-    def caption(self, image, beam_size: int = 3) -> dict:
-        """Caption one image (a path or a PIL image) with beam search.
+    def caption(self, image, beam_size: int | None = None, search: str | None = None) -> dict:
+        """Caption one image (a path or a PIL image), decoded as the run's test decoded unless told otherwise.
 
         Returns ``tokens`` (vocabulary tokens, e.g. ``강아지/Noun``), ``words`` (what a reader sees per token:
         the surface form, or ``#tag``), ``alphas`` (float32 numpy ``[len(tokens), grid*grid]``, the attention
         map behind each token), ``grid``, ``text`` (readable text or ``#a #b``), ``hashtags`` (hashtag runs only),
-        ``score``, ``finished`` and ``beam_size``. Raises :class:`capkit.data.BadImage` for an unusable file.
+        ``score``, ``finished``, ``search`` and ``beam_size``. Raises :class:`capkit.data.BadImage` for an
+        unusable file.
         """
-        return self.caption_many([image], beam_size=beam_size, batch_size=1)[0]
+        return self.caption_many([image], beam_size=beam_size, batch_size=1, search=search)[0]
 
-    def _caption_dict(self, h, beam_size: int) -> dict:
-        keep = [j for j, t in enumerate(h.tokens) if t not in (text.PAD_ID, text.START_ID)]
-        tokens = [self.vocab.itos[h.tokens[j]] for j in keep]
-        alphas = h.alphas[keep].float().cpu().numpy() if keep else np.zeros((0, h.alphas.shape[-1]), np.float32)
+    def _caption_dict(self, h: dict, beam_size: int | None) -> dict:
+        ids = h["tokens"]
+        keep = [j for j, t in enumerate(ids) if t not in (text.PAD_ID, text.START_ID)]
+        tokens = [self.vocab.itos[ids[j]] for j in keep]
+        alphas = h["alphas"][keep].float().cpu().numpy() if keep else np.zeros((0, h["alphas"].shape[-1]), np.float32)
         hashtag = self.config.target == "hashtag"
         out = {"tokens": tokens, "words": ["#" + t if hashtag else text.split_token(t)[0] for t in tokens],
                "alphas": alphas, "grid": encoders.ENCODERS[self.config.encoder].grid, "text": self.readable(tokens),
-               "score": float(h.score), "finished": bool(h.finished), "beam_size": beam_size}
+               "score": float(h["score"]), "finished": bool(h["finished"]), "beam_size": beam_size,
+               "search": "beam" if beam_size else "mbr"}
         if hashtag:
             out["hashtags"] = list(tokens)
         return out
@@ -165,7 +227,7 @@ class Run:
             tokens = [self.vocab.itos[i] for i in ids]
             out.append({"tokens": tokens, "words": ["#" + t for t in tokens],
                         "alphas": att[ids].float().cpu().numpy(), "grid": encoders.ENCODERS[self.config.encoder].grid,
-                        "text": self.readable(tokens), "hashtags": tokens, "finished": True, "beam_size": None,
+                        "text": self.readable(tokens), "hashtags": tokens, "finished": True, "beam_size": None, "search": "set",
                         "score": float(torch.log(row[ids].clamp_min(1e-12)).sum()) if ids else 0.0})
         return out
 

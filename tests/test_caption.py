@@ -84,3 +84,17 @@ def test_exit_status_says_whether_anything_was_captioned(runs, folder, tmp_path)
     assert code == 2 and not lines and "not a run folder" in err
     code, lines, err = caption_cli(runs / TEXT_RUN, folder, "--hashtags", runs / TEXT_RUN)
     assert code == 2 and not lines and "not a hashtag run" in err
+
+
+def test_a_loaded_run_decodes_as_its_test_did(runs, cache_dir):
+    """One inference dispatch: a run tested by MBR (with its neighbours' references as evidence) captions the test
+    photos of its first MBR batch with the very words its test chose, and beam search only when asked."""
+    run = load_run(runs / TEXT_RUN)
+    assert run.tested_search() == "mbr" and (runs / TEXT_RUN / "mbr.pt").exists()
+    lines = run.predictions()[:16]  # the test's first MBR batch: 64 // 4 images on the CPU, one sampling stream
+    images = [line["image"] for line in lines]
+    caps = run.caption_many(images, batch_size=16, cache_dir=cache_dir)
+    assert [c["tokens"] for c in caps] == [line["prediction_tokens"] for line in lines]
+    assert all(c["search"] == "mbr" and c["alphas"].shape == (len(c["tokens"]), 14 * 14) for c in caps)
+    beam = run.caption_many(images[:3], beam_size=2, cache_dir=cache_dir)
+    assert all(c["search"] == "beam" and c["beam_size"] == 2 for c in beam)
