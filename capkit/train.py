@@ -33,6 +33,10 @@ from capkit.retrieval import scst_data, scst_references
 from capkit.settings import RESUMABLE_CHANGES, TrainConfig, parse_args  # noqa: F401  (parse_args: the command line's)
 
 
+# called as hook(state, config) after every epoch, once its checkpoint and history are written
+EPOCH_HOOKS: list = []
+
+
 # ----------------------------------------------------------------------------- model and checkpoints
 
 
@@ -164,6 +168,8 @@ def fit(prep: Prepared, progress: bool = True, stop_after: int | None = None) ->
             store.save_checkpoint(ckpt, last)
             store.write_json(out / "history.json", state.history)
         dist.barrier()  # the ranks leave the epoch together, its checkpoint written
+        for hook in EPOCH_HOOKS:  # (callers' observers: progress reports, tests that stop a run at a known point)
+            hook(state, config)
         done_now += 1
         if progress:
             name = "CIDEr-D" if config.target == "text" else "F1"

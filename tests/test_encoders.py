@@ -6,13 +6,12 @@ import json
 
 import numpy as np
 import pytest
+import skimage.data as skdata  # scikit-image is a test extra: a missing install fails here, it skips nothing
 import torch
 from PIL import Image
 
 from capkit import encoders as E
 from capkit import fused
-
-skdata = pytest.importorskip("skimage.data")
 
 
 def classify(net, spec, array):

@@ -11,17 +11,19 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from capkit import text
 
 SCRIPT = """
-import json, sys
+import json, os, signal, sys
 import torch
 torch.set_num_threads(1)
 from capkit import train
+stop_after = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+if stop_after:  # killed at a known point: right after that epoch's checkpoint is written
+    train.EPOCH_HOOKS.append(lambda state, config: state.epoch == stop_after and os.kill(os.getpid(), signal.SIGKILL))
 train.train(train.TrainConfig(**json.loads(sys.argv[1])), progress=False)
 """
 
@@ -32,9 +34,9 @@ def config(sample_dir, cache_dir, run_dir) -> dict:
                 patience=10, batch_size=8, dropout=0.3, scst_epochs=1, scst_batch=8, scst_samples=2, beam_size=2)
 
 
-def start(cfg: dict) -> subprocess.Popen:
+def start(cfg: dict, stop_after: int = 0) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    return subprocess.Popen([sys.executable, "-c", SCRIPT, json.dumps(cfg)], env=env,
+    return subprocess.Popen([sys.executable, "-c", SCRIPT, json.dumps(cfg), str(stop_after)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -65,15 +67,10 @@ def test_killed_run_restarts_to_the_uninterrupted_result(finished, sample_dir, c
     full = os.path.join(finished["run_dir"], "efficientnet_lite0-soft-text")
     cfg = config(sample_dir, cache_dir, tmp_path)
     folder = tmp_path / "efficientnet_lite0-soft-text"
-    proc = start(cfg)
-    deadline = time.time() + 300
-    while epochs_done(folder) < 1 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate()
+    proc = start(cfg, stop_after=2)  # SIGKILLed right after its second epoch's checkpoint
+    proc.communicate(timeout=600)
     assert proc.returncode == -signal.SIGKILL
-    done = epochs_done(folder)
-    assert 1 <= done < 5 and not (folder / "metrics.json").exists()  # killed mid-run, before testing
+    assert epochs_done(folder) == 2 and not (folder / "metrics.json").exists()  # killed mid-run, before testing
     finish(start(cfg))  # a third process: resumes from last.pt
     history = json.loads((folder / "history.json").read_text())
     assert [r["phase"] for r in history] == ["xe"] * 4 + ["scst"]
