@@ -235,7 +235,7 @@ flickr8k: env
 
 # A first look in a few minutes: the demo preset on the embedded data, then captions, hashtags and a figure
 demo: env
-	$(THREADS_ENV) $(PY) -m capkit.demo --run-dir runs/demo
+	$(PY) -m capkit.demo --run-dir runs/demo
 
 # the figures the README shows, copied from the run folders that made them (make run, make flickr8k)
 README_FIGURES := runs/default/figures/01_samples.png runs/default/figures/05_scores.png \

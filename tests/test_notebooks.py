@@ -182,7 +182,8 @@ def test_04_attention(smoke_runs):
     for run in ("efficientnet_lite0-soft-text", "efficientnet_lite2-lookback-text", "efficientnet_lite0-lbpf-text"):
         assert list(figs.glob(f"04_{run}_*.png")), run
         game = json.loads((out / run / "metrics.json").read_text())["grounding"]
-        assert 0 <= game["hits"] <= game["n_words"] and 0 <= game["chance"] <= 1
+        assert game["n_images"] > 0 and 0 <= (game["hits"] or 0) <= game["n_words"]
+        assert game["n_words"] == 0 or 0 <= game["chance"] <= 1  # (a smoke model may name no drawn object)
     assert (figs / "04_grounding.png").exists()
 
 
