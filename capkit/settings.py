@@ -239,7 +239,7 @@ PRESETS: dict[str, dict] = {
     },
     "real_photos": {  # chosen on the Flickr8k dev split (docs/real_photos.md)
         "encoder": "efficientnet_lite2_multi7", "tokenizer": "auto", "max_len": 24, "min_freq": 5,
-        "epochs": 3, "patience": 3, "lr": 5e-4, "lr_schedule": "cosine", "batch_size": 32,
+        "epochs": 3, "patience": 3, "lr": 5e-4, "lr_schedule": "constant", "batch_size": 32,
         "search": "mbr", "mbr_neighbours": 40, "scst_neighbours": 0,
         "text": {"lambda_att": 0.25},
     },
