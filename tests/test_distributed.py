@@ -9,7 +9,7 @@ against a plain ``python`` run of the same script or command.
   equal to one process's, and the same final weights, within float tolerance (the ranks add their shares'
   sums in another order). Dropout is 0: each rank draws its own masks, so with dropout the runs agree only in
   expectation.
-- ``python -m capkit.train`` under torchrun, SIGKILLed (torchrun and both ranks) after its first checkpoint,
+- ``python -m capkit.train`` under torchrun, SIGKILLed (torchrun and both ranks) right after its first checkpoint,
   resumes when started again, and ends where an uninterrupted one-process run ends; the feature cache that its
   two ranks extracted together holds the bytes one process writes.
 """
@@ -20,7 +20,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,6 +63,23 @@ dist.finish()
 """
 
 
+# `python -m capkit.train` that SIGKILLs torchrun and itself right after the first epoch's checkpoint (every rank
+# runs the hook once the ranks left the epoch together): a kill at a known point, not a race against a poll
+KILLED_AFTER_EPOCH_1 = r"""
+import contextlib, os, signal, sys
+from capkit import train
+
+def stop(state, config):
+    if state.epoch == 1:
+        with contextlib.suppress(ProcessLookupError):  # (the other rank may have killed torchrun already)
+            os.kill(os.getppid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+train.EPOCH_HOOKS.append(stop)
+train.main(sys.argv[1:])
+"""
+
+
 def env():
     return dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 
@@ -96,22 +112,6 @@ def test_two_ranks_train_like_one_process(tmp_path):
             assert torch.allclose(b["weights"][name], w, rtol=1e-4, atol=1e-5), name
 
 
-def family(pid: int) -> list[int]:
-    """``pid`` and all its descendants (Linux /proc)."""
-    children = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(parent, []).append(int(stat.parent.name))
-    out, todo = [], [pid]
-    while todo:
-        out.append(todo.pop())
-        todo += children.get(out[-1], [])
-    return out
-
-
 def epochs_done(folder) -> int:
     try:
         return len(json.loads((folder / "history.json").read_text()))
@@ -121,24 +121,24 @@ def epochs_done(folder) -> int:
 
 def test_killed_distributed_run_resumes(sample_dir, tmp_path):
     from capkit import store, train
+    from capkit.settings import preset  # (what the command line builds: the default preset and the flags)
 
     # hashtags: no Okt tokenizer and no METEOR to start (two JVMs less), the same training code
     settings = dict(data_dir=str(sample_dir), smoke=True, target="hashtag", epochs=3, patience=10, batch_size=8,
-                    dropout=0.0, search="beam", beam_size=2)
+                    dropout=0.0, search="beam", beam_size=2, encoder="efficientnet_lite0")
     # a cache of its own: the first launch extracts the features, sharded over the two ranks
     flags = [str(x) for k, v in settings.items() for x in (f"--{k}", v)] + ["--cache_dir", str(tmp_path / "c2")]
     folder = tmp_path / "two" / "efficientnet_lite0-soft-hashtag"
     command = torchrun("-m", "capkit.train", *flags, "--run_dir", str(tmp_path / "two"))
+    script = tmp_path / "killed_after_epoch_1.py"
+    script.write_text(KILLED_AFTER_EPOCH_1)
+    killed = torchrun(str(script), *flags, "--run_dir", str(tmp_path / "two"))
     with open(tmp_path / "killed.log", "w") as log:
-        proc = subprocess.Popen(command, env=env(), stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 480  # a loaded machine (CI) is slow to start two ranks
-    while epochs_done(folder) < 1 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    for pid in family(proc.pid):  # torchrun and its workers (which it starts in sessions of their own)
-        os.kill(pid, signal.SIGKILL)
-    proc.wait()
+        proc = subprocess.run(killed, env=env(), stdout=log, stderr=subprocess.STDOUT, timeout=600)
+    assert proc.returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-3000:]
+    time.sleep(1)  # (the ranks, orphaned for an instant, are gone)
     done = epochs_done(folder)
-    assert 1 <= done < 3 and not (folder / "metrics.json").exists(), (tmp_path / "killed.log").read_text()[-3000:]
+    assert done == 1 and not (folder / "metrics.json").exists(), (tmp_path / "killed.log").read_text()[-3000:]
 
     again = subprocess.run(command, env=env(), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
@@ -147,7 +147,7 @@ def test_killed_distributed_run_resumes(sample_dir, tmp_path):
     assert [r["epoch"] for r in history] == [1, 2, 3]
 
     # the same run in one process, uninterrupted (in this process: the same code path without torchrun)
-    one = train.TrainConfig(**settings, run_dir=str(tmp_path / "one"), cache_dir=str(tmp_path / "c1"))
+    one = preset("default", **settings, run_dir=str(tmp_path / "one"), cache_dir=str(tmp_path / "c1"))
     train.train(one, progress=False)
     # the features the two ranks extracted together are those one process extracts: the same entries, the same
     # metadata, and the same numbers up to float16 rounding (torchrun's workers run one thread each, this process
