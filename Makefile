@@ -240,7 +240,8 @@ demo: env
 # the figures the README shows, copied from the run folders that made them (make run, make flickr8k)
 README_FIGURES := runs/default/figures/01_samples.png runs/default/figures/05_scores.png \
                   runs/default/figures/06_ablation_lambda.png
-F8K_FIGURE = $(firstword $(wildcard runs/flickr8k/figures/04_efficientnet_lite2_multi7-soft-text_*.png))
+F8K_FIGURE = $(firstword $(wildcard runs/flickr8k/figures/04_efficientnet_lite2_multi7-soft-text_3545586120_*.png) \
+  $(wildcard runs/flickr8k/figures/04_efficientnet_lite2_multi7-soft-text_*.png))
 figures:
 	@for f in $(README_FIGURES); do if [ -f $$f ]; then cp $$f figures/ && echo "figures/$$(basename $$f) <- $$f"; \
 	  else echo "not there (run the make target that writes it): $$f"; fi; done
