@@ -105,33 +105,33 @@ class Run:
             out += self.caption_features(feats, beam_size, pooled=pooled, search=search)
         return out
 
+    def _bank_file(self, name: str, why: str) -> dict:
+        """A file the run's test wrote beside its checkpoints (``name``), loaded once and kept on the Run; a
+        missing one is an error saying ``why`` the run needs it."""
+        key = "_file_" + name
+        if key not in self.__dict__:
+            path = self.path / name
+            if not path.exists():
+                raise FileNotFoundError(f"{path}: missing; {why}, which evaluation.test writes there "
+                                        "(evaluation.test(..., force=True) writes it again)")
+            self.__dict__[key] = store.load_checkpoint(path)
+        return self.__dict__[key]
+
     def neighbour_bank(self) -> dict | None:
         """The training posts' vectors and tags a set run blends in (``neighbours.pt``,
         :func:`capkit.retrieval.tag_bank`), loaded on first use; None when the run's rule does not blend."""
         if not (self.metrics.get("rule") or {}).get("weight"):
             return None
-        if "_bank" not in self.__dict__:
-            path = self.path / retrieval.NEIGHBOURS_FILE
-            if not path.exists():
-                raise FileNotFoundError(f"{path}: missing; the run's rule blends the votes of its nearest training "
-                                        "posts, which evaluation.test writes there (evaluation.test(..., force=True) "
-                                        "writes it again)")
-            self.__dict__["_bank"] = store.load_checkpoint(path)
-        return self.__dict__["_bank"]
+        return self._bank_file(retrieval.NEIGHBOURS_FILE, "the run's rule blends the votes of its nearest training "
+                                                          "posts")
 
     def mbr_bank(self) -> dict:
         """A text run's MBR bank (``mbr.pt``, :func:`capkit.retrieval.mbr_bank`) with its CIDEr-D statistics
-        (``cider``), loaded on first use."""
-        if "_mbr" not in self.__dict__:
-            path = self.path / retrieval.MBR_FILE
-            if not path.exists():
-                raise FileNotFoundError(f"{path}: missing; the run was tested by MBR, which reads the training "
-                                        "references written there by evaluation.test (evaluation.test(..., "
-                                        "force=True) writes it again), or decode with search='beam'")
-            bank = store.load_checkpoint(path)
+        (``cider``), loaded on first use (or decode with ``search="beam"``)."""
+        bank = self._bank_file(retrieval.MBR_FILE, "the run was tested by MBR, which reads its training references")
+        if "cider" not in bank:
             bank["cider"] = metrics.CiderD([r for r in bank["references"] if r])
-            self.__dict__["_mbr"] = bank
-        return self.__dict__["_mbr"]
+        return bank
 
     def needs_pooled(self, search: str | None = None) -> bool:
         """Whether decoding by ``search`` (default: as tested) needs each image's final pooled vector beside its
