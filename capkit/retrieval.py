@@ -78,8 +78,12 @@ def mbr_evidence(prep: Prepared, split: str, m: int, limit: int | None = None,
     when already computed) of its nearest training images, closest image first (:func:`nearest_posts`): MBR's
     retrieved evidence (capkit.mbr)."""
     refs = reference_ids(prep) if refs is None else refs
-    near = nearest_posts(prep, split, m, limit)  # (m images hold m references unless some have none)
-    return [[r for j in row for r in refs[j]][:m] for row in near]
+    return first_references(nearest_posts(prep, split, m, limit), refs, m)  # (m images hold m references at most)
+
+
+def first_references(near, refs: list, m: int) -> list[list[list[int]]]:
+    """Per row of ``near`` (training indices, closest first): the first ``m`` references of those images."""
+    return [[r for j in row for r in refs[int(j)]][:m] for row in near]
 
 
 def reference_ids(prep: Prepared) -> list[list[list[int]]]:
@@ -136,5 +140,4 @@ def bank_evidence(bank: dict, query_vectors, m: int) -> list[list[list[int]]]:
     """:func:`mbr_evidence` for new images from an :func:`mbr_bank`: the first ``m`` references of the nearest
     training images to each of query_vectors [n, P] (cosine, closest first)."""
     near = metrics.nearest_k(bank["vectors"].float(), torch.as_tensor(query_vectors).float(), m)
-    refs = bank["references"]
-    return [[r for j in row for r in refs[int(j)]][:m] for row in near]
+    return first_references(near, bank["references"], m)

@@ -144,6 +144,16 @@ class Run:
             return not self.mbr_bank()["grid_mean"]
         return False
 
+    def _query_vectors(self, bank: dict, feats: torch.Tensor, pooled, why: str):
+        """The vectors that find the images' nearest training images in ``bank``: grid means when the bank holds
+        those, else the final pooled vectors given (an error saying ``why`` when there are none)."""
+        if bank["grid_mean"]:
+            return feats.float().mean(dim=1)
+        if pooled is None:
+            raise ValueError(f"{self.path}: {why} and needs each image's final pooled vector: pass "
+                             "caption_features(..., pooled=...) (encoder()(x, pooled=True)) or use caption_many")
+        return pooled
+
     def caption_features(self, feats: torch.Tensor, beam_size: int | None = None, pooled=None,
                          search: str | None = None) -> list[dict]:
         """Captions of images already encoded by this run's encoder (``feats`` ``[n, L, D]``, from :meth:`encoder`
@@ -166,12 +176,7 @@ class Run:
             bank = self.mbr_bank()
             cider = bank["cider"]
             if self.config.mbr_neighbours:
-                if bank["grid_mean"]:
-                    pooled = feats.float().mean(dim=1)
-                elif pooled is None:
-                    raise ValueError(f"{self.path}: MBR with the nearest training texts as evidence needs each "
-                                     "image's final pooled vector: pass caption_features(..., pooled=...) or use "
-                                     "caption_many")
+                pooled = self._query_vectors(bank, feats, pooled, "MBR reads the nearest training texts as evidence")
                 evidence = retrieval.bank_evidence(bank, pooled, self.config.mbr_neighbours)
         gen = torch.Generator(device=device).manual_seed(self.config.seed)
         hyps = inference.decode_features(self.model, feats, self.config, "mbr", cider=cider, evidence=evidence,
@@ -215,12 +220,8 @@ class Run:
         probs, attention = self.model.scores(feats), self.model.attention(feats)
         bank = self.neighbour_bank()
         if bank is not None:
-            if bank["grid_mean"]:
-                pooled = feats.float().mean(dim=1)
-            elif pooled is None:
-                raise ValueError(f"{self.path}: this run blends the tag votes of the nearest training posts and "
-                                 "needs each image's final pooled vector: pass caption_features(..., pooled=...) "
-                                 "(encoder()(x, pooled=True)) or use caption_many")
+            pooled = self._query_vectors(bank, feats, pooled, "this run blends the tag votes of the nearest training "
+                                                               "posts")
             probs = retrieval.blend_votes(probs.cpu(), rule, bank, torch.as_tensor(pooled).float().cpu()).to(probs)
         out = []
         for row, att, ids in zip(probs, attention, multilabel.apply_rule(probs, rule)):
