@@ -44,6 +44,9 @@ SCST_NEIGHBOURS ?= 10
 # set-prediction hashtag model (the stronger encoder's; add efficientnet_lite0_multi-multilabel-hashtag for the other)
 EXTRA_RUNS ?= efficientnet_lite2_multi-pf-text efficientnet_lite2_multi-lbpf-text \
               efficientnet_lite2_multi-multilabel-hashtag
+# ensembles tested after the training runs (capkit.ensemble: the members' mean next-word distribution), each one
+# "+"-joined list of run names of RUN_DIR; an ensemble whose members were not all trained is skipped
+ENSEMBLES ?=
 # epochs of the set-prediction runs (decoder multilabel; its best epoch by validation F1 comes late: docs/results.md)
 SET_EPOCHS ?= 16
 # epochs of the grid's hashtag runs and of the extra sequence runs (empty: as EPOCHS; fewer cost scores, docs/speed.md)
@@ -142,6 +145,7 @@ notebooks: env data
 	@mkdir -p $(RUN_DIR) $(FIGURES_DIR)
 	@$(MAKE) --no-print-directory -j$(JOBS) $(SYNC) nb/01_data_exploration nb/02_vocabulary $(TRAIN_RUNS) \
 	  pool/baselines
+	$(if $(strip $(ENSEMBLES)),@$(MAKE) --no-print-directory $(addprefix ensemble/,$(ENSEMBLES)))
 	@$(MAKE) --no-print-directory -j$(JOBS) $(SYNC) nb/04_attention nb/05_results
 
 # 05_results' baselines (retrieval, the scene oracles) for every encoder x target whose run folder holds a
@@ -150,6 +154,11 @@ notebooks: env data
 # config.json) or stale.
 pool/baselines:
 	$(THREADS_ENV) $(PY) -m capkit.results baselines $(RUN_DIR)
+
+ensemble/%:
+	@members="$(addprefix $(RUN_DIR)/,$(subst +, ,$*))"; for m in $$members; do test -f $$m/best.pt || \
+	  { echo "SKIPPED ensemble $*: $$m is not trained"; exit 0; }; done; \
+	  echo "== testing the ensemble $*"; $(PY) -m capkit.ensemble $$members
 
 nb/01_data_exploration: nb/%:
 	$(THREADS_ENV) $(PM) notebooks/$*.ipynb $(RUN_DIR)/$*.ipynb $(NB_ARGS) $(call opt,tokenizer,$(TOKENIZER))
@@ -211,7 +220,7 @@ ablation: env data
 
 # (a target the data has no records for, e.g. hashtags of captions-only data, is skipped with a message)
 run: env data
-	@start=$$(date +%s); keep="$$($(PY) -m capkit.data targets $(DATASET) $(DATA_DIR) $(TARGETS))"; \
+	@start=$$(date +%s); keep="$$($(PY) -m capkit.targets $(DATASET) $(DATA_DIR) $(TARGETS))"; \
 	  $(MAKE) --no-print-directory notebooks TARGETS="$$keep"; \
 	  echo "make run finished in $$(( $$(date +%s) - start )) s; executed notebooks in $(RUN_DIR), figures in $(FIGURES_DIR)/"
 
@@ -224,12 +233,15 @@ F8K_RUN_DIR := $(if $(filter command line environment,$(origin RUN_DIR)),$(RUN_D
 F8K_ENCODERS ?= efficientnet_lite2_multi7
 F8K_DECODERS ?= soft lookback
 F8K_EXTRA_RUNS ?= efficientnet_lite2_multi7-transformer-text
+# the ensemble of each encoder's soft and Look-Back runs (chosen on the dev split: docs/real_photos.md)
+F8K_ENSEMBLES ?= $(foreach e,$(F8K_ENCODERS),$(e)-soft-text+$(e)-lookback-text)
 flickr8k: env
 	@test -d "$(F8K_DIR)" || { echo "SKIPPED: no Flickr8k at DATA_DIR=$(F8K_DIR): unpack the release there (Flickr8k_text/" \
 	  "and Flicker8k_Dataset/, or Images/ + captions.txt; docs/data.md) or pass DATA_DIR=..."; exit 0; }; \
 	start=$$(date +%s); $(MAKE) --no-print-directory notebooks DATASET=flickr8k DATA_DIR=$(F8K_DIR) \
 	  RUN_DIR=$(F8K_RUN_DIR) FIGURES_DIR=$(F8K_RUN_DIR)/figures PRESET=$(if $(filter command line,$(origin PRESET)),$(PRESET),real_photos) \
 	  ENCODERS="$(F8K_ENCODERS)" DECODERS="$(F8K_DECODERS)" TARGETS=text EXTRA_RUNS="$(F8K_EXTRA_RUNS)" SCST_RUNS= \
+	  ENSEMBLES="$(F8K_ENSEMBLES)" \
 	  TOKENIZER=$(or $(TOKENIZER),auto); \
 	echo "make flickr8k finished in $$(( $$(date +%s) - start )) s; tables and notebooks in $(F8K_RUN_DIR)"
 

@@ -36,8 +36,9 @@ def search_label(m: dict) -> str:
     """How a run decoded its test split, from its metrics.json: greedy, beam k or MBR."""
     fp = m.get("fingerprint") or {}
     if m.get("search") == "mbr":
+        beam = f" + beam {fp['mbr_beam']}'s caption" if fp.get("mbr_beam") else ""
         extra = f" + {fp['mbr_neighbours']} neighbours' references" if fp.get("mbr_neighbours") else ""
-        return f"MBR over {fp.get('mbr_samples')} samples{extra}"
+        return f"MBR over {fp.get('mbr_samples')} samples{beam}{extra}"
     beam = m.get("beam_size") or 1
     return "greedy" if beam == 1 else f"beam {beam}"
 

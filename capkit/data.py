@@ -435,20 +435,6 @@ def subsample(records: list[Record], per_split: dict | int, seed: int = 0) -> li
     return out
 
 
-def for_target(records: list[Record], target: str, report: LoadReport | None = None) -> list[Record]:
-    """Keep the records that have what ``target`` ('text' or 'hashtag') needs; count the rest."""
-    if target not in ("text", "hashtag"):
-        raise ValueError(f"target must be 'text' or 'hashtag', not {target!r}")
-    out = []
-    for r in records:
-        ok = bool(r.texts) if target == "text" else bool(r.hashtags)
-        if ok:
-            out.append(r)
-        elif report is not None:
-            report.skip("no_text" if target == "text" else "no_hashtags", r.key)
-    return out
-
-
 # ----------------------------------------------------------------------------- loaders
 
 
@@ -846,32 +832,3 @@ def save_report(report: LoadReport, records: list[Record], path) -> Path:
            "with_text": sum(bool(r.texts) for r in records), "with_hashtags": sum(bool(r.hashtags) for r in records)}
     store.write_json(path, doc)
     return path
-
-
-def targets_with_records(dataset: str, data_dir, targets=("text", "hashtag"), seed: int = 0) -> list[str]:
-    """The targets of ``targets`` that the data has training records for (texts, hashtags)."""
-    records, _ = load(dataset, data_dir, seed=seed, check=False)
-    return [t for t in targets if any(r.split == "train" for r in for_target(records, t))]
-
-
-def main(argv=None) -> int:
-    """``python -m capkit.data targets DATASET DATA_DIR [TARGET ...]``: print the targets the data has training
-    records for (a line on stderr for each one it has not: the Makefile skips those runs)."""
-    import sys
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) < 3 or args[0] != "targets":
-        print(main.__doc__, file=sys.stderr)
-        return 2
-    wanted = args[3:] or ["text", "hashtag"]
-    kept = targets_with_records(args[1], args[2], wanted)
-    for t in wanted:
-        if t not in kept:
-            print(f"SKIPPED: target {t}: {args[1]} at {args[2]} has no training records with "
-                  f"{'texts' if t == 'text' else 'hashtags'}", file=sys.stderr)
-    print(" ".join(kept))
-    return 0 if kept else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

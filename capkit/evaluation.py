@@ -2,8 +2,8 @@
 ``predictions.jsonl`` and ``metrics.json``; the fingerprint that says when stored results are still this model's;
 the best epoch of a history; readable text.
 
-This module imports ``dist``, ``inference``, ``metrics``, ``models``, ``prepare``, ``retrieval``, ``settings``,
-``store`` and ``text``.
+This module imports ``dist``, ``inference``, ``models``, ``prepare``, ``retrieval``, ``settings``, ``store`` and
+``targets``.
 """
 
 from __future__ import annotations
@@ -16,17 +16,18 @@ import time
 import torch
 
 from capkit import data as D
-from capkit import dist, metrics, models, store, text
+from capkit import dist, models, store
 from capkit.inference import predict, set_rule
 from capkit.prepare import Prepared
 from capkit.retrieval import MBR_FILE, NEIGHBOURS_FILE, bank, mbr_bank
-from capkit.settings import SELECTION, TrainConfig
+from capkit.settings import TrainConfig
+from capkit.targets import target
 
 
-def best_epoch(history: list[dict], target: str) -> tuple[int, float]:
-    """(epoch, score) of the history row with the highest selection score (SELECTION[target]); the earliest
-    of equal scores; (0, -inf) for an empty history. Rows without the score (NaN / None) never win."""
-    key = SELECTION[target]
+def best_epoch(history: list[dict], target_name: str) -> tuple[int, float]:
+    """(epoch, score) of the history row with the highest selection score (the target's ``selection``); the
+    earliest of equal scores; (0, -inf) for an empty history. Rows without the score (NaN / None) never win."""
+    key = target(target_name).selection
     best, score = 0, -math.inf
     for row in history:
         v = row.get(key)
@@ -35,10 +36,12 @@ def best_epoch(history: list[dict], target: str) -> tuple[int, float]:
     return best, score
 
 
-def readable(tokens: list[str], target: str, detok, tokenizer: str | None = None) -> str:
-    if target == "hashtag":
-        return " ".join("#" + t for t in tokens)
-    return detok(tokens) if detok is not None else text.detokenize(tokens, tokenizer)
+def val_score(model, prep: Prepared, split: str = "val", max_images: int | None = None) -> dict:
+    """Free-running greedy decoding (never teacher-forced) scored with the target's metric: CIDEr-D (and the
+    study's BLEU-1, kept as a column) for texts, micro F1 for hashtags. ``score`` is the one that selects."""
+    hyps = predict(model, prep, split, beam_size=1, limit=max_images)
+    refs = prep.tokens[split][: len(hyps)]
+    return target(prep.config.target).val_score(refs, [h["tokens"] for h in hyps])
 
 
 def weights_digest(model: torch.nn.Module) -> str:
@@ -56,9 +59,11 @@ def test_fingerprint(prep: Prepared, beam: int, split: str, model: torch.nn.Modu
     (its settings, and the seed its sampling draws from) and the records scored. Equal fingerprints: the stored
     results are the ones a new decoding would give, in this run folder or in the one it started from."""
     config = prep.config
+    consensus = target(config.target).mbr_consensus
     keys = "\n".join(r.key for r in prep.records[split]).encode()
     search = ({"search": "mbr", "mbr_samples": config.mbr_n, "mbr_temperature": config.mbr_tau,
-               **({"mbr_neighbours": config.mbr_neighbours} if config.target == "text" else {})}
+               **({"mbr_neighbours": config.mbr_neighbours} if consensus else {}),
+               **({"mbr_beam": config.mbr_beam} if consensus and config.mbr_beam else {})}
               if config.search == "mbr" else {"search": "beam"})
     if models.decoder_spec(config.decoder).search == "set":
         # (the rule follows from the weights and the validation split)
@@ -117,24 +122,18 @@ def test(model, prep: Prepared, beam_size: int | None = None, split: str = "test
     if not dist.is_main():
         return dist.broadcast(None)
     refs = prep.tokens[split]
-    preds = [h["tokens"] for h in hyps]
-    if config.target == "text":
-        scores = metrics.text_scores(refs, preds)
-    else:
-        scores = metrics.hashtag_scores([r[0] for r in refs], preds)
+    what = target(config.target)
+    scores = what.test_scores(refs, [h["tokens"] for h in hyps])
     lines = []
     for rec, ref, h in zip(prep.records[split], refs, hyps):
-        line = {"key": rec.key, "image": rec.image, "category": rec.category,
-                "references": rec.texts if config.target == "text" else [" ".join("#" + t for t in rec.hashtags)],
-                "reference_tokens": ref, "prediction_tokens": h["tokens"],
-                "prediction": readable(h["tokens"], config.target, prep.detok, config.tokenizer),
-                "score": h["score"], "finished": h["finished"]}
-        if config.target == "hashtag":
-            line["hashtags"], line["true_hashtags"] = h["tokens"], ref[0]
-        lines.append(line)
+        lines.append({"key": rec.key, "image": rec.image, "category": rec.category,
+                      "references": what.raw_references(rec), "reference_tokens": ref,
+                      "prediction_tokens": h["tokens"],
+                      "prediction": what.readable(h["tokens"], prep.detok, config.tokenizer),
+                      "score": h["score"], "finished": h["finished"], **what.prediction_fields(h["tokens"], ref)})
     if rule and rule.get("weight"):  # what a loaded run needs to blend the votes for new images (capkit.runs)
         store.save_checkpoint(bank(prep), config.path / NEIGHBOURS_FILE)
-    if config.target == "text" and config.search == "mbr" and not rule:  # what a loaded run needs to decode as here
+    if what.mbr_consensus and config.search == "mbr" and not rule:  # what a loaded run needs to decode as here
         store.save_checkpoint(mbr_bank(prep), config.path / MBR_FILE)
     store.write_jsonl(config.path / "predictions.jsonl", lines)
     history = json.loads((config.path / "history.json").read_text()) if (config.path / "history.json").exists() else []
@@ -144,9 +143,9 @@ def test(model, prep: Prepared, beam_size: int | None = None, split: str = "test
         "run": config.run_name, "encoder": config.encoder, "decoder": config.decoder, "target": config.target,
         "dataset": config.dataset, "split": split, "n": len(lines), "beam_size": beam,
         "search": "set" if rule else config.search, **({"rule": rule} if rule else {}),
-        "token_form": config.tokenizer if config.target == "text" else "hashtag",
+        "token_form": what.token_form(config),
         "test": scores, "best_epoch": best.get("epoch"), "val": {k: v for k, v in best.items() if k.startswith("val_")},
-        "selection": SELECTION[config.target], "best_phase": best.get("phase", "xe"),
+        "selection": what.selection, "best_phase": best.get("phase", "xe"),
         "epochs_run": len(history), "train_seconds": sum(r.get("seconds", 0) for r in history),
         "decode_images_per_second": len(lines) / decode_s if decode_s and not source else None,
         "predictions_from": config.start_from if source else None,  # (None: decoded here)

@@ -2,7 +2,7 @@
 greedy, MBR for sequence decoders; the validation-chosen rule for set decoders), batched, under torchrun too.
 
 This module imports ``decode``, ``dist``, ``mbr``, ``metrics``, ``models``, ``multilabel``, ``prepare``,
-``retrieval`` and ``text``.
+``retrieval``, ``targets`` and ``text``.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import torch
 from capkit import decode, dist, mbr, metrics, models, multilabel, text
 from capkit.prepare import Prepared
 from capkit.retrieval import bank, bank_votes, blend_votes, mbr_evidence, reference_ids, retrieval_vectors, scst_data
+from capkit.targets import target
 
 
 def decode_batch(device: torch.device) -> int:
@@ -45,7 +46,7 @@ def predict(model, prep: Prepared, split: str, beam_size: int = 1, limit: int | 
     mine = {}  # first record of a batch -> its results, for the batches this rank decodes
     cfg = prep.config
     if search == "mbr":
-        refs = reference_ids(prep) if cfg.target == "text" else None  # (encoded once for both)
+        refs = reference_ids(prep) if target(cfg.target).mbr_consensus else None  # (encoded once for both)
         cider = metrics.CiderD(scst_data(prep, refs)[1]) if refs is not None else None
         evidence = (mbr_evidence(prep, split, cfg.mbr_neighbours, limit, refs)
                     if cider is not None and cfg.mbr_neighbours else None)
@@ -73,14 +74,18 @@ def decode_features(model, feats: torch.Tensor, config, search: str = "beam", be
     ``config.mbr_n`` samples at ``config.mbr_tau`` (texts: the CIDEr-D consensus under ``cider``'s statistics,
     ``evidence`` per image counting in the risk; hashtags: the expected-F1 set), drawn from ``generator``. The one
     place testing (:func:`predict`) and a loaded run (``capkit.runs``) decode through."""
-    forbid = config.target == "hashtag"
+    what = target(config.target)
     with torch.inference_mode():
         if search == "mbr":
-            if config.target == "text":
+            if what.mbr_consensus:
                 if cider is None:
                     raise ValueError("MBR decoding of texts needs CIDEr-D statistics of the training references")
+                extra = None
+                if config.mbr_beam:  # the beam's caption joins the samples (drawn after it: the same samples)
+                    beams = decode_features(model, feats, config, "beam", beam_size=config.mbr_beam)
+                    extra = [[(h["tokens"], h["finished"])] for h in beams]
                 picked = mbr.mbr_decode(model, feats, cider, text.START_ID, text.END_ID, config.mbr_n,
-                                        config.mbr_tau, config.decode_len, text.UNK_ID, generator, evidence)
+                                        config.mbr_tau, config.decode_len, text.UNK_ID, generator, evidence, extra)
             else:
                 picked = mbr.mbr_tags(model, feats, text.START_ID, text.END_ID, config.mbr_n, config.mbr_tau,
                                       config.decode_len, text.UNK_ID, generator)
@@ -89,10 +94,11 @@ def decode_features(model, feats: torch.Tensor, config, search: str = "beam", be
             raise ValueError(f"search must be 'beam' or 'mbr', not {search!r}")
         if beam_size > 1:
             hyps = decode.beam_search(model, feats, text.START_ID, text.END_ID, beam_size=beam_size,
-                                      max_len=config.decode_len, forbid_repeats=forbid, unk_id=text.UNK_ID)
+                                      max_len=config.decode_len, forbid_repeats=what.forbid_repeats,
+                                      unk_id=text.UNK_ID)
         else:
             hyps = decode.greedy(model, feats, text.START_ID, text.END_ID, max_len=config.decode_len,
-                                 forbid_repeats=forbid, unk_id=text.UNK_ID)
+                                 forbid_repeats=what.forbid_repeats, unk_id=text.UNK_ID)
     return [{"tokens": h.tokens, "score": float(h.score), "finished": bool(h.finished),
              "alphas": h.alphas.float().cpu()} for h in hyps]
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from capkit import data as D
-from capkit import dist, encoders, text
+from capkit import dist, encoders, targets, text
 from capkit.settings import TrainConfig
 
 
@@ -61,17 +61,9 @@ class Prepared:
 
 
 def reference_tokens(records, config: TrainConfig, progress: bool = False) -> tuple[list, object]:
-    """Per record, the list of its reference token lists (texts tokenized, or its hashtags)."""
-    if config.target == "hashtag":
-        return [[D.normalize_hashtags(r.hashtags)[: config.max_hashtags]] for r in records], None
-    flat = [t for r in records for t in r.texts]
-    toks = text.tokenize_all(flat, config.tokenizer, cache_dir=D.project_path(config.cache_dir) / "tokens",
-                             progress=progress)
-    out, i = [], 0
-    for r in records:
-        out.append([list(t) for t in toks[i:i + len(r.texts)]])
-        i += len(r.texts)
-    return out, toks.stats
+    """Per record, the list of its reference token lists (texts tokenized, or its hashtags), and the
+    tokenizer's statistics (None for hashtags): the run's target's :meth:`~capkit.targets.Target.references`."""
+    return targets.target(config.target).references(records, config, progress)
 
 
 def prepare(config: TrainConfig, progress: bool = True) -> Prepared:
@@ -82,7 +74,7 @@ def prepare(config: TrainConfig, progress: bool = True) -> Prepared:
     (``encoders.extract_features(sharded=True)``) when all ranks are on one machine, otherwise rank 0 first."""
     set_seed(config.seed)
     records, report = D.load(config.dataset, config.data_dir, seed=config.seed)
-    records = D.for_target(records, config.target, report)
+    records = targets.keep(records, config.target, report)
     if config.smoke:
         n = config.smoke_records
         records = D.subsample(records, {"train": 2 * n, "val": n, "test": n}, seed=config.seed)
@@ -101,7 +93,7 @@ def prepare(config: TrainConfig, progress: bool = True) -> Prepared:
     train_lists = [t for refs in tokens["train"] for t in refs]
     vocab = text.Vocab.build(train_lists, min_freq=config.min_freq, max_size=config.max_vocab)
     detok = None
-    if config.target == "text" and config.tokenizer not in text.SPACED_TOKENIZERS:
+    if targets.target(config.target).needs_detokenizer(config):
         detok = text.Detokenizer.fit([t for r in by_split["train"] for t in r.texts], train_lists)
     images = [r.image for s in D.SPLITS for r in by_split[s]]
     sharded = dist.one_machine()  # every rank writes its rows into the cache's files: they must see the same files

@@ -87,7 +87,7 @@ import pandas as pd
 import torch
 
 from capkit import data as D
-from capkit import metrics, models, multilabel, retrieval, sample, store, train
+from capkit import metrics, models, multilabel, retrieval, sample, store, targets, train
 from capkit.prepare import Prepared, prepare, reference_tokens
 
 ENCODER_LABELS = {
@@ -227,7 +227,10 @@ def grid(runs: pd.DataFrame, encoders=None, decoders=None) -> list[tuple[str, st
 
 
 def decoder_label(decoder: str) -> str:
-    """The registry's label of a decoder (``"Look-Back"``), the name itself for one it does not hold."""
+    """The registry's label of a decoder (``"Look-Back"``), the name itself for one it does not hold; an
+    ensemble's (``"soft+lookback"``, capkit.ensemble) is its members' (``"ensemble of soft & Look-Back"``)."""
+    if "+" in decoder:
+        return "ensemble of " + " & ".join(decoder_label(d) for d in decoder.split("+"))
     try:
         spec = models.decoder_spec(decoder)
     except ValueError:
@@ -339,12 +342,9 @@ def scores_from_predictions(lines: list[dict], target: str, meteor=None) -> dict
     """Test scores from ``predictions.jsonl`` lines alone, with the code ``evaluation.test`` uses.
 
     Text: ``metrics.text_scores(reference_tokens, prediction_tokens)``; hashtags:
-    ``metrics.hashtag_scores(true_hashtags, hashtags)``.
+    ``metrics.hashtag_scores(true_hashtags, hashtags)`` (the target's ``rescore``).
     """
-    if target == "hashtag":
-        return metrics.hashtag_scores([x["true_hashtags"] for x in lines], [x["hashtags"] for x in lines])
-    return metrics.text_scores([x["reference_tokens"] for x in lines], [x["prediction_tokens"] for x in lines],
-                               meteor=meteor)
+    return targets.target(target).rescore(lines, meteor=meteor)
 
 
 def recompute(run_path, meteor=None) -> dict:
@@ -649,9 +649,9 @@ def oracle_best_predictions(prep: Prepared, split: str = "test", tag_draws: int 
 
 
 def baseline_label(name: str, encoder: str, target: str, k: int | None = None, n: int | None = None) -> str:
-    what = "text" if target == "text" else "post's hashtags"
-    unit = "references" if target == "text" else "posts"
-    return BASELINE_LABELS[name].format(k=k, n=n, encoder=ENCODER_LABELS.get(encoder, encoder), what=what, unit=unit)
+    what = targets.target(target)
+    return BASELINE_LABELS[name].format(k=k, n=n, encoder=ENCODER_LABELS.get(encoder, encoder),
+                                        what=what.reference_unit, unit=what.pool_unit)
 
 
 def baselines(prep: Prepared, split: str = "test", k="val", meteor=None) -> dict:
@@ -666,10 +666,8 @@ def baselines(prep: Prepared, split: str = "test", k="val", meteor=None) -> dict
     out = {}
     for name, b in baseline_predictions(prep, split, k=k).items():
         hyps = b.pop("tokens")
-        if config.target == "text":  # (meteor None: the process's shared jar, metrics.shared_meteor)
-            scores = metrics.text_scores(refs, hyps, meteor=meteor)
-        else:
-            scores = metrics.hashtag_scores([r[0] for r in refs], hyps)
+        # (meteor None: the process's shared jar, metrics.shared_meteor)
+        scores = targets.target(config.target).test_scores(refs, hyps, meteor=meteor)
         out[name] = {"label": baseline_label(name, config.encoder, config.target, b.get("k"), b.get("draws")),
                      "test": scores, **b, "predictions": dict(zip(keys, hyps))}
     return out

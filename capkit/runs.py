@@ -7,8 +7,8 @@ detokenizer, settings and ``metrics.json``; :class:`Run` captions paths or PIL i
 (the attention map of every word kept). :func:`grounding` plays the pointing game on records with object
 boxes (the embedded dataset); :func:`stored_grounding` keeps its result in the run's ``metrics.json``.
 
-This module sits after ``train`` in the flow and imports it (the run's settings, ``readable``); the figures
-of ``capkit.viz`` draw what it measures.
+This module sits after ``train`` in the flow (it reads what a run wrote; the run's target says how to read it);
+the figures of ``capkit.viz`` draw what it measures.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 
 from capkit import data as D
-from capkit import encoders, evaluation, inference, metrics, models, multilabel, retrieval, store, text
+from capkit import encoders, inference, metrics, models, multilabel, retrieval, store, targets, text
 from capkit.settings import TrainConfig
 
 
@@ -39,7 +39,11 @@ class Run:
     metrics: dict
 
     def readable(self, tokens: list[str]) -> str:
-        return evaluation.readable(tokens, self.config.target, self.detok, self.config.tokenizer)
+        return self.target.readable(tokens, self.detok, self.config.tokenizer)
+
+    @property
+    def target(self) -> targets.Target:
+        return targets.target(self.config.target)
 
     @property
     def name(self) -> str:
@@ -140,7 +144,7 @@ class Run:
         if search == "set":
             bank = self.neighbour_bank()
             return bank is not None and not bank["grid_mean"]
-        if search == "mbr" and self.config.target == "text" and self.config.mbr_neighbours:
+        if search == "mbr" and self.target.mbr_consensus and self.config.mbr_neighbours:
             return not self.mbr_bank()["grid_mean"]
         return False
 
@@ -172,7 +176,7 @@ class Run:
             hyps = inference.decode_features(self.model, feats, self.config, "beam", beam_size=beam_size)
             return [self._caption_dict(h, beam_size) for h in hyps]
         cider = evidence = None
-        if self.config.target == "text":
+        if self.target.mbr_consensus:
             bank = self.mbr_bank()
             cider = bank["cider"]
             if self.config.mbr_neighbours:
@@ -200,7 +204,7 @@ class Run:
         keep = [j for j, t in enumerate(ids) if t not in (text.PAD_ID, text.START_ID)]
         tokens = [self.vocab.itos[ids[j]] for j in keep]
         alphas = h["alphas"][keep].float().cpu().numpy() if keep else np.zeros((0, h["alphas"].shape[-1]), np.float32)
-        hashtag = self.config.target == "hashtag"
+        hashtag = self.target is targets.HASHTAG
         out = {"tokens": tokens, "words": ["#" + t if hashtag else text.split_token(t)[0] for t in tokens],
                "alphas": alphas, "grid": encoders.ENCODERS[self.config.encoder].grid, "text": self.readable(tokens),
                "score": float(h["score"]), "finished": bool(h["finished"]), "beam_size": beam_size,

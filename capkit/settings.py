@@ -17,7 +17,7 @@ Presets (each a complete TrainConfig: the defaults of the dataclass, changed as 
   epochs, schedule and search measured there.
 - ``demo``: a small, fast model for ``make demo`` (it really trains, for a few minutes on two cores).
 
-This module imports ``data``, ``encoders`` and ``models`` (to check names against their registries).
+This module imports ``data``, ``encoders``, ``models`` and ``targets`` (to check names against their registries).
 """
 
 from __future__ import annotations
@@ -30,16 +30,13 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from capkit import data as D
-from capkit import encoders, models
+from capkit import encoders, models, targets
 
 # settings that may differ when a run is resumed (more epochs, another machine or folder layout)
 # (the preset and the overrides only say how the settings were given: the settings themselves are compared)
 RESUMABLE_CHANGES = ("epochs", "patience", "device", "beam_size", "cache_dir", "data_dir", "run_dir", "run_name",
                      "start_from", "scst_epochs", "search", "mbr_samples", "mbr_temperature", "mbr_neighbours",
-                     "set_neighbours", "preset", "overrides")
-# the validation score that picks the best epoch: CIDEr-D for texts (the field's criterion; the study's BLEU-1 is
-# flat from the first epoch while the model still improves), micro F1 for hashtags
-SELECTION = {"text": "val_cider", "hashtag": "val_f1"}
+                     "mbr_beam", "set_neighbours", "preset", "overrides")
 
 
 @dataclass
@@ -58,7 +55,7 @@ class TrainConfig:
     decoder: str = "soft"  # a registered decoder (capkit.decoders): "soft", "lookback", "pf", "transformer", ...
     # decoders' own options, by decoder name: {"transformer": {"layers": 3}} (fields of that decoder's config class)
     decoder_options: dict = field(default_factory=dict)
-    target: str = "text"  # "text" | "hashtag"
+    target: str = "text"  # "text" | "hashtag" (capkit.targets: its references, selection, scores, search)
     tokenizer: str = "okt"
     min_freq: int = 5
     max_vocab: int | None = None
@@ -75,7 +72,8 @@ class TrainConfig:
     patience: int = 5
     batch_size: int = 32
     lr: float = 5e-4
-    lr_schedule: str = "cosine"  # "cosine": lr -> lr * lr_final over `epochs` | "constant" (the study)
+    # "cosine": lr -> lr * lr_final over `epochs` | "constant" (the study) | "step": lr, the last epoch lr * lr_final
+    lr_schedule: str = "cosine"
     lr_final: float = 0.1
     scst_epochs: int = 0  # self-critical epochs after cross-entropy training (texts only; 0: none)
     scst_samples: int = 5  # captions sampled per image and step
@@ -95,6 +93,9 @@ class TrainConfig:
     # texts, MBR: the references of the nearest training images (final pooled vector, closest first) that join the
     # samples as evidence in the risk, never chosen (capkit.mbr); 0: the samples alone
     mbr_neighbours: int = 40
+    # texts, MBR: the caption of a beam search of this width joins the samples as one more candidate (it is chosen
+    # when the samples and the evidence agree with it most); 0: the samples alone
+    mbr_beam: int = 0
     # set decoders (multilabel): blend the tag votes of the nearest training posts into the model's probabilities,
     # their number and weight chosen on validation with the output rule (weight 0 when that is best: set_rule)
     set_neighbours: bool = True
@@ -107,12 +108,13 @@ class TrainConfig:
     overrides: dict = field(default_factory=dict)  # the settings given on top of that preset
 
     def __post_init__(self):
-        if self.target not in ("text", "hashtag"):
-            raise ValueError(f"target must be 'text' or 'hashtag', not {self.target!r}")
-        if self.lr_schedule not in ("cosine", "constant"):
-            raise ValueError(f"lr_schedule must be 'cosine' or 'constant', not {self.lr_schedule!r}")
+        targets.target(self.target)  # (ValueError for a target capkit does not know)
+        if self.lr_schedule not in ("cosine", "constant", "step"):
+            raise ValueError(f"lr_schedule must be 'cosine', 'constant' or 'step', not {self.lr_schedule!r}")
         if self.search not in ("beam", "mbr"):
             raise ValueError(f"search must be 'beam' or 'mbr', not {self.search!r}")
+        if self.mbr_beam < 0:
+            raise ValueError(f"mbr_beam must be 0 (the samples alone) or a beam width, not {self.mbr_beam}")
         if self.mbr_neighbours < 0:
             raise ValueError(f"mbr_neighbours must be 0 (the samples alone) or more, not {self.mbr_neighbours}")
         if self.scst_neighbours < 0:
@@ -141,18 +143,18 @@ class TrainConfig:
     @property
     def mbr_n(self) -> int:
         """The samples per image of MBR decoding (see ``mbr_samples``)."""
-        return self.mbr_samples or (20 if self.target == "text" else 30)
+        return self.mbr_samples or targets.target(self.target).mbr_samples
 
     @property
     def mbr_tau(self) -> float:
         """The sampling temperature of MBR decoding (see ``mbr_temperature``)."""
         if self.mbr_temperature is not None:
             return self.mbr_temperature
-        return 0.5 if self.target == "text" else 1.0
+        return targets.target(self.target).mbr_temperature
 
     @property
     def decode_len(self) -> int:
-        return self.max_len if self.target == "text" else self.max_hashtags
+        return targets.target(self.target).decode_len(self)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -163,9 +165,12 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
     def lr_at(self, epoch: int) -> float:
-        """The learning rate of cross-entropy epoch ``epoch`` (1-based): cosine from lr to lr * lr_final."""
+        """The learning rate of cross-entropy epoch ``epoch`` (1-based): cosine from lr to lr * lr_final; constant;
+        or (step) lr, and lr * lr_final in the last epoch."""
         if self.lr_schedule == "constant" or self.epochs <= 1:
             return self.lr
+        if self.lr_schedule == "step":
+            return self.lr * (self.lr_final if epoch >= self.epochs else 1.0)
         t = min(max(epoch - 1, 0) / (self.epochs - 1), 1.0)
         return self.lr * (self.lr_final + (1 - self.lr_final) * 0.5 * (1 + math.cos(math.pi * t)))
 
@@ -239,8 +244,8 @@ PRESETS: dict[str, dict] = {
     },
     "real_photos": {  # chosen on the Flickr8k dev split (docs/real_photos.md)
         "encoder": "efficientnet_lite2_multi7", "tokenizer": "auto", "max_len": 24, "min_freq": 5,
-        "epochs": 3, "patience": 3, "lr": 5e-4, "lr_schedule": "constant", "batch_size": 32,
-        "search": "mbr", "mbr_neighbours": 40, "scst_neighbours": 0,
+        "epochs": 4, "patience": 3, "lr": 5e-4, "lr_schedule": "step", "lr_final": 0.2, "batch_size": 32,
+        "search": "mbr", "mbr_neighbours": 40, "mbr_beam": 5, "scst_neighbours": 0,
         "text": {"lambda_att": 0.25},
     },
     "demo": {  # make demo: a few minutes on two cores (kiwi: no Java, and a cold start ~5x faster than Okt's)

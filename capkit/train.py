@@ -25,9 +25,8 @@ from pathlib import Path
 import torch
 
 from capkit import data as D
-from capkit import dist, encoders, metrics, models, scst, settings, store, text
-from capkit.evaluation import best_epoch, test
-from capkit.inference import predict
+from capkit import dist, encoders, metrics, models, scst, settings, store, targets, text
+from capkit.evaluation import best_epoch, test, val_score
 from capkit.prepare import Prepared, batches, prepare, resolve_device, set_seed
 from capkit.retrieval import scst_data, scst_references
 from capkit.settings import RESUMABLE_CHANGES, TrainConfig, parse_args  # noqa: F401  (parse_args: the command line's)
@@ -92,25 +91,12 @@ def checkpoint(model, optimizer, config: TrainConfig, vocab, state: State) -> di
             "state": asdict(state), "rng": torch.get_rng_state()}
 
 
-def val_score(model, prep: Prepared, split: str = "val", max_images: int | None = None) -> dict:
-    """Free-running greedy decoding (never teacher-forced) scored with the target's metric: CIDEr-D (and the
-    study's BLEU-1, kept as a column) for texts, micro F1 for hashtags. ``score`` is the one that selects."""
-    hyps = predict(model, prep, split, beam_size=1, limit=max_images)
-    refs = prep.tokens[split][: len(hyps)]
-    if prep.config.target == "text":
-        s = metrics.study_text_scores(refs, [h["tokens"] for h in hyps])
-        cider = metrics.cider_d(refs, [h["tokens"] for h in hyps])  # against all of each image's references
-        return {"score": cider, "cider": cider, "bleu1": s["bleu1"]}
-    s = metrics.hashtag_scores([r[0] for r in refs], [h["tokens"] for h in hyps])
-    return {"score": s["f1"], "f1": s["f1"], "precision": s["precision"], "recall": s["recall"]}
-
-
 def fit(prep: Prepared, progress: bool = True, stop_after: int | None = None) -> tuple[torch.nn.Module, State]:
     """Train (or resume) the run; returns the model with the best validation weights loaded.
 
     Cross-entropy epochs (learning rate ``config.lr_at(epoch)``) until ``epochs`` or ``patience`` epochs without a
     better validation score, then ``scst_epochs`` self-critical epochs from the best weights (:mod:`capkit.scst`).
-    The best epoch of either phase (highest SELECTION score) is ``best.pt``. ``last.pt`` after every epoch;
+    The best epoch of either phase (the highest score of its target's ``selection``) is ``best.pt``. ``last.pt`` after every epoch;
     a run folder with ``last.pt`` resumes from it when the run's settings and the vocabulary's tokens are the
     same (a finished run trains nothing more). ``stop_after`` ends the call after that many epochs of this call.
     """
@@ -146,7 +132,7 @@ def fit(prep: Prepared, progress: bool = True, stop_after: int | None = None) ->
                   + (f" and {state.scst_epoch} self-critical epochs" if state.scst_epoch else ""))
     if main:
         store.write_json(out / "config.json", config.to_dict())
-        prep.vocab.save(out / "vocab.json", tokenizer=config.tokenizer if config.target == "text" else "hashtag",
+        prep.vocab.save(out / "vocab.json", tokenizer=targets.target(config.target).token_form(config),
                         source_split="train", target=config.target)
         if prep.detok is not None:
             prep.detok.save(out / "detokenizer.json")
@@ -172,7 +158,7 @@ def fit(prep: Prepared, progress: bool = True, stop_after: int | None = None) ->
             hook(state, config)
         done_now += 1
         if progress:
-            name = "CIDEr-D" if config.target == "text" else "F1"
+            name = targets.target(config.target).selection_label
             print(f"{label}: {summary}  val {name} {row['val_score']:.4f}{'  *' if improved else ''}  "
                   f"({row['seconds']:.1f} s)")
 

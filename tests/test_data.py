@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from capkit import data as D
+from capkit import targets
 
 from caption_data import coco_2017, karpathy
 
@@ -402,7 +403,7 @@ def test_bad_inputs_are_skipped_and_counted(tmp_path):
     assert report.normalised["exif_rotated"] == 1 and report.normalised["mode_CMYK"] == 1
     tags_only = next(r for r in records if r.key == "tags-only")
     assert tags_only.texts == [] and tags_only.hashtags == ["여행"]
-    assert len(D.for_target(records, "text")) == 7
+    assert len(targets.keep(records, "text")) == 7
     assert "decompression_bomb" in str(report)
 
 

@@ -144,6 +144,30 @@ def test_mbr_picks_the_samples_consensus():
         assert pick["finished"] == fin[6 * b + j]
 
 
+def test_an_extra_candidate_joins_the_samples():
+    """mbr_beam's path: the same samples are drawn; an extra caption the evidence backs is chosen (unfinished as
+    given), and one that nothing backs changes no choice: each pick is the consensus of samples + extra."""
+    model = tiny_model(2).eval()
+    feats = torch.randn(3, 4, 6)
+    cider = metrics.CiderD([[[5, 6, 7]], [[8, 9]], [[10, 11, 5]]])
+    kw = dict(samples=6, temperature=0.7, max_len=5, unk_id=UNK)
+    plain = mbr.mbr_decode(model, feats, cider, START, END, generator=torch.Generator().manual_seed(3), **kw)
+    backed = mbr.mbr_decode(model, feats, cider, START, END, generator=torch.Generator().manual_seed(3),
+                            evidence=[[[10, 11, 5]] * 10] * 3, extra=[[([10, 11, 5], False)]] * 3, **kw)
+    assert all(p["tokens"] == [10, 11, 5] and p["finished"] is False for p in backed)
+    caps, _ = decode.sample(model, feats.repeat_interleave(6, 0), START, END, max_len=5, unk_id=UNK,
+                            generator=torch.Generator().manual_seed(3), temperature=0.7)
+    odd = [[4] * 5]  # a caption no sample shares a word with: it scores 0 and takes no vote from anyone
+    lone = mbr.mbr_decode(model, feats, cider, START, END, generator=torch.Generator().manual_seed(3),
+                          extra=[[(odd[0], True)]] * 3, **kw)
+    for b, (p, q) in enumerate(zip(plain, lone)):
+        group = caps[6 * b:6 * b + 6] + odd
+        j, score = cider.consensus_plain(group)
+        assert q["tokens"] == group[j] and q["score"] == pytest.approx(score)
+        if not any(4 in c for c in caps[6 * b:6 * b + 6]):
+            assert q["tokens"] == p["tokens"]
+
+
 def test_mbr_tags_are_the_best_guess_of_the_samples():
     model = tiny_model(4).eval()
     feats = torch.randn(2, 4, 6)
@@ -172,6 +196,10 @@ def test_cosine_schedule_and_config_checks():
     assert cfg.lr_at(1) == pytest.approx(1e-3) and cfg.lr_at(5) == pytest.approx(1e-4)
     assert cfg.lr_at(3) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))
     assert train.TrainConfig(epochs=5, lr_schedule="constant").lr_at(4) == 5e-4
+    step = train.TrainConfig(epochs=4, lr=5e-4, lr_schedule="step", lr_final=0.2)
+    assert [step.lr_at(e) for e in (1, 2, 3, 4)] == pytest.approx([5e-4, 5e-4, 5e-4, 1e-4])
+    with pytest.raises(ValueError, match="lr_schedule"):
+        train.TrainConfig(lr_schedule="linear")
     with pytest.raises(ValueError, match="self-critical"):
         train.TrainConfig(target="hashtag", scst_epochs=1)
     assert train.TrainConfig(target="hashtag", search="mbr").mbr_tau == 1.0
@@ -217,13 +245,12 @@ def test_a_copy_with_its_sources_weights_takes_its_predictions(sample_dir, cache
     copy = train.TrainConfig(**common, run_name="copy", start_from=str(source.path), scst_epochs=1, scst_lr=0.0,
                              scst_batch=8, scst_samples=2)
     calls = []
-    real_predict = train.predict
+    real_predict = evaluation.predict
     def counted(model, prep, split, *a, **k):
         calls.append(split)
         return real_predict(model, prep, split, *a, **k)
 
-    monkeypatch.setattr(train, "predict", counted)  # validation decodes through it
-    monkeypatch.setattr(evaluation, "predict", counted)  # and the test would
+    monkeypatch.setattr(evaluation, "predict", counted)  # validation decodes through it, and the test would
     result = train.train(copy, progress=False)
     history = json.loads((copy.path / "history.json").read_text())
     assert [r["phase"] for r in history] == ["xe", "xe", "scst"] and result["best_phase"] == "xe"

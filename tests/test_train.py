@@ -138,7 +138,7 @@ def test_validation_decodes_free_running(prep, tmp_path, monkeypatch):
 
     monkeypatch.setattr(decode, "greedy", spy)
     model = train.build_model(prep.config, len(prep.vocab))
-    score = train.val_score(model, prep)
+    score = evaluation.val_score(model, prep)
     assert sum(calls) == len(prep.records["val"]) and 0 <= score["score"] <= 1
 
 

@@ -1,0 +1,138 @@
+"""Ensembles of trained text runs: several decoders on the same image features, decoded as one.
+
+The members' next-word distributions are averaged at every step (a mixture, the usual ensemble of captioning
+models), so greedy, beam search, sampling and MBR decode the ensemble through capkit.decode and capkit.mbr
+unchanged:
+
+    p(y_t | y_<t, a) = 1/K sum_k p_k(y_t | y_<t, a)          K members, each with its own state
+    alpha_t          = 1/K sum_k alpha_t^(k)                   the word's attention map (one grid: one encoder)
+
+`Ensemble` is a sequence decoder for search only (``init_state`` / ``step`` / ``reorder_state``, the part of
+:class:`capkit.models.SequenceDecoder` that decoding calls); it is not trained. :func:`test_ensemble` tests an
+ensemble of run folders the way a run is tested (``capkit.evaluation.test``: the first member's search settings,
+``predictions.jsonl`` and ``metrics.json`` in a folder of its own, named
+``<encoder>-<decoder>+<decoder>-text``), so the tables list it as one more row; the members must share the
+encoder, the data, the tokenizer and the vocabulary (their ids are the rows of each member's output layer).
+
+    python -m capkit.ensemble RUN_FOLDER RUN_FOLDER [...] [--name NAME]
+
+This module imports ``evaluation``, ``prepare``, ``runs``, ``settings`` and ``store``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from capkit import evaluation, runs, settings, store
+from capkit.prepare import prepare
+
+# settings the members must share (the encoder's features, the data, the tokens: one vocabulary, one test)
+SHARED = ("dataset", "data_dir", "encoder", "encoder_weights", "target", "tokenizer", "min_freq", "max_vocab",
+          "max_len", "seed", "smoke")
+
+
+class Ensemble(nn.Module):
+    """K decoders decoded as one: the mean of their next-word probabilities (see the module notes)."""
+
+    STATIC_STATE = ()
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs two members or more, not {len(members)}")
+        sizes = {m.config.vocab_size for m in members}
+        if len(sizes) != 1:
+            raise ValueError(f"the members' vocabularies differ in size: {sorted(sizes)}")
+        self.members = nn.ModuleList(members)
+        self.config = members[0].config  # (search reads config.vocab_size)
+
+    def init_state(self, feats: torch.Tensor) -> dict:
+        return {"members": [m.init_state(feats) for m in self.members]}
+
+    def step(self, tokens: torch.Tensor, state: dict) -> tuple:
+        """tokens [B] -> (log of the mean probability [B, V], mean attention [B, L], new state)."""
+        logprobs, alphas, new = [], [], []
+        for m, s in zip(self.members, state["members"]):
+            lp, alpha, s = m.step(tokens, s)
+            logprobs.append(lp.float())  # [B, V]
+            alphas.append(alpha.float())  # [B, L]
+            new.append(s)
+        mixed = torch.logsumexp(torch.stack(logprobs), dim=0) - math.log(len(logprobs))  # [B, V]
+        alpha = torch.stack(alphas).mean(0)
+        return mixed.to(logprobs[0].dtype), alpha, {"members": new}
+
+    def reorder_state(self, state: dict, index: torch.Tensor, static: bool = True) -> dict:
+        return {"members": [m.reorder_state(s, index, static=static)
+                            for m, s in zip(self.members, state["members"])]}
+
+
+def ensemble_name(configs: list[settings.TrainConfig]) -> str:
+    """``efficientnet_lite2_multi7-soft+lookback-text``: the encoder, the members' decoders, the target."""
+    return f"{configs[0].encoder}-{'+'.join(c.decoder for c in configs)}-{configs[0].target}"
+
+
+def check_members(members: list[runs.Run]) -> None:
+    """Raise ValueError naming the folder and the setting where a member does not fit the first."""
+    first = members[0]
+    if first.config.target != "text":
+        raise ValueError(f"{first.path}: an ensemble is of text runs (target {first.config.target!r})")
+    for run in members[1:]:
+        for key in SHARED:
+            a, b = getattr(first.config, key), getattr(run.config, key)
+            if a != b:
+                raise ValueError(f"{run.path}: {key} is {b!r}, but {a!r} in {first.path}: an ensemble's members "
+                                 f"decode the same features into the same vocabulary")
+        if run.vocab.itos != first.vocab.itos:
+            raise ValueError(f"{run.path}: its vocabulary differs from {first.path}'s")
+
+
+def test_ensemble(paths: list, name: str = "", progress: bool = False) -> dict:
+    """Test the ensemble of the run folders ``paths`` on their test split, searched as the first member's test
+    was (``config.search``, its samples, beam and neighbours); returns and writes ``metrics.json`` (with the
+    members, their summed training time and the ensemble's greedy validation CIDEr-D beside each member's)."""
+    members = [runs.load_run(p) for p in paths]
+    check_members(members)
+    configs = [m.config for m in members]
+    # (beside the first member's folder, wherever the runs were moved)
+    config = dataclasses.replace(configs[0], run_name=name or ensemble_name(configs), start_from="",
+                                 run_dir=str(members[0].path.parent))
+    config.path.mkdir(parents=True, exist_ok=True)
+    prep = prepare(config, progress=progress)
+    if prep.vocab.itos != members[0].vocab.itos:
+        raise ValueError(f"{members[0].path}: the vocabulary built from the data now differs from the run's")
+    model = Ensemble([m.model for m in members]).eval()
+    val = evaluation.val_score(model, prep)
+    evaluation.test(model, prep)  # (writes metrics.json, completed below)
+    member_info = [{"run": m.path.name, "decoder": m.config.decoder, "best_epoch": m.metrics.get("best_epoch"),
+                    "val_cider": (m.metrics.get("val") or {}).get("val_cider")} for m in members]
+    extra = {"decoder": "+".join(c.decoder for c in configs), "members": member_info,
+             "val": {"val_cider": val["cider"], "val_bleu1": val["bleu1"]}, "best_epoch": None,
+             "train_seconds": sum(m.metrics.get("train_seconds") or 0 for m in members),
+             "epochs_run": sum(m.metrics.get("epochs_run") or 0 for m in members)}
+    return store.update_json(config.path / "metrics.json", extra)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description="Test an ensemble of trained text runs (their mean next-word "
+                                             "distribution) and write its metrics.json beside them.")
+    ap.add_argument("runs", nargs="+", help="run folders (two or more) on the same encoder, data and vocabulary")
+    ap.add_argument("--name", default="", help="the ensemble's folder name (default <encoder>-<a>+<b>-<target>)")
+    args = ap.parse_args(argv)
+    paths = [Path(p) for p in args.runs]
+    for p in paths:
+        if not (p / "best.pt").exists():
+            raise SystemExit(f"{p}: not a trained run folder (no best.pt)")
+    result = test_ensemble(paths, args.name)
+    print(json.dumps({"run": result["run"], "test": result["test"]}, default=float), flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()

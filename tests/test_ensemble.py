@@ -1,0 +1,102 @@
+"""Ensembles of trained runs (capkit.ensemble): the mixture each step decodes, and the command that tests one."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from capkit import benchmarks, decode, ensemble, results, runs, store, text, train
+from capkit.data import ROOT
+from capkit.ensemble import Ensemble
+
+
+@pytest.fixture(scope="module")
+def members(tmp_path_factory, sample_dir, cache_dir):
+    """Smoke soft and Look-Back text runs on one encoder, tested by MBR with beam 2's caption as a candidate."""
+    base = tmp_path_factory.mktemp("ensemble_runs")
+    paths = []
+    for decoder in ("soft", "lookback"):
+        config = train.TrainConfig(data_dir=str(sample_dir), run_dir=str(base), cache_dir=str(cache_dir), smoke=True,
+                                   epochs=2, batch_size=8, encoder="efficientnet_lite0", decoder=decoder,
+                                   target="text", mbr_beam=2)
+        train.train(config, progress=False)
+        paths.append(config.path)
+    return paths
+
+
+def test_a_mixture_of_one_model_with_itself_decodes_as_the_model(members, one_thread):
+    model = runs.load_run(members[0]).model
+    feats = torch.randn(3, 49, model.config.encoder_dim)
+    pair = Ensemble([model, model]).eval()
+    for beam in (1, 3):
+        search = decode.greedy if beam == 1 else lambda m, f, *a, **k: decode.beam_search(m, f, *a, beam_size=3, **k)
+        alone = search(model, feats, text.START_ID, text.END_ID, max_len=8, unk_id=text.UNK_ID)
+        mixed = search(pair, feats, text.START_ID, text.END_ID, max_len=8, unk_id=text.UNK_ID)
+        assert [h.tokens for h in mixed] == [h.tokens for h in alone]
+        assert [h.score for h in mixed] == pytest.approx([h.score for h in alone], abs=1e-4)
+
+
+def test_each_step_is_the_mean_of_the_members_probabilities(members, one_thread):
+    soft, lookback = (runs.load_run(p).model for p in members)
+    pair = Ensemble([soft, lookback]).eval()
+    feats = torch.randn(2, 49, soft.config.encoder_dim)
+    tokens = torch.full((2,), text.START_ID)
+    with torch.inference_mode():
+        s_soft, s_look, s_pair = soft.init_state(feats), lookback.init_state(feats), pair.init_state(feats)
+        for word in (text.START_ID, 7, 9):  # three steps: the members' states move with the mixture's
+            tokens = torch.full((2,), word)
+            lp_a, al_a, s_soft = soft.step(tokens, s_soft)
+            lp_b, al_b, s_look = lookback.step(tokens, s_look)
+            lp, alpha, s_pair = pair.step(tokens, s_pair)
+            assert torch.allclose(lp.exp(), (lp_a.exp() + lp_b.exp()) / 2, atol=1e-6)
+            assert torch.allclose(alpha, (al_a + al_b) / 2, atol=1e-6)
+        rows = torch.tensor([1, 1, 0])
+        moved = pair.reorder_state(s_pair, rows)
+        lp, _, _ = pair.step(torch.tensor([3, 3, 3]), moved)
+        assert torch.allclose(lp[0], lp[1]) and not torch.allclose(lp[0], lp[2])
+
+
+def test_the_command_tests_an_ensemble_as_one_more_row(members):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "capkit.ensemble", *map(str, members)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    folder = members[0].parent / "efficientnet_lite0-soft+lookback-text"
+    m = json.loads((folder / "metrics.json").read_text())
+    alone = json.loads((members[0] / "metrics.json").read_text())
+    assert m["decoder"] == "soft+lookback" and [x["run"] for x in m["members"]] == [p.name for p in members]
+    assert m["search"] == "mbr" and m["fingerprint"]["mbr_beam"] == 2 and m["n"] == alone["n"]
+    assert set(m["test"]) == set(alone["test"]) and 0 <= m["val"]["val_cider"]
+    assert m["train_seconds"] == pytest.approx(sum(json.loads((p / "metrics.json").read_text())["train_seconds"]
+                                                   for p in members))
+    # its predictions rescore to its metrics (05's check), and the real-photo table lists it
+    check = results.check_runs(members[0].parent).set_index("run")
+    assert check.loc[folder.name, "differing"] == "none"
+    table = benchmarks.real_photo_table(members[0].parent, "sample")
+    assert "EfficientNet-Lite0 + ensemble of soft & Look-Back" in table.index
+    assert "beam 2's caption" in table.loc["EfficientNet-Lite0 + ensemble of soft & Look-Back", "protocol"]
+    # a second run finds its results written (same fingerprint) and decodes nothing
+    before = (folder / "predictions.jsonl").stat().st_mtime_ns
+    again = ensemble.test_ensemble(members)
+    assert again["test"] == m["test"] and (folder / "predictions.jsonl").stat().st_mtime_ns == before
+
+
+def test_members_must_share_the_data_and_the_vocabulary(members, tmp_path):
+    odd = tmp_path / "odd-run"
+    odd.mkdir()
+    ckpt = store.load_checkpoint(members[1] / "best.pt")
+    ckpt["config"]["max_len"] = 12
+    store.save_checkpoint(ckpt, odd / "best.pt")
+    with pytest.raises(ValueError, match=r"odd-run: max_len is 12"):
+        ensemble.test_ensemble([members[0], odd])
+    ckpt["config"]["max_len"] = runs.load_run(members[0]).config.max_len
+    itos = ckpt["vocab"]["itos"]
+    ckpt["vocab"]["itos"] = itos[:4] + itos[5:] + itos[4:5]  # the same words, two ids swapped round
+    store.save_checkpoint(ckpt, odd / "best.pt")
+    with pytest.raises(ValueError, match="odd-run: its vocabulary differs"):
+        ensemble.test_ensemble([members[0], odd])
+    with pytest.raises(ValueError, match="two members or more"):
+        Ensemble([runs.load_run(members[0]).model])
