@@ -153,7 +153,7 @@ notebooks: env data
 # of after them; 05 finds them written, and scores itself any that is missing (a run that had not yet written its
 # config.json) or stale.
 pool/baselines:
-	$(THREADS_ENV) $(PY) -m capkit.results baselines $(RUN_DIR)
+	$(THREADS_ENV) $(PY) -m capkit.baselines $(RUN_DIR)
 
 ensemble/%:
 	@members="$(addprefix $(RUN_DIR)/,$(subst +, ,$*))"; for m in $$members; do test -f $$m/best.pt || \

@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reference  # noqa: E402
 
 from capkit import data as D  # noqa: E402
-from capkit import decode, encoders, inference, models, text, train  # noqa: E402
+from capkit import decode, encoders, inference, models, text, train, vocab_report  # noqa: E402
 from capkit.prepare import batches, resolve_device  # noqa: E402
 
 STUDY = dict(encoder_dim=1024, grid=14, embed_dim=300, attention_dim=512, decoder_dim=512, batch=32, max_tokens=30,
@@ -300,9 +300,9 @@ def bench_epoch(records, token_lists, size: dict, device, cache_dir: Path, encod
 
 def bench_tokenize(texts: list[str], tokenizer: str = "okt") -> dict:
     """Sentences (and tokens) per second of `tokenizer` on `texts`, cold (an empty cache; the tokenizer started
-    and warmed up first, untimed: see text.cache_speedup) and read back from the cache."""
+    and warmed up first, untimed: see vocab_report.cache_speedup) and read back from the cache."""
     try:
-        table = text.cache_speedup(texts, tokenizer)
+        table = vocab_report.cache_speedup(texts, tokenizer)
     except text.TokenizerUnavailable as err:  # no Java (Okt) or no kiwipiepy here: the table says so
         return {"tokenizer": tokenizer, "sentences": len(texts), "skipped": str(err)}
     out = {"tokenizer": tokenizer, "sentences": len(texts)}

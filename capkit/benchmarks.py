@@ -15,7 +15,7 @@ import math
 
 import pandas as pd
 
-from capkit import encoders, results
+from capkit import baselines, encoders, results
 
 COLUMNS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D")
 
@@ -67,7 +67,7 @@ def real_photo_table(run_dir, dataset: str) -> pd.DataFrame:
                      "protocol": protocol(m["encoder"], search_label(m)),
                      **{c: m["test"].get(c, math.nan) for c in COLUMNS}})
     rows.sort(key=lambda r: -(r["CIDEr-D"] if r["CIDEr-D"] == r["CIDEr-D"] else -1))
-    base = results.load_baselines(run_dir)
+    base = baselines.load_baselines(run_dir)
     for _, b in base[(base.target == "text") & base.baseline.isin(["consensus", "nearest_neighbour"])].iterrows():
         rows.append({"row": b["label"], "run": "", "protocol": protocol(b["encoder"], "retrieval, final pooled vector"),
                      **{c: b.get(f"test.{c}", math.nan) for c in COLUMNS}})

@@ -136,6 +136,16 @@ class WeightsUnavailable(RuntimeError):
     """Pretrained weights are neither cached nor downloadable; the message says what to fetch."""
 
 
+# how tables and figures name the encoders
+ENCODER_LABELS = {
+    "resnet101": "ResNet-101",
+    "resnext101_32x8d_wsl": "ResNeXt-101 32x8d WSL",
+    **{f"efficientnet_lite{n}{v}": f"EfficientNet-Lite{n}{label}" for n in (0, 2)
+       for v, label in (("", ""), ("_deep", " (last stage)"), ("_deep_up", " (last stage, upsampled)"),
+                        ("_multi", " (stages 5+7)"), ("_multi7", " (stages 5+7, 7x7)"))},
+}
+
+
 # ----------------------------------------------------------------------------- weights
 
 

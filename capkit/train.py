@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from capkit import data as D
-from capkit import dist, encoders, metrics, models, scst, settings, store, targets, text
+from capkit import dist, encoders, metrics, models, scst, settings, store, targets, text, word_vectors
 from capkit.evaluation import best_epoch, test, val_score
 from capkit.prepare import Prepared, batches, prepare, resolve_device, set_seed
 from capkit.retrieval import scst_data, scst_references
@@ -110,7 +110,7 @@ def fit(prep: Prepared, progress: bool = True, stop_after: int | None = None) ->
     set_seed(config.seed)
     model = build_model(config, len(prep.vocab)).to(device)
     if config.word_vectors:
-        matrix, vec_report = text.load_word_vectors(config.word_vectors, prep.vocab, dim=config.embed_dim,
+        matrix, vec_report = word_vectors.load_word_vectors(config.word_vectors, prep.vocab, dim=config.embed_dim,
                                                     seed=config.seed)
         model.load_embeddings(matrix, freeze=config.freeze_embeddings)
         prep.info["word_vectors"] = vec_report

@@ -225,7 +225,7 @@ def attention_figure(image, words: list[str], alphas, cols: int = 5, title: str 
 
 
 def plot_pos_distribution(table, top: int = 12):
-    """Share of tokens (left) and distinct tokens (right) per part of speech, from `text.pos_distribution`;
+    """Share of tokens (left) and distinct tokens (right) per part of speech, from `vocab_report.pos_distribution`;
     each part of speech is labelled with its most frequent words."""
     import matplotlib.pyplot as plt
 
@@ -255,7 +255,7 @@ def plot_pos_distribution(table, top: int = 12):
 
 def plot_vocab_coverage(tables: dict, chosen: int | None = None):
     """Vocabulary size (bars, left axis) and out-of-vocabulary rate per split (lines, right axis) against
-    min_freq, one panel per vocabulary (name -> `text.vocab_coverage` table); `chosen` marks the min_freq used."""
+    min_freq, one panel per vocabulary (name -> `vocab_report.vocab_coverage` table); `chosen` marks the min_freq used."""
     import matplotlib.pyplot as plt
 
     use_korean_font()

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from capkit import data as D
-from capkit import targets
+from capkit import sources, targets
 
 from caption_data import coco_2017, karpathy
 
@@ -439,7 +439,7 @@ def test_hashtag_and_text_helpers():
     assert D.normalize_hashtags(None) == []
     assert D.normalize_hashtags(D.normalize_hashtags(tags)) == D.normalize_hashtags(tags)
     assert not D.has_words("😍🔥 ✨ !!") and D.has_words("ㅋㅋ") and D.has_words("2024")
-    text, tags = D.parse_instagram("오늘은 #카페 에서 라떼 ☕️ #라떼아트 #coffee")
+    text, tags = sources.parse_instagram("오늘은 #카페 에서 라떼 ☕️ #라떼아트 #coffee")
     assert text == "오늘은 에서 라떼 ☕️" and tags == ["카페", "라떼아트"]
 
 

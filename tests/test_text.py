@@ -13,6 +13,8 @@ import pytest
 import torch
 
 from capkit import text as T
+from capkit import vocab_report as R
+from capkit import word_vectors as W
 
 # (source, readable text expected back from tokenize -> detokenize; None: the source itself).
 # Expected texts differ from the source only where the source has a spacing error or Okt's normalisation
@@ -252,7 +254,7 @@ def test_kiwi_through_the_token_cache(kiwi, tmp_path):
 
 
 def test_compare_tokenizers_side_by_side(kiwi):
-    table = T.compare_tokenizers([src for src, _ in KIWI_SENTENCES[:3]], ("kiwi", "whitespace"))
+    table = R.compare_tokenizers([src for src, _ in KIWI_SENTENCES[:3]], ("kiwi", "whitespace"))
     assert list(table.columns) == ["text", "kiwi tokens", "kiwi n", "kiwi readable", "whitespace tokens",
                                    "whitespace n", "whitespace readable"]
     assert table["kiwi readable"].tolist() == [exp for _, exp in KIWI_SENTENCES[:3]]
@@ -455,34 +457,34 @@ def post(split, texts, hashtags=()):
 def test_tokenize_records_groups_texts_and_hashtags_by_split(tmp_path):
     records = [post("val", ["카페 최고"], ["#카페", "카페", "Cafe"]), post("train", ["바다 예뻐요", "바다 최고"], ["바다"]),
                post("train", ["산책 중"]), post("test", ["야경 최고 ㅋㅋ"], ["야경 #서울"])]
-    corpus = T.tokenize_records(records, "whitespace", cache_dir=tmp_path)
+    corpus = R.tokenize_records(records, "whitespace", cache_dir=tmp_path)
     assert corpus.splits == ["train", "val", "test"] and corpus.tokenizer == "whitespace"
     assert corpus.texts["train"] == ["바다 예뻐요", "바다 최고", "산책 중"]
     assert corpus.tokens["train"] == [["바다", "예뻐요"], ["바다", "최고"], ["산책", "중"]]
     assert corpus.hashtags == {"train": [["바다"]], "val": [["카페", "cafe"]], "test": [["야경", "서울"]]}
     assert corpus.stats.texts == 5 and corpus.stats.misses == 5
-    assert T.tokenize_records(records, "whitespace", cache_dir=tmp_path).stats.hits == 5
+    assert R.tokenize_records(records, "whitespace", cache_dir=tmp_path).stats.hits == 5
     sizes = corpus.sizes()
     assert sizes.loc["texts"].tolist() == [3, 1, 1] and sizes.loc["hashtags"].tolist() == [1, 2, 2]
 
 
 def test_pos_distribution_and_top_tokens():
-    pos = T.pos_distribution(TRAIN)
+    pos = R.pos_distribution(TRAIN)
     assert pos.index.tolist()[0] == "Noun" and pos.loc["Noun", "tokens"] == 7 and pos.loc["Noun", "types"] == 3
     assert pos.loc["Noun", "share"] == 0.7 and pos["tokens"].sum() == 10
     assert pos.loc["Noun", "examples"] == "바다, 최고, 카페"
-    assert T.pos_distribution([["ㅋㅋ", "바다/Noun"]]).loc["-", "examples"] == "ㅋㅋ"
-    top = T.top_tokens(TRAIN, 2)
+    assert R.pos_distribution([["ㅋㅋ", "바다/Noun"]]).loc["-", "examples"] == "ㅋㅋ"
+    top = R.top_tokens(TRAIN, 2)
     assert top["token"].tolist() == ["바다/Noun", "최고/Noun"] and top.index.tolist() == [1, 2]
     assert top.loc[1, ["surface", "pos", "count", "docs", "doc_share"]].tolist() == ["바다", "Noun", 3, 3, 0.75]
-    assert T.top_tokens(TRAIN, 5, pos={"Josa", "Adjective"})["token"].tolist() == ["가/Josa", "예뻐요/Adjective"]
-    tags = T.top_tokens([["일상", "여행"], ["일상"]], 5)
+    assert R.top_tokens(TRAIN, 5, pos={"Josa", "Adjective"})["token"].tolist() == ["가/Josa", "예뻐요/Adjective"]
+    tags = R.top_tokens([["일상", "여행"], ["일상"]], 5)
     assert list(tags.columns) == ["token", "count", "share", "docs", "doc_share"] and tags.loc[1, "docs"] == 2
 
 
 def test_vocab_coverage_agrees_with_vocab_build():
     held_out = [["바다/Noun", "파도/Noun"], ["카페/Noun", "가/Josa"]]
-    table = T.vocab_coverage(TRAIN, {"val": held_out}, min_freqs=range(1, 5))
+    table = R.vocab_coverage(TRAIN, {"val": held_out}, min_freqs=range(1, 5))
     assert table.index.tolist() == [1, 2, 3, 4]
     for min_freq, row in table.iterrows():
         vocab = T.Vocab.build(TRAIN, min_freq=min_freq)
@@ -490,23 +492,23 @@ def test_vocab_coverage_agrees_with_vocab_build():
     assert table["vocab_size"].is_monotonic_decreasing and table["oov_val"].is_monotonic_increasing
     assert table.loc[1, "train_coverage"] == 1.0 and table.loc[2, "train_coverage"] == 0.7
     vocab = T.Vocab.build(TRAIN, min_freq=2)
-    summary = T.vocab_summary(vocab, {"val": held_out})
+    summary = R.vocab_summary(vocab, {"val": held_out})
     assert summary["size"] == 7 and summary["oov_val"] == 0.5 and summary["tokens"] == 10
-    assert T.top_oov(vocab, held_out + [["파도/Noun"]]).values.tolist() == [["파도/Noun", 2], ["가/Josa", 1]]
+    assert R.top_oov(vocab, held_out + [["파도/Noun"]]).values.tolist() == [["파도/Noun", 2], ["가/Josa", 1]]
 
 
 def test_roundtrip_examples_and_spacing_scores():
     texts = ["바다가 예뻐요", "카페 최고ㅋㅋ"]
     tokens = [["바다/Noun", "가/Josa", "예뻐요/Adjective"], ["카페/Noun", "최고/Noun", "ㅋㅋ/KoreanParticle"]]
-    table = T.roundtrip_examples(texts, tokens)
+    table = R.roundtrip_examples(texts, tokens)
     assert table["readable"].tolist() == texts and table["identical"].all()
     assert table.loc[0, "tokens"] == "바다/Noun 가/Josa 예뻐요/Adjective"
-    assert len(T.roundtrip_examples(texts * 5, tokens * 5, n=3, seed=0)) == 3
+    assert len(R.roundtrip_examples(texts * 5, tokens * 5, n=3, seed=0)) == 3
 
     def spaced(toks):
         return " ".join(T.split_token(t)[0] for t in toks)
 
-    scores = T.spacing_scores(texts, tokens, {"rules": T.detokenize, "spaced": spaced})
+    scores = R.spacing_scores(texts, tokens, {"rules": T.detokenize, "spaced": spaced})
     assert scores.loc["rules", ["identical", "boundary_accuracy"]].tolist() == [1.0, 1.0]
     assert scores.loc["spaced", "boundaries"] == 4 and scores.loc["spaced", "boundary_accuracy"] == 0.5
     assert scores.loc["spaced", "identical"] == 0.0
@@ -515,14 +517,14 @@ def test_roundtrip_examples_and_spacing_scores():
 def test_cache_speedup_times_a_cold_and_a_cached_run(tmp_path):
     texts = [src for src, _ in SENTENCES]
     tok = CountingTokenizer()
-    speed = T.cache_speedup(texts, tok, warmup=5)
+    speed = R.cache_speedup(texts, tok, warmup=5)
     assert tok.calls == 1 + 5 + len(texts)  # start, warm-up, cold run; the cached run tokenizes nothing
     assert speed.loc["cold", "misses"] == speed.loc["cached", "hits"] == len(texts)
     assert speed.loc["cold", "hits"] == speed.loc["cached", "misses"] == 0
     assert speed.loc["cold", "speedup"] == 1.0 and speed.loc["cached", "tokens"] == speed.loc["cold", "tokens"]
     T.tokenize_all(texts[:3], tok, cache_dir=tmp_path)
     with pytest.raises(ValueError, match="would not be cold"):
-        T.cache_speedup(texts, tok, cache_dir=tmp_path)
+        R.cache_speedup(texts, tok, cache_dir=tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -545,24 +547,24 @@ def write_vec(path, header=True):
 
 def test_load_word_vectors_rows_equal_the_file(tmp_path):
     vocab = T.Vocab(list(T.SPECIALS) + ["바다/Noun", "#부산/Hashtag", "Seoul/Alpha", "카페", "파도/Noun"])
-    matrix, report = T.load_word_vectors(write_vec(tmp_path / "tiny.vec"), vocab, seed=3)
+    matrix, report = W.load_word_vectors(write_vec(tmp_path / "tiny.vec"), vocab, seed=3)
     assert matrix.shape == (9, 3) and matrix.dtype == torch.float32
     expected = {4: [1.0, 2.0, 3.0], 5: [-1.5, 0.0625, 7.0], 6: [0.1, 0.2, 0.3], 7: [-0.001, 0.002, 1e-3]}
     for row, values in expected.items():
         assert torch.equal(matrix[row], torch.tensor(values, dtype=torch.float32))
     assert torch.equal(matrix[0], torch.zeros(3))
     assert report == {"found": 4, "total": 5, "coverage": 0.8, "dim": 3, "path": str(tmp_path / "tiny.vec")}
-    again, _ = T.load_word_vectors(tmp_path / "tiny.vec", vocab, seed=3)
-    other, _ = T.load_word_vectors(tmp_path / "tiny.vec", vocab, seed=4)
+    again, _ = W.load_word_vectors(tmp_path / "tiny.vec", vocab, seed=3)
+    other, _ = W.load_word_vectors(tmp_path / "tiny.vec", vocab, seed=4)
     assert torch.equal(again, matrix) and not torch.equal(other[8], matrix[8])
     assert 0 < matrix[8].abs().max() < 1
 
 
 def test_load_word_vectors_headerless_dim_and_limit(tmp_path):
     vocab = T.Vocab(list(T.SPECIALS) + ["바다/Noun", "고양이/Noun"])
-    matrix, report = T.load_word_vectors(write_vec(tmp_path / "nohead.vec", header=False), vocab, dim=3)
+    matrix, report = W.load_word_vectors(write_vec(tmp_path / "nohead.vec", header=False), vocab, dim=3)
     assert report["found"] == 2 and torch.equal(matrix[5], torch.tensor([9.0, 9.0, 9.0]))
-    _, limited = T.load_word_vectors(tmp_path / "nohead.vec", vocab, max_words=3)
+    _, limited = W.load_word_vectors(tmp_path / "nohead.vec", vocab, max_words=3)
     assert limited["found"] == 1
     with pytest.raises(ValueError):
-        T.load_word_vectors(write_vec(tmp_path / "tiny.vec"), vocab, dim=300)
+        W.load_word_vectors(write_vec(tmp_path / "tiny.vec"), vocab, dim=300)

@@ -3,9 +3,9 @@
 `oracle_posts()` writes a post again from the true scene of each manifest row, with a fresh random draw: what a
 model that reads every scene fact right, but cannot know the writer's noise, writes when it samples like the
 writer. `oracle_draws()` gives many such posts per scene, for estimating the best guess
-(``results.oracle_best_predictions``). Both use `posts.write_post`, the writer of every post of the dataset.
+(``baselines.oracle_best_predictions``). Both use `posts.write_post`, the writer of every post of the dataset.
 `scene_facts()` lists each row's scene as facts (``SCENE_FACTS``): the input of a model that is told the scene
-instead of reading it from the picture (``results.oracle_trained_predictions``).
+instead of reading it from the picture (``baselines.oracle_trained_predictions``).
 """
 
 from __future__ import annotations
