@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reference  # noqa: E402
 
 from capkit import data as D  # noqa: E402
-from capkit import decode, encoders, inference, models, text, train, vocab_report  # noqa: E402
+from capkit import decode, encoders, inference, loops, models, text, train, vocab_report  # noqa: E402
 from capkit.prepare import batches, resolve_device  # noqa: E402
 
 STUDY = dict(encoder_dim=1024, grid=14, embed_dim=300, attention_dim=512, decoder_dim=512, batch=32, max_tokens=30,
@@ -153,11 +153,11 @@ def bench_train_step(size: dict, token_lengths: list[int], device, repeat: int, 
         with torch.no_grad():
             same = abs(float(fast.loss(feats, caps, lengths)[0]) - float(ref.loss(feats, caps, lengths)))
         fast.train(), ref.train()
-        opt_fast = train.adam(fast.parameters(), lr=5e-4)
+        opt_fast = loops.adam(fast.parameters(), lr=5e-4)
         opt_ref = torch.optim.Adam(ref.parameters(), lr=5e-4)
 
         def run_fast():
-            train.train_step(fast, opt_fast, feats, caps, lengths)
+            loops.train_step(fast, opt_fast, feats, caps, lengths)
             sync(device)
 
         def run_ref():
@@ -264,9 +264,9 @@ def bench_epoch(records, token_lists, size: dict, device, cache_dir: Path, encod
                                       batch_size=size["batch"], progress=False, encoder=enc)
     out["capkit_feature_extraction_s"] = time.perf_counter() - t0
     store.to_memory()  # as train.prepare does
-    optimizer = train.adam(model.parameters(), lr=config.lr)
+    optimizer = loops.adam(model.parameters(), lr=config.lr)
     t0 = time.perf_counter()
-    stats = train.train_epoch(model, optimizer, store.__getitem__, pairs, config, epoch=1, device=device,
+    stats = loops.train_epoch(model, optimizer, store.__getitem__, pairs, config, epoch=1, device=device,
                               progress=False)
     sync(device)
     out["capkit_epoch_s"] = time.perf_counter() - t0

@@ -79,7 +79,7 @@ import pandas as pd
 import torch
 
 from capkit import data as D
-from capkit import metrics, multilabel, retrieval, sample, store, targets, train
+from capkit import loops, metrics, multilabel, retrieval, sample, store, targets, train
 from capkit.encoders import ENCODER_LABELS
 from capkit.prepare import Prepared, prepare, reference_tokens
 from capkit.runs import read_json, read_predictions, run_folders
@@ -253,7 +253,7 @@ def oracle_trained_predictions(prep: Prepared, split: str = "test") -> dict | No
     has no scene in ``<data_dir>/manifest.jsonl`` (never a partial oracle).
 
     The model is ``MultilabelTagger`` with one region per image: the multi-hot of its scene's facts over
-    ``sample.SCENE_FACTS``. It is trained as ``make run`` trains the set runs (``train.train_epoch`` on the
+    ``sample.SCENE_FACTS``. It is trained as ``make run`` trains the set runs (``loops.train_epoch`` on the
     training posts' tags, batch 32, Adam at the default cosine schedule over ``ORACLE_TRAINED_EPOCHS``, early
     stop after ``patience`` epochs without a better validation F1); the epoch and the output rule are chosen on
     validation (``multilabel.choose_rule``). Deterministic per seed (the global torch RNG is restored after).
@@ -290,13 +290,13 @@ def oracle_trained_predictions(prep: Prepared, split: str = "test") -> dict | No
         torch.manual_seed(tc.seed)
         # (one region: every pooling is the same; "mean" is the plain one)
         model = multilabel.MultilabelTagger(multilabel.MultilabelConfig(len(prep.vocab), len(index), pooling="mean"))
-        optimizer = train.adam(list(model.parameters()), tc.lr)
+        optimizer = loops.adam(list(model.parameters()), tc.lr)
         pairs = prep.pairs("train")
         best, bad = None, 0
         for epoch in range(1, tc.epochs + 1):
             for group in optimizer.param_groups:
                 group["lr"] = tc.lr_at(epoch)
-            train.train_epoch(model, optimizer, features, pairs, tc, epoch, torch.device("cpu"))
+            loops.train_epoch(model, optimizer, features, pairs, tc, epoch, torch.device("cpu"))
             rule = multilabel.choose_rule(model.scores(features(val_images)), true, max_k=tc.max_hashtags,
                                           labels=prep.vocab.itos)
             if best is None or rule["val_f1"] > best["rule"]["val_f1"]:

@@ -1,5 +1,6 @@
-"""Training: the model, checkpoints and resuming, the cross-entropy and self-critical epochs, DDP shares, curves,
-and ``train(config)`` / the command line that run a whole run.
+"""Training a run: its model, ``fit`` (the cross-entropy epochs, then the self-critical ones, a checkpoint after
+each, resumed from the last), its curves, and ``train(config)`` / the command line that run a whole run. The epoch
+loops are :mod:`capkit.loops`'; checkpoints and resuming, :mod:`capkit.checkpoints`'.
 
 A run is one (encoder, decoder, target) model; the decoder is any entry of the registry (:mod:`capkit.decoders`).
 ``train(config)`` does it all: :func:`capkit.prepare.prepare`, :func:`fit`, :func:`capkit.evaluation.test`; the
@@ -17,19 +18,19 @@ Reading a finished run back (to caption images) is :mod:`capkit.runs`.
 from __future__ import annotations
 
 import json
-import math
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
 from capkit import data as D
-from capkit import dist, encoders, metrics, models, scst, settings, store, targets, text, word_vectors
+from capkit import dist, encoders, metrics, models, settings, store, targets, word_vectors
+from capkit.checkpoints import State, check_resumable, checkpoint, copy_run, read_checkpoint
 from capkit.evaluation import best_epoch, test, val_score
-from capkit.prepare import Prepared, batches, prepare, resolve_device, set_seed
+from capkit.loops import adam, scst_epoch, teacher_forced_loss, train_epoch
+from capkit.prepare import Prepared, prepare, resolve_device, set_seed
 from capkit.retrieval import scst_data, scst_references
-from capkit.settings import RESUMABLE_CHANGES, TrainConfig, parse_args  # noqa: F401  (parse_args: the command line's)
+from capkit.settings import TrainConfig, parse_args  # noqa: F401  (parse_args: the command line's)
 
 
 # called as hook(state, config) after every epoch, once its checkpoint and history are written
@@ -47,18 +48,6 @@ def build_model(config: TrainConfig, vocab_size: int) -> torch.nn.Module:
         attention_dim=config.attention_dim, decoder_dim=config.decoder_dim, dropout=config.dropout, gate=config.gate)
 
 
-class RunExists(RuntimeError):
-    """The run folder already holds a run trained with other settings (it is never overwritten)."""
-
-
-def read_checkpoint(path, device) -> dict | None:
-    """The checkpoint at ``path`` (None when there is none). Under torchrun rank 0 reads it and sends it to the
-    other ranks (on CPU), so that every rank resumes from the same state and only rank 0 needs the run folder."""
-    if not dist.active():
-        return store.load_checkpoint(path, map_location=device) if Path(path).exists() else None
-    return dist.broadcast(store.load_checkpoint(path) if dist.is_main() and Path(path).exists() else None)
-
-
 def distributed(model: torch.nn.Module, device: torch.device):
     """``model`` itself in one process; under torchrun its :class:`capkit.models.Objective` wrapped in
     DistributedDataParallel (which also makes every rank start from rank 0's weights)."""
@@ -71,24 +60,6 @@ def distributed(model: torch.nn.Module, device: torch.device):
 
 
 # ----------------------------------------------------------------------------- training
-
-
-@dataclass
-class State:
-    """The training state that a checkpoint restores."""
-
-    epoch: int = 0  # epochs completed
-    history: list = field(default_factory=list)
-    best_score: float = -math.inf
-    best_epoch: int = 0
-    bad_epochs: int = 0
-    scst_epoch: int = 0  # self-critical epochs completed (they follow the cross-entropy epochs)
-
-
-def checkpoint(model, optimizer, config: TrainConfig, vocab, state: State) -> dict:
-    return {"format": store.CKPT_FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "config": config.to_dict(), "decoder_config": model.config.to_dict(), "vocab": vocab.to_dict(),
-            "state": asdict(state), "rng": torch.get_rng_state()}
 
 
 def fit(prep: Prepared, progress: bool = True, stop_after: int | None = None) -> tuple[torch.nn.Module, State]:
@@ -213,182 +184,6 @@ def fit(prep: Prepared, progress: bool = True, stop_after: int | None = None) ->
         model.load_state_dict(best["model"])
     model.eval()
     return model, state
-
-
-def copy_run(src: Path, dst: Path) -> None:
-    """Copy the checkpoints and history of the run folder ``src`` into ``dst`` (each file atomically), so that
-    ``dst`` continues where ``src`` stopped; ``src`` is left as it is."""
-    if not (src / "last.pt").exists():
-        raise FileNotFoundError(f"start_from={src}: no last.pt there (train that run first)")
-    for name in ("best.pt", "history.json", "last.pt"):  # last.pt last: its presence means a complete copy
-        if (src / name).exists():
-            store.copy_atomic(src / name, dst / name)
-
-
-def check_resumable(ckpt: dict, config: TrainConfig, vocab: text.Vocab, out: Path) -> None:
-    """Raise RunExists unless the checkpoint was made by the same run: the same settings (but those in
-    RESUMABLE_CHANGES) and a vocabulary with the same tokens in the same order (its ids are the weights' rows)."""
-    old = TrainConfig.from_dict(ckpt["config"]).to_dict()
-    free = set(RESUMABLE_CHANGES)
-    if not ckpt["state"].get("scst_epoch"):  # no self-critical epoch yet: its settings shaped nothing so far
-        free |= {k for k in old if k.startswith("scst_")}
-    changed = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in config.to_dict().items()
-               if old.get(k) != v and k not in free]
-    old_vocab = text.Vocab.from_dict(ckpt["vocab"])
-    if not vocab.same_tokens(old_vocab):
-        changed.append(f"the vocabulary ({len(old_vocab)} -> {len(vocab)} tokens: the data or its tokens changed)")
-    if changed:
-        raise RunExists(f"{out} holds a run made with other settings ({'; '.join(changed)}); nothing was "
-                        f"overwritten. Give this run another run_name, or delete that folder to start it afresh.")
-
-
-def scst_epoch(model, optimizer, features, images, ref_vecs, cider, config: TrainConfig, epoch: int, device,
-               progress: bool = False) -> dict:
-    """One self-critical pass over the training images, shuffled and sampled by (seed, epoch)."""
-    from tqdm.auto import tqdm
-
-    gen = torch.Generator().manual_seed(config.seed * 1000 + 500 + epoch)
-    order = torch.randperm(len(images), generator=gen).tolist()
-    tot, n = {"loss": 0.0, "reward": 0.0, "baseline": 0.0}, 0
-    starts = range(0, len(order), config.scst_batch)
-    for i in tqdm(starts, disable=not progress, desc=f"self-critical {epoch}/{config.scst_epochs}", leave=False):
-        idx = order[i:i + config.scst_batch]
-        feats = features([images[j] for j in idx]).to(device)
-        ddp = model if dist.active() else None  # under torchrun: the DDP wrapper of models.Objective
-        parts = scst.scst_step(ddp.module.decoder if ddp else model, optimizer, feats, [ref_vecs[j] for j in idx],
-                               cider, config.scst_samples, config.decode_len, text.START_ID, text.END_ID,
-                               text.UNK_ID, generator=gen, grad_clip=config.grad_clip, baseline=config.scst_baseline,
-                               ddp=ddp)
-        for k in tot:
-            tot[k] += parts[k] * len(idx)
-        n += len(idx)
-    return {k: v / max(n, 1) for k, v in tot.items()}
-
-
-def train_epoch(model, optimizer, features, pairs, config: TrainConfig, epoch: int, device,
-                progress: bool = False) -> dict:
-    """One pass over the training ``pairs`` (image, token ids), shuffled by (seed, epoch).
-
-    ``features(images)`` returns their encoder features (from the cache: the CNN never runs here). Teacher forcing
-    goes through the decoder's ``loss`` (``CaptionDecoder.loss`` steps only the captions still running: no work on
-    padding).
-    Returns the mean ``loss``, ``ce`` and ``att`` per caption.
-    """
-    from tqdm.auto import tqdm
-
-    model.train()
-    gen = torch.Generator().manual_seed(config.seed * 1000 + epoch)
-    if dist.active():  # each rank draws its own dropout masks, from (seed, epoch, rank): a resumed run draws the same
-        torch.manual_seed(dist.rank_seed(config.seed * 1000 + epoch))
-    bar = tqdm(batches(pairs, config.batch_size, gen), total=math.ceil(len(pairs) / config.batch_size),
-               disable=not progress, desc=f"epoch {epoch}/{config.epochs}", leave=False)
-    tot, n = {"loss": 0.0, "ce": 0.0, "att": 0.0}, 0
-    for images, caps, lengths in bar:
-        n_rows, share = len(images), None
-        if dist.active():  # under torchrun every rank builds the same (global) batch and trains on its share
-            images, caps, lengths, share = rank_share(images, caps, lengths,
-                                                      models.decoder_spec(config.decoder).loss_unit)
-        feats = features(images).to(device, non_blocking=True)
-        parts = train_step(model, optimizer, feats, caps.to(device), lengths.to(device), config.lambda_att,
-                           config.grad_clip, config.label_smoothing, share)
-        for k in tot:
-            tot[k] += float(parts[k]) * n_rows
-        n += n_rows
-        bar.set_postfix(ce=f"{float(parts['ce']):.3f}", att=f"{float(parts['att']):.2f}")
-    return {k: v / max(n, 1) for k, v in tot.items()}
-
-
-def adam(params, lr: float) -> torch.optim.Adam:
-    """Adam with its fused update (one pass over each tensor instead of ~10; the same formula) where this torch
-    has one for the parameters' device, else the standard one."""
-    params = list(params)
-    try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
-    except RuntimeError:  # older torch: no fused Adam on the CPU
-        return torch.optim.Adam(params, lr=lr)
-
-
-def train_step(model, optimizer, feats, captions, lengths, lambda_att: float = 1.0, grad_clip: float = 5.0,
-               label_smoothing: float = 0.0, share: tuple | None = None) -> dict:
-    """One optimisation step on a batch, in float32; returns the loss parts (detached).
-
-    Under torchrun ``model`` is the DDP-wrapped objective (:func:`distributed`), the batch is this rank's share of
-    the whole batch and ``share`` says what the whole holds (:func:`rank_share`); the parts returned are the whole
-    batch's, on every rank.
-
-    Also in float32 on CUDA: at the study's sizes a step there is bound by its ~5,000 kernel launches, not by
-    arithmetic, and bf16 autocast only added cast kernels (an H100, batch 32: 55 ms a step with autocast, 44 ms
-    without; `make bench` on the GPU). The decoder itself runs under autocast for those who want it.
-    """
-    if share is None:
-        loss, parts = model.loss(feats, captions, lengths, lambda_att, label_smoothing)
-    else:
-        loss, parts = shared_loss(model, feats, captions, lengths, lambda_att, label_smoothing, *share)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if grad_clip:
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], grad_clip)
-    optimizer.step()
-    return parts
-
-
-def rank_share(images, captions, lengths, unit: str = "token") -> tuple:
-    """This rank's rows of a whole batch (every world_size-th one: :func:`capkit.dist.share`), and ``share`` =
-    (units, captions, weight, unit): the whole batch's count of the units its loss is a mean over (``unit``, the
-    decoder's ``DecoderSpec.loss_unit``: "token", the predicted tokens, or "image") and of its captions, and 1.0,
-    or 0.0 for a rank left without rows (a last batch smaller than the world), which then runs the batch's first
-    row at weight 0 (DDP needs every rank's gradients, even zero ones)."""
-    units = int((lengths - 1).clamp(min=0).sum()) if unit == "token" else len(images)
-    rows, weight = dist.share(len(images)), 1.0
-    if not rows:
-        rows, weight = [0], 0.0
-    idx = torch.tensor(rows)
-    lengths = lengths[idx]
-    captions = captions[idx, : int(lengths.max())]
-    return [images[j] for j in rows], captions, lengths, (units, len(images), weight, unit)
-
-
-def shared_loss(net, feats, captions, lengths, lambda_att: float, label_smoothing: float, units: int,
-                n_captions: int, weight: float, unit: str = "token") -> tuple:
-    """This rank's term of the whole batch's loss (to backpropagate), and the whole batch's loss parts.
-
-    A decoder's loss is a batch's summed loss S divided by a count N of units (``unit``): its predicted tokens
-    (``models.objective``: the cross-entropy of every token + lambda x the attention term of every caption), or
-    its images (the set model). A rank's share holds n_r of those units and S_r of that sum, and computes
-    S_r / n_r; DDP then averages the ranks' gradients (their sum / W ranks). So the share's loss is rescaled to
-    S_r / N * W: the ranks' average is S / N, the whole batch's loss, and the averaged gradient is one process's
-    gradient on the whole batch (up to the order of float sums). The loss goes through the DDP wrapper's forward
-    (``net("loss", ...)``): that is what makes DDP sync the gradients. (Predict-Forward's extra term is a mean
-    over the positions that have a word after next, so it is rescaled by the token shares: one process's only
-    up to those shares' ratio.)
-    """
-    loss, parts = net("loss", feats, captions, lengths, lambda_att, label_smoothing)
-    n_r = int((lengths - 1).clamp(min=0).sum()) if unit == "token" else len(lengths)
-    loss = loss * (weight * max(n_r, 1) * dist.world_size() / max(units, 1))
-    ce_sum, att_sum, loss_sum = dist.all_sum([weight * float(parts["ce"]) * n_r,
-                                              weight * float(parts["att"]) * len(lengths),
-                                              weight * float(parts["loss"]) * n_r])
-    return loss, {"ce": ce_sum / max(units, 1), "att": att_sum / max(n_captions, 1), "loss": loss_sum / max(units, 1)}
-
-
-def teacher_forced_loss(model, prep: Prepared, pairs, device) -> float:
-    """Validation cross-entropy with teacher forcing (a curve to watch, not the early-stopping score).
-
-    Under torchrun each rank computes every world_size-th batch; the sums are added in batch order."""
-    model.eval()
-    mine = {}
-    with torch.inference_mode():
-        for k, (images, caps, lengths) in enumerate(batches(pairs, 128)):
-            if k % dist.world_size() != dist.rank():
-                continue
-            feats = prep.features(images).to(device)
-            _, parts = model.loss(feats, caps.to(device), lengths.to(device), 0.0, 0.0)  # parts["ce"]: its data term
-            mine[k] = (float(parts["ce"]) * len(images), len(images))
-    tot, n = 0.0, 0
-    for ce, rows in dist.gather(mine):
-        tot += ce
-        n += rows
-    return tot / max(n, 1)
 
 
 def train(config: TrainConfig, progress: bool = True) -> dict:

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from capkit import decode, mbr, metrics, models, train
+from capkit import decode, loops, mbr, metrics, models
 from capkit.decoders import DECODERS
 
 V, D, L, B = 23, 12, 9, 6
@@ -150,8 +150,8 @@ def _ddp_rank(rank, world, init_file, names, out):
             feats, captions, lengths = batch()
             images = list(range(B))
             unit = DECODERS[name].loss_unit
-            mine, caps, lens, share = train.rank_share(images, captions, lengths, unit)
-            loss, _ = train.shared_loss(net, feats[mine], caps, lens, 0.25, 0.0, *share)
+            mine, caps, lens, share = loops.rank_share(images, captions, lengths, unit)
+            loss, _ = loops.shared_loss(net, feats[mine], caps, lens, 0.25, 0.0, *share)
             loss.backward()
             if rank == 0:
                 out[name] = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}

@@ -29,7 +29,7 @@ SCRIPT = r"""
 import sys
 import torch
 torch.set_num_threads(1)
-from capkit import dist, models, train
+from capkit import dist, loops, models, prepare, train
 
 def run(name):
     torch.manual_seed(0)
@@ -37,19 +37,19 @@ def run(name):
     model = spec.build(vocab_size=40, encoder_dim=24, embed_dim=16, attention_dim=16, decoder_dim=20, dropout=0.0,
                        hidden_dim=20)
     net = train.distributed(model, torch.device("cpu"))
-    optimizer = train.adam(model.parameters(), 1e-2)
+    optimizer = loops.adam(model.parameters(), 1e-2)
     g = torch.Generator().manual_seed(1)
     feats = {f"im{i}": torch.randn(9, 24, generator=g) for i in range(15)}
     pairs = [(f"im{i}", [2] + torch.randint(4, 40, (int(torch.randint(1, 9, (1,), generator=g)),),
                                             generator=g).tolist() + [3]) for i in range(15)]
     losses, grads = [], None
     for epoch in (1, 2):  # batches of 7, 7 and 1: the last leaves rank 1 without rows
-        for images, caps, lengths in train.batches(pairs, 7, torch.Generator().manual_seed(epoch)):
+        for images, caps, lengths in prepare.batches(pairs, 7, torch.Generator().manual_seed(epoch)):
             share = None
             if dist.active():
-                images, caps, lengths, share = train.rank_share(images, caps, lengths, spec.loss_unit)
+                images, caps, lengths, share = loops.rank_share(images, caps, lengths, spec.loss_unit)
             x = torch.stack([feats[i] for i in images])
-            parts = train.train_step(net, optimizer, x, caps, lengths, 1.0, 5.0, 0.0, share)
+            parts = loops.train_step(net, optimizer, x, caps, lengths, 1.0, 5.0, 0.0, share)
             losses.append([float(parts[k]) for k in ("loss", "ce", "att")])
             if grads is None:  # after the first step's backward (and all-reduce)
                 grads = {k: p.grad.clone() for k, p in model.named_parameters()}

@@ -15,7 +15,7 @@ V, L, D = 4 + 10, 5, 8  # 4 special ids, 10 tags
 
 
 def captions_of(tag_lists):
-    """captions [B, T] = <start> ids <end> <pad>.. and lengths, as train.batches builds them."""
+    """captions [B, T] = <start> ids <end> <pad>.. and lengths, as prepare.batches builds them."""
     lengths = torch.tensor([len(t) + 2 for t in tag_lists])
     caps = torch.full((len(tag_lists), int(lengths.max())), PAD_ID, dtype=torch.long)
     for b, t in enumerate(tag_lists):

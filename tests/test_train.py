@@ -7,7 +7,7 @@ import pickle
 import pytest
 import torch
 
-from capkit import decode, evaluation, retrieval, runs, store, train
+from capkit import checkpoints, decode, evaluation, prepare, retrieval, runs, store, train
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_prepare_splits_vocab_and_pairs(prep):
 def test_batches_cover_every_pair_once_longest_first(prep):
     pairs = prep.pairs("train")
     seen = []
-    for images, caps, lengths in train.batches(pairs, 8, torch.Generator().manual_seed(3)):
+    for images, caps, lengths in prepare.batches(pairs, 8, torch.Generator().manual_seed(3)):
         assert lengths.tolist() == sorted(lengths.tolist(), reverse=True)  # the order the decoder steps them in
         for img, row, n in zip(images, caps, lengths.tolist()):
             assert row[n:].eq(0).all()
@@ -84,7 +84,7 @@ def test_a_changed_config_does_not_resume_or_overwrite(prep, tmp_path):
     folder = tmp_path / p.config.run_name
     before = {f.name: f.read_bytes() for f in folder.iterdir()}
     other = dataclasses.replace(p, config=dataclasses.replace(p.config, epochs=2, lr=1e-3))
-    with pytest.raises(train.RunExists, match=r"other settings \(lr: 0.0005 -> 0.001\)"):
+    with pytest.raises(checkpoints.RunExists, match=r"other settings \(lr: 0.0005 -> 0.001\)"):
         train.fit(other, progress=False)
     assert {f.name: f.read_bytes() for f in folder.iterdir()} == before  # nothing written
     more = dataclasses.replace(p, config=dataclasses.replace(p.config, epochs=2))  # more epochs: resumes
