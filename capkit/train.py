@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -62,19 +63,63 @@ def distributed(model: torch.nn.Module, device: torch.device):
 # ----------------------------------------------------------------------------- training
 
 
+@dataclass
+class Session:
+    """What the epochs of one :func:`fit` call share."""
+
+    prep: Prepared
+    model: torch.nn.Module
+    net: torch.nn.Module  # the model itself; under torchrun its DDP-wrapped objective
+    optimizer: torch.optim.Optimizer
+    params: list  # the parameters that train (self-critical epochs start a fresh optimiser on them)
+    state: State
+    device: torch.device
+    progress: bool  # (rank 0 only)
+    pairs: list  # (image, token ids) of the training split, one per reference
+    val_pairs: list
+    done: int = 0  # epochs run by this call
+
+    @property
+    def config(self) -> TrainConfig:
+        return self.prep.config
+
+
 def fit(prep: Prepared, progress: bool = True, stop_after: int | None = None) -> tuple[torch.nn.Module, State]:
     """Train (or resume) the run; returns the model with the best validation weights loaded.
 
     Cross-entropy epochs (learning rate ``config.lr_at(epoch)``) until ``epochs`` or ``patience`` epochs without a
     better validation score, then ``scst_epochs`` self-critical epochs from the best weights (:mod:`capkit.scst`).
-    The best epoch of either phase (the highest score of its target's ``selection``) is ``best.pt``. ``last.pt`` after every epoch;
-    a run folder with ``last.pt`` resumes from it when the run's settings and the vocabulary's tokens are the
-    same (a finished run trains nothing more). ``stop_after`` ends the call after that many epochs of this call.
+    The best epoch of either phase (the highest score of its target's ``selection``) is ``best.pt``; ``last.pt``
+    after every epoch. A run folder with ``last.pt`` resumes from it when the run's settings and the vocabulary's
+    tokens are the same (a finished run trains nothing more). ``stop_after`` ends the call after that many epochs
+    of this call.
     """
+    run = start(prep, progress)
+    config, state = run.config, run.state
+
+    def more() -> bool:
+        return stop_after is None or run.done < stop_after
+
+    while state.scst_epoch == 0 and state.epoch < config.epochs and state.bad_epochs < config.patience and more():
+        cross_entropy_epoch(run)
+    xe_done = state.epoch >= config.epochs or state.bad_epochs >= config.patience
+    if config.scst_epochs and xe_done and state.scst_epoch < config.scst_epochs:
+        reward = start_self_critical(run)
+        while state.scst_epoch < config.scst_epochs and more():
+            self_critical_epoch(run, *reward)
+    best = read_checkpoint(config.path / "best.pt", run.device)
+    if best is not None:
+        run.model.load_state_dict(best["model"])
+    run.model.eval()
+    return run.model, state
+
+
+def start(prep: Prepared, progress: bool = True) -> Session:
+    """The run's model and optimiser, resumed from the run folder's ``last.pt`` when it has one (or a copy of
+    ``start_from``'s); writes ``config.json``, ``vocab.json`` and ``detokenizer.json`` (rank 0)."""
     config = prep.config
     out = config.path
     main = dist.is_main()  # under torchrun only rank 0 writes the run folder (and prints)
-    progress = progress and main
     if main:
         out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
@@ -82,23 +127,22 @@ def fit(prep: Prepared, progress: bool = True, stop_after: int | None = None) ->
     model = build_model(config, len(prep.vocab)).to(device)
     if config.word_vectors:
         matrix, vec_report = word_vectors.load_word_vectors(config.word_vectors, prep.vocab, dim=config.embed_dim,
-                                                    seed=config.seed)
+                                                            seed=config.seed)
         model.load_embeddings(matrix, freeze=config.freeze_embeddings)
         prep.info["word_vectors"] = vec_report
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = adam(params, config.lr)
     state = State()
-    last = out / "last.pt"
-    if main and not last.exists() and config.start_from:
+    if main and not (out / "last.pt").exists() and config.start_from:
         copy_run(D.project_path(config.start_from), out)
-    ckpt = read_checkpoint(last, device)  # under torchrun: rank 0's, on every rank
+    ckpt = read_checkpoint(out / "last.pt", device)  # under torchrun: rank 0's, on every rank
     if ckpt is not None:  # resume
         check_resumable(ckpt, config, prep.vocab, out)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         state = State(**ckpt["state"])
         torch.set_rng_state(ckpt["rng"].cpu())
-        if progress:
+        if progress and main:
             print(f"resuming {config.run_name} after epoch {state.epoch}"
                   + (f" and {state.scst_epoch} self-critical epochs" if state.scst_epoch else ""))
     if main:
@@ -107,83 +151,84 @@ def fit(prep: Prepared, progress: bool = True, stop_after: int | None = None) ->
                         source_split="train", target=config.target)
         if prep.detok is not None:
             prep.detok.save(out / "detokenizer.json")
-    net = distributed(model, device)  # one process: the model itself; under torchrun its DDP-wrapped objective
-    pairs = prep.pairs("train")
-    val_pairs = prep.pairs("val")
-    done_now = 0
+    return Session(prep, model, distributed(model, device), optimizer, params, state, device, progress and main,
+                   prep.pairs("train"), prep.pairs("val"))
 
-    def end_epoch(row: dict, label: str) -> None:
-        nonlocal done_now
-        summary = row.pop("summary")
-        state.history.append(row)
-        state.best_epoch, state.best_score = best_epoch(state.history, config.target)
-        improved = state.best_epoch == row["epoch"]
-        if main:
-            ckpt = checkpoint(model, optimizer, config, prep.vocab, state)
-            if improved:
-                store.save_checkpoint(ckpt, out / "best.pt")
-            store.save_checkpoint(ckpt, last)
-            store.write_json(out / "history.json", state.history)
-        dist.barrier()  # the ranks leave the epoch together, its checkpoint written
-        for hook in EPOCH_HOOKS:  # (callers' observers: progress reports, tests that stop a run at a known point)
-            hook(state, config)
-        done_now += 1
-        if progress:
-            name = targets.target(config.target).selection_label
-            print(f"{label}: {summary}  val {name} {row['val_score']:.4f}{'  *' if improved else ''}  "
-                  f"({row['seconds']:.1f} s)")
 
-    while state.scst_epoch == 0 and state.epoch < config.epochs and state.bad_epochs < config.patience:
-        if stop_after is not None and done_now >= stop_after:
-            break
-        epoch = state.epoch + 1
-        lr = config.lr_at(epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        t0 = time.perf_counter()
-        tot = train_epoch(net, optimizer, prep.features, pairs, config, epoch, device, progress)
-        train_s = time.perf_counter() - t0
-        val_loss = teacher_forced_loss(model, prep, val_pairs, device)
-        v = val_score(model, prep, "val")
-        row = {"epoch": epoch, "phase": "xe", "lr": lr, "train_loss": tot["loss"], "train_ce": tot["ce"],
-               "train_att": tot["att"], "val_loss": val_loss, **{f"val_{k}": x for k, x in v.items()},
-               "train_seconds": train_s, "seconds": time.perf_counter() - t0,
-               "summary": f"train CE {tot['ce']:.3f}  val CE {val_loss:.3f}"}
-        state.epoch = epoch
-        state.bad_epochs = 0 if v["score"] > state.best_score else state.bad_epochs + 1
-        end_epoch(row, f"epoch {epoch}")
+def cross_entropy_epoch(run: Session) -> None:
+    """One teacher-forced epoch, its validation scores, its checkpoint (:func:`end_epoch`)."""
+    config, state = run.config, run.state
+    epoch = state.epoch + 1
+    lr = config.lr_at(epoch)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    t0 = time.perf_counter()
+    tot = train_epoch(run.net, run.optimizer, run.prep.features, run.pairs, config, epoch, run.device, run.progress)
+    train_s = time.perf_counter() - t0
+    val_loss = teacher_forced_loss(run.model, run.prep, run.val_pairs, run.device)
+    v = val_score(run.model, run.prep, "val")
+    row = {"epoch": epoch, "phase": "xe", "lr": lr, "train_loss": tot["loss"], "train_ce": tot["ce"],
+           "train_att": tot["att"], "val_loss": val_loss, **{f"val_{k}": x for k, x in v.items()},
+           "train_seconds": train_s, "seconds": time.perf_counter() - t0}
+    state.epoch = epoch
+    state.bad_epochs = 0 if v["score"] > state.best_score else state.bad_epochs + 1
+    end_epoch(run, row, f"epoch {epoch}", f"train CE {tot['ce']:.3f}  val CE {val_loss:.3f}")
 
-    xe_done = state.epoch >= config.epochs or state.bad_epochs >= config.patience
-    if config.scst_epochs and xe_done and state.scst_epoch < config.scst_epochs:
-        if state.scst_epoch == 0:  # start from the best cross-entropy weights, with a fresh optimiser
-            best = read_checkpoint(out / "best.pt", device)  # (none when no epoch had a finite validation score)
-            if best is not None:
-                model.load_state_dict(best["model"])
-            optimizer = adam(params, config.scst_lr)
-        images, ref_ids = scst_data(prep)
-        cider = metrics.CiderD(ref_ids)  # document frequencies: the training references, never the neighbours'
-        ref_vecs = [cider.refs(r) for r in scst_references(prep, images, ref_ids, config.scst_neighbours)]
-        while state.scst_epoch < config.scst_epochs:
-            if stop_after is not None and done_now >= stop_after:
-                break
-            k = state.scst_epoch + 1
-            t0 = time.perf_counter()
-            tot = scst_epoch(net, optimizer, prep.features, images, ref_vecs, cider, config, k, device, progress)
-            train_s = time.perf_counter() - t0
-            v = val_score(model, prep, "val")
-            row = {"epoch": state.epoch + k, "phase": "scst", "lr": config.scst_lr, "train_loss": tot["loss"],
-                   "train_reward": tot["reward"], "train_baseline": tot["baseline"],
-                   "val_loss": teacher_forced_loss(model, prep, val_pairs, device),
-                   **{f"val_{key}": x for key, x in v.items()}, "train_seconds": train_s,
-                   "seconds": time.perf_counter() - t0,
-                   "summary": f"reward {tot['reward']:.3f} (greedy {tot['baseline']:.3f})"}
-            state.scst_epoch = k
-            end_epoch(row, f"self-critical epoch {k}")
-    best = read_checkpoint(out / "best.pt", device)
-    if best is not None:
-        model.load_state_dict(best["model"])
-    model.eval()
-    return model, state
+
+def start_self_critical(run: Session) -> tuple:
+    """Before the first self-critical epoch: the best cross-entropy weights and a fresh optimiser. Returns the
+    reward's data: the training images, their references' CIDEr-D vectors and the statistics."""
+    config = run.config
+    if run.state.scst_epoch == 0:
+        best = read_checkpoint(config.path / "best.pt", run.device)  # (none when no epoch had a finite score)
+        if best is not None:
+            run.model.load_state_dict(best["model"])
+        run.optimizer = adam(run.params, config.scst_lr)
+    images, ref_ids = scst_data(run.prep)
+    cider = metrics.CiderD(ref_ids)  # document frequencies: the training references, never the neighbours'
+    ref_vecs = [cider.refs(r) for r in scst_references(run.prep, images, ref_ids, config.scst_neighbours)]
+    return images, ref_vecs, cider
+
+
+def self_critical_epoch(run: Session, images, ref_vecs, cider) -> None:
+    """One self-critical epoch, its validation scores, its checkpoint (:func:`end_epoch`)."""
+    config, state = run.config, run.state
+    k = state.scst_epoch + 1
+    t0 = time.perf_counter()
+    tot = scst_epoch(run.net, run.optimizer, run.prep.features, images, ref_vecs, cider, config, k, run.device,
+                     run.progress)
+    train_s = time.perf_counter() - t0
+    v = val_score(run.model, run.prep, "val")
+    row = {"epoch": state.epoch + k, "phase": "scst", "lr": config.scst_lr, "train_loss": tot["loss"],
+           "train_reward": tot["reward"], "train_baseline": tot["baseline"],
+           "val_loss": teacher_forced_loss(run.model, run.prep, run.val_pairs, run.device),
+           **{f"val_{key}": x for key, x in v.items()}, "train_seconds": train_s,
+           "seconds": time.perf_counter() - t0}
+    state.scst_epoch = k
+    end_epoch(run, row, f"self-critical epoch {k}", f"reward {tot['reward']:.3f} (greedy {tot['baseline']:.3f})")
+
+
+def end_epoch(run: Session, row: dict, label: str, summary: str) -> None:
+    """Add the epoch's row to the history; write ``last.pt`` (and ``best.pt`` when it is the best so far) and
+    ``history.json``; then the EPOCH_HOOKS and the progress line."""
+    config, state = run.config, run.state
+    state.history.append(row)
+    state.best_epoch, state.best_score = best_epoch(state.history, config.target)
+    improved = state.best_epoch == row["epoch"]
+    if dist.is_main():
+        ckpt = checkpoint(run.model, run.optimizer, config, run.prep.vocab, state)
+        if improved:
+            store.save_checkpoint(ckpt, config.path / "best.pt")
+        store.save_checkpoint(ckpt, config.path / "last.pt")
+        store.write_json(config.path / "history.json", state.history)
+    dist.barrier()  # the ranks leave the epoch together, its checkpoint written
+    for hook in EPOCH_HOOKS:  # (callers' observers: progress reports, tests that stop a run at a known point)
+        hook(state, config)
+    run.done += 1
+    if run.progress:
+        name = targets.target(config.target).selection_label
+        print(f"{label}: {summary}  val {name} {row['val_score']:.4f}{'  *' if improved else ''}  "
+              f"({row['seconds']:.1f} s)")
 
 
 def train(config: TrainConfig, progress: bool = True) -> dict:
