@@ -72,3 +72,16 @@ def test_flickr8k_without_data_is_skipped_with_a_message(tmp_path):
     done = subprocess.run(["make", "--no-print-directory", "flickr8k", f"DATA_DIR={tmp_path / 'none'}"], cwd=ROOT,
                           capture_output=True, text=True)
     assert done.returncode == 0 and "SKIPPED" in done.stdout and "Flickr8k_text" in done.stdout
+
+
+def test_ensembles_are_tested_after_the_runs_and_before_the_tables(tmp_path):
+    pair = f"{TEXT}+efficientnet_lite0_multi-lookback-text"
+    lines = dry_run("notebooks", f"ENSEMBLES={pair}").splitlines()
+    where = {key: next(i for i, x in enumerate(lines) if key in x)
+             for key in ("pool/baselines", f"ensemble/{pair}", "nb/05_results")}
+    assert where["pool/baselines"] < where[f"ensemble/{pair}"] < where["nb/05_results"]
+    assert not any("ensemble/" in x for x in dry_run("notebooks").splitlines())  # none unless named
+    # members not trained: skipped with a message, the pipeline goes on
+    done = subprocess.run(["make", "--no-print-directory", f"ensemble/{pair}", f"RUN_DIR={tmp_path}"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and f"SKIPPED ensemble {pair}" in done.stdout and "is not trained" in done.stdout
