@@ -232,7 +232,9 @@ F8K_RUN_DIR := $(if $(filter command line environment,$(origin RUN_DIR)),$(RUN_D
 # F8K_ENCODERS="efficientnet_lite0_multi7 efficientnet_lite2_multi7" (docs/real_photos.md has both times)
 F8K_ENCODERS ?= efficientnet_lite2_multi7
 F8K_DECODERS ?= soft lookback
-F8K_EXTRA_RUNS ?= efficientnet_lite2_multi7-transformer-text
+# extra runs (none by default: the Transformer, F8K_EXTRA_RUNS=efficientnet_lite2_multi7-transformer-text, scores
+# below both LSTM decoders on the dev split and would run alone on one core for ~20 minutes more)
+F8K_EXTRA_RUNS ?=
 # the ensemble of each encoder's soft and Look-Back runs (chosen on the dev split: docs/real_photos.md)
 F8K_ENSEMBLES ?= $(foreach e,$(F8K_ENCODERS),$(e)-soft-text+$(e)-lookback-text)
 flickr8k: env
