@@ -100,3 +100,13 @@ def test_members_must_share_the_data_and_the_vocabulary(members, tmp_path):
         ensemble.test_ensemble([members[0], odd])
     with pytest.raises(ValueError, match="two members or more"):
         Ensemble([runs.load_run(members[0]).model])
+
+
+def test_a_loaded_run_with_mbr_beam_captions_as_its_test_did(members, cache_dir):
+    """mbr_beam reaches the captioning path too: the first MBR batch of a member's test photos gets the words
+    its test chose (beam 2's caption among the candidates)."""
+    run = runs.load_run(members[0])
+    assert run.config.mbr_beam == 2 and run.tested_search() == "mbr"
+    lines = run.predictions()[:16]  # the test's first MBR batch: 64 // 4 images on the CPU, one sampling stream
+    caps = run.caption_many([line["image"] for line in lines], batch_size=16, cache_dir=cache_dir)
+    assert [c["tokens"] for c in caps] == [line["prediction_tokens"] for line in lines]
