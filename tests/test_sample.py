@@ -69,6 +69,34 @@ def test_pool_and_serial_agree(tmp_path):
     assert digest(tmp_path / "a") == digest(tmp_path / "b")
 
 
+_PARENT = []  # the test process's pid, for _dies_in_a_worker
+
+
+def _dies_in_a_worker(job):
+    """dataset._work, except in a pool's worker, where the job of index 1 kills the process."""
+    import os
+
+    if os.getpid() != _PARENT[0] and job[1] == 1:
+        os._exit(3)
+    return _REAL_WORK(job)
+
+
+_REAL_WORK = dataset._work
+
+
+def test_a_worker_that_dies_never_hangs_the_pool(tmp_path, monkeypatch):
+    """A rendering worker that dies (as a forked child of a process with an in-process JVM can) breaks the pool:
+    the photos are rendered in this process instead, the same files, with a warning; never a wait for ever."""
+    import os
+
+    _PARENT[:] = [os.getpid()]
+    monkeypatch.setattr(dataset, "_work", _dies_in_a_worker)  # (the forked workers inherit the patched module)
+    with pytest.warns(UserWarning, match="a rendering worker died"):
+        S.generate(tmp_path / "a", n_per_category=2, seed=5, workers=2)
+    S.generate(tmp_path / "b", n_per_category=2, seed=5, workers=1)
+    assert digest(tmp_path / "a") == digest(tmp_path / "b")
+
+
 def test_other_seed_differs(small, tmp_path):
     S.generate(tmp_path, n_per_category=3, seed=1)
     a, b = digest(small), digest(tmp_path)

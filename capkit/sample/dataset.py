@@ -9,11 +9,16 @@ stamp is missing or differs; `main()` is ``python -m capkit.sample``.
 
 from __future__ import annotations
 
+import gc
 import json
 import multiprocessing
 import os
 import random
 import re
+import signal
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +43,17 @@ def generate(out_dir, n_per_category=200, seed=0, size=224, workers=None):
     jobs = [(c, i, seed, size, str(out)) for c in CATEGORIES for i in range(n_per_category)]
     workers = workers or (min(4, os.cpu_count() or 1) if len(jobs) >= 200 else 1)
     if workers > 1:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            records = pool.map(_work, jobs, chunksize=16)
+        # forked workers (no re-import of the caller's script), with the default signal handlers and no cyclic GC
+        # (_worker_start): a fork copies the caller's signal handlers and objects, e.g. an in-process JVM's (Okt),
+        # whose finalisers must not run in a child. A worker that dies anyway breaks the pool (never a hang): the
+        # photos are then rendered here, the same files.
+        try:
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                     initializer=_worker_start) as pool:
+                records = list(pool.map(_work, jobs, chunksize=16))
+        except BrokenProcessPool:
+            warnings.warn("capkit.sample: a rendering worker died; rendering the photos in this process instead")
+            records = [_work(j) for j in jobs]
     else:
         records = [_work(j) for j in jobs]
     splits = {c: split_names(n_per_category, f"capkit-sample:{seed}:{c}:split") for c in CATEGORIES}
@@ -102,6 +116,12 @@ def make_post(category, index, seed, size):
     record = {"key": key, "image": f"images/{key}.jpg", "text": text, "hashtags": hashtags, "split": None,
               "category": category, "boxes": boxes, "scene": scene}
     return record, img
+
+
+def _worker_start() -> None:
+    gc.disable()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def _work(job):
