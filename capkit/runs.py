@@ -261,6 +261,7 @@ def load_run(path, device: str = "cpu", which: str = "best") -> Run:
 
 
 def read_json(path) -> dict | None:
+    """A run folder's JSON file (``config.json``, ``metrics.json``, ...), or None when it is not there."""
     path = Path(path)
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 

@@ -5,7 +5,7 @@ branching on its name:
 | | text | hashtag |
 |---|---|---|
 | a record has one when | it has a text | it has hashtags |
-| references of a record | its texts, tokenized (up to five here) | its hashtag set, as one list |
+| references of a record | each of its texts, tokenized | its hashtag set, as one list |
 | decoded length | ``max_len`` tokens | ``max_hashtags`` tags, a tag never twice |
 | score that picks the epoch | validation CIDEr-D (greedy) | validation micro F1 |
 | test scores | BLEU-1..4, METEOR, ROUGE-L, CIDEr-D | F1 / precision / recall |
@@ -26,7 +26,6 @@ from dataclasses import dataclass
 
 from capkit import data as D
 from capkit import metrics, text
-from capkit.data import normalize_hashtags
 
 
 @dataclass(frozen=True)
@@ -140,7 +139,7 @@ class HashtagTarget(Target):
 
     def references(self, records, config, progress=False):
         """Each record's reference list: its normalised tag set, cut at ``max_hashtags``."""
-        return [[normalize_hashtags(r.hashtags)[: config.max_hashtags]] for r in records], None
+        return [[D.normalize_hashtags(r.hashtags)[: config.max_hashtags]] for r in records], None
 
     def raw_references(self, record) -> list[str]:
         return [" ".join("#" + t for t in record.hashtags)]
