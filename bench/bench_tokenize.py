@@ -10,6 +10,7 @@ import re
 import tempfile
 import time
 
+from capkit import detok as DT
 from capkit import text as T
 
 PLACES = ["해운대", "광안리", "경복궁", "남산타워", "제주도", "성산일출봉", "전주한옥마을", "북촌", "홍대", "명동", "강릉",
@@ -82,7 +83,7 @@ def spacing_scores(outputs, references, token_lists):
     right = total = 0
     for out, ref, tokens in zip(outputs, references, token_lists):
         surfaces = [T.split_token(t)[0] for t in tokens]
-        for got, want in zip(T.glue_flags(out, surfaces), T.glue_flags(ref, surfaces)):
+        for got, want in zip(DT.glue_flags(out, surfaces), DT.glue_flags(ref, surfaces)):
             if got is not None and want is not None:
                 right += got == want
                 total += 1
@@ -115,17 +116,17 @@ def main():
     okt_engine = T._okt()
     references = [" ".join(okt_engine.normalize(t).split()) for t in texts]
     tokens = list(cold)
-    rules = [T.detokenize(t) for t in tokens]
+    rules = [DT.detokenize(t) for t in tokens]
     half = len(texts) // 2
-    det = T.Detokenizer.fit(texts[:half], tokens[:half])
+    det = DT.Detokenizer.fit(texts[:half], tokens[:half])
     learned = [det(t) for t in tokens[half:]]
     exact, boundary = spacing_scores(rules[half:], references[half:], tokens[half:])
     print(f"round trip, okt, rules only     (held-out half): exact {exact:.3f}, boundaries right {boundary:.4f}")
     exact, boundary = spacing_scores(learned, references[half:], tokens[half:])
     print(f"round trip, okt, fitted on half (held-out half): exact {exact:.3f}, boundaries right {boundary:.4f}")
     surfaces = [[T.split_token(t)[0] for t in toks] for toks in tokens]  # okt_morph tokens
-    det = T.Detokenizer.fit(texts[:half], surfaces[:half])
-    for label, outputs in [("rules only    ", [T.detokenize(t) for t in surfaces[half:]]),
+    det = DT.Detokenizer.fit(texts[:half], surfaces[:half])
+    for label, outputs in [("rules only    ", [DT.detokenize(t) for t in surfaces[half:]]),
                            ("fitted on half", [det(t) for t in surfaces[half:]])]:
         exact, boundary = spacing_scores(outputs, references[half:], surfaces[half:])
         print(f"round trip, okt_morph, {label} (held-out half): exact {exact:.3f}, boundaries right {boundary:.4f}")

@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reference  # noqa: E402
 
 from capkit import data as D  # noqa: E402
-from capkit import decode, encoders, inference, loops, models, text, train, vocab_report  # noqa: E402
+from capkit import build, decode, encoders, inference, loops, models, text, train, vocab_report  # noqa: E402
 from capkit.prepare import batches, resolve_device  # noqa: E402
 
 STUDY = dict(encoder_dim=1024, grid=14, embed_dim=300, attention_dim=512, decoder_dim=512, batch=32, max_tokens=30,
@@ -254,7 +254,7 @@ def bench_epoch(records, token_lists, size: dict, device, cache_dir: Path, encod
     config = train.TrainConfig(encoder=encoder, embed_dim=size["embed_dim"], attention_dim=size["attention_dim"],
                                decoder_dim=size["decoder_dim"], batch_size=size["batch"], smoke=False,
                                encoder_weights="random", device=str(device))
-    model = train.build_model(config, len(vocab)).to(device)
+    model = build.build_model(config, len(vocab)).to(device)
     ref = reference.StudyDecoder.like(model)
     out = {"encoder": encoder, "weights": "random (timing only)", "images": len(images), "pairs": len(pairs),
            "vocab": len(vocab), "batch": size["batch"], "feature_shape": [spec.grid ** 2, spec.dim]}

@@ -19,7 +19,7 @@ import json
 
 import pandas as pd
 
-from capkit import runs, train
+from capkit import runs, train, viz
 from capkit.evaluation import test
 from capkit.prepare import prepare
 
@@ -60,7 +60,7 @@ def ablate(base: train.TrainConfig, grid: dict, object_words: dict | None = None
             print(f"== {config.run_name}")
         prep = prepare(config, progress=False)
         model, _ = train.fit(prep, progress=False)
-        plt.close(train.plot_history(config.path))
+        plt.close(viz.plot_history(config.path))
         metrics = test(model, prep)
         history = json.loads((config.path / "history.json").read_text())
         best = next(r for r in history if r["epoch"] == metrics["best_epoch"])

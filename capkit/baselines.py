@@ -2,7 +2,7 @@
 
 Baselines (``baselines``; written to ``run_dir/baselines/<encoder>-<target>.json`` with the same
 metric keys as a run's ``metrics.json["test"]``), all computed from the run's own prepared data
-(``train.prepare`` with the run's config, so the same test records, tokens and vocabulary caps):
+(``prepare`` with the run's config, so the same test records, tokens and vocabulary caps):
 
 - ``most_frequent`` (hashtags): the k hashtags found in most training posts, the same list for
   every test image, in frequency order. k is tuned on the validation split (the k in
@@ -79,7 +79,7 @@ import pandas as pd
 import torch
 
 from capkit import data as D
-from capkit import loops, metrics, multilabel, retrieval, sample, store, targets, train
+from capkit import loops, metrics, multilabel, retrieval, sample, settings, store, targets
 from capkit.encoders import ENCODER_LABELS
 from capkit.prepare import Prepared, prepare, reference_tokens
 from capkit.runs import read_json, read_predictions, run_folders
@@ -282,7 +282,7 @@ def oracle_trained_predictions(prep: Prepared, split: str = "test") -> dict | No
     def features(images):  # [B, 1, F], in place of the encoder's grid
         return torch.stack([told[i] for i in images])
 
-    tc = train.TrainConfig(decoder="multilabel", target="hashtag", seed=config.seed, epochs=ORACLE_TRAINED_EPOCHS,
+    tc = settings.TrainConfig(decoder="multilabel", target="hashtag", seed=config.seed, epochs=ORACLE_TRAINED_EPOCHS,
                            max_hashtags=config.max_hashtags, device="cpu")
     true = [refs[0] if refs else [] for refs in prep.tokens["val"]]
     val_images = [r.image for r in prep.records["val"]]
@@ -404,7 +404,7 @@ def baselines_path(run_dir, encoder: str, target: str) -> Path:
     return D.project_path(run_dir) / "baselines" / f"{encoder}-{target}.json"
 
 
-def baseline_config(config: train.TrainConfig) -> dict:
+def baseline_config(config: settings.TrainConfig) -> dict:
     d = config.to_dict()
     return {k: d[k] for k in BASELINE_CONFIG_KEYS}
 
@@ -423,7 +423,7 @@ def write_baselines(prep: Prepared, run_dir=None, split: str = "test", meteor=No
     return path
 
 
-def _stale(old: dict | None, config: train.TrainConfig, run_path: Path) -> bool:
+def _stale(old: dict | None, config: settings.TrainConfig, run_path: Path) -> bool:
     """Whether a stored baseline file was made from other data than the run at ``run_path``."""
     if not old or old.get("format") != BASELINES_FORMAT or old.get("config") != baseline_config(config):
         return True
@@ -437,7 +437,7 @@ def ensure_baselines(run_dir, refresh: bool = False, progress: bool = True, mete
     made from the same data settings and the same test records (the keys in the run's
     predictions.jsonl) is there already; ``refresh`` recomputes it anyway.
 
-    The data come from ``train.prepare`` with the config of one run of that encoder and target
+    The data come from ``prepare`` with the config of one run of that encoder and target
     (features from the feature cache, so no encoder runs when the run's cache is there).
     ``meteor``: an open ``metrics.meteor_scorer()`` to share (starting the jar takes seconds).
     """
@@ -446,7 +446,7 @@ def ensure_baselines(run_dir, refresh: bool = False, progress: bool = True, mete
         d = read_json(p / "config.json")
         if not d:
             continue
-        config = train.TrainConfig.from_dict(d)
+        config = settings.TrainConfig.from_dict(d)
         cell = (config.encoder, config.target)
         if cell in done:
             continue

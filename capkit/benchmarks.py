@@ -44,7 +44,10 @@ def search_label(m: dict) -> str:
 
 
 def protocol(encoder: str, search: str = "") -> str:
-    """``"EfficientNet-Lite2 (stages 5+7, 7x7), ImageNet, frozen, 224 px, 49 regions; beam 3"``."""
+    """``"EfficientNet-Lite2 (stages 5+7, 7x7), ImageNet, frozen, 224 px, 49 regions; beam 3"``; an ensemble's
+    across encoders (``"a+b"``) lists each encoder's, joined with "&"."""
+    if "+" in encoder:
+        return " & ".join(protocol(e) for e in encoder.split("+")) + (f"; {search}" if search else "")
     spec = encoders.ENCODERS.get(encoder)
     label = results.ENCODER_LABELS.get(encoder, encoder)
     if spec is None:

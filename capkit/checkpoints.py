@@ -1,10 +1,11 @@
-"""Checkpoints of a run and resuming from them: the training state a checkpoint restores (:class:`State`), what a
-checkpoint holds (weights, optimiser, settings, vocabulary, state, RNG), reading one (under torchrun: rank 0's,
-sent to every rank), copying a run folder's checkpoints to start another run (``start_from``), and the check
-that a run folder holds this very run before it is resumed (:class:`RunExists` otherwise: nothing is ever
-overwritten).
+"""A run folder's training files and resuming from them: the training state a checkpoint restores (:class:`State`),
+what a checkpoint holds (weights, optimiser, settings, vocabulary, state, RNG), writing one after each epoch with
+the history, the run's ``config.json`` / ``vocab.json`` / ``detokenizer.json``, reading a checkpoint (under
+torchrun: rank 0's, sent to every rank), copying a run folder's checkpoints to start another run
+(``start_from``), and the check that a run folder holds this very run before it is resumed (:class:`RunExists`
+otherwise: nothing is ever overwritten).
 
-This module imports ``dist``, ``settings``, ``store`` and ``text``.
+This module imports ``data`` (``project_path``), ``dist``, ``settings``, ``store`` and ``text``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import torch
 
 from capkit import dist, store, text
+from capkit.data import project_path
 from capkit.settings import RESUMABLE_CHANGES, TrainConfig
 
 
@@ -47,6 +49,34 @@ def checkpoint(model, optimizer, config: TrainConfig, vocab, state: State) -> di
     return {"format": store.CKPT_FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "config": config.to_dict(), "decoder_config": model.config.to_dict(), "vocab": vocab.to_dict(),
             "state": asdict(state), "rng": torch.get_rng_state()}
+
+
+def save_epoch(model, optimizer, config: TrainConfig, vocab, state: State, improved: bool) -> None:
+    """After an epoch: ``last.pt``, ``best.pt`` too when the epoch is the best so far (written first: a run killed
+    in between resumes from the previous ``last.pt`` and redoes the epoch), and ``history.json``."""
+    ckpt = checkpoint(model, optimizer, config, vocab, state)
+    if improved:
+        store.save_checkpoint(ckpt, config.path / "best.pt")
+    store.save_checkpoint(ckpt, config.path / "last.pt")
+    store.write_json(config.path / "history.json", state.history)
+
+
+def write_run_files(prep) -> None:
+    """A run folder's ``config.json``, ``vocab.json`` and (runs that need one) ``detokenizer.json``, from the run's
+    :class:`capkit.prepare.Prepared`."""
+    config = prep.config
+    store.write_json(config.path / "config.json", config.to_dict())
+    prep.vocab.save(config.path / "vocab.json", tokenizer=prep.target.token_form(config), source_split="train",
+                    target=config.target)
+    if prep.detok is not None:
+        prep.detok.save(config.path / "detokenizer.json")
+
+
+def start_from(config: TrainConfig) -> None:
+    """A new run folder (no ``last.pt``) with ``config.start_from`` set continues that run: its files are copied
+    in (:func:`copy_run`)."""
+    if config.start_from and not (config.path / "last.pt").exists():
+        copy_run(project_path(config.start_from), config.path)
 
 
 def copy_run(src: Path, dst: Path) -> None:

@@ -3,7 +3,7 @@ the batches training reads; the run's device and seed.
 
 ``prepare(config)`` is the first step of every run (``03_train``, ``python -m capkit.train``, the baselines).
 
-This module imports ``data``, ``dist``, ``encoders``, ``settings`` and ``text``.
+This module imports ``data``, ``detok``, ``dist``, ``encoders``, ``settings``, ``targets`` and ``text``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import torch
 
 from capkit import data as D
 from capkit import dist, encoders, targets, text
+from capkit.detok import Detokenizer
 from capkit.settings import TrainConfig
 
 
@@ -44,11 +45,16 @@ class Prepared:
     records: dict  # split -> list[Record]
     tokens: dict  # split -> list of reference token lists per record (text: all texts; hashtags: one list)
     vocab: text.Vocab
-    detok: text.Detokenizer | None
+    detok: Detokenizer | None
     store: encoders.FeatureStore
     report: D.LoadReport
     info: dict = field(default_factory=dict)
     cache: dict = field(default_factory=dict)  # what later steps build once from it (retrieval.bank)
+
+    @property
+    def target(self) -> targets.Target:
+        """The run's target (text or hashtags: :mod:`capkit.targets`)."""
+        return targets.target(self.config.target)
 
     def features(self, images) -> torch.Tensor:
         return self.store[images]
@@ -94,7 +100,7 @@ def prepare(config: TrainConfig, progress: bool = True) -> Prepared:
     vocab = text.Vocab.build(train_lists, min_freq=config.min_freq, max_size=config.max_vocab)
     detok = None
     if targets.target(config.target).needs_detokenizer(config):
-        detok = text.Detokenizer.fit([t for r in by_split["train"] for t in r.texts], train_lists)
+        detok = Detokenizer.fit([t for r in by_split["train"] for t in r.texts], train_lists)
     images = [r.image for s in D.SPLITS for r in by_split[s]]
     sharded = dist.one_machine()  # every rank writes its rows into the cache's files: they must see the same files
     with dist.main_first() if not sharded else contextlib.nullcontext():

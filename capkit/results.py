@@ -99,7 +99,8 @@ def collect(run_dir) -> pd.DataFrame:
 
 
 def _ordered(found, defaults, order) -> list[str]:
-    names = list(dict.fromkeys([*defaults, *[f for f in found if isinstance(f, str)]]))
+    # (an ensemble across encoders, "a+b", is an extra row, not a grid row)
+    names = list(dict.fromkeys([*defaults, *[f for f in found if isinstance(f, str) and "+" not in f]]))
     rank = {n: i for i, n in enumerate(order)}
     return sorted(names, key=lambda n: (rank.get(n, len(rank)), n))
 
@@ -119,8 +120,8 @@ def grid(runs: pd.DataFrame, encoders=None, decoders=None) -> list[tuple[str, st
 def decoder_label(decoder: str) -> str:
     """The registry's label of a decoder (``"Look-Back"``), the name itself for one it does not hold; an
     ensemble's (``"soft+lookback"``, capkit.ensemble) is its members' (``"ensemble of soft & Look-Back"``)."""
-    if "+" in decoder:
-        return "ensemble of " + " & ".join(decoder_label(d) for d in decoder.split("+"))
+    if "+" in decoder:  # (each decoder once: an ensemble of the 2x2 grid is "of soft & Look-Back")
+        return "ensemble of " + " & ".join(decoder_label(d) for d in dict.fromkeys(decoder.split("+")))
     try:
         spec = models.decoder_spec(decoder)
     except ValueError:
@@ -128,9 +129,14 @@ def decoder_label(decoder: str) -> str:
     return spec.label if spec else decoder
 
 
+def encoder_label(encoder: str) -> str:
+    """``"EfficientNet-Lite2 (stages 5+7, 7x7)"``; an ensemble's across encoders (``"a+b"``) joins theirs with "&"."""
+    return " & ".join(ENCODER_LABELS.get(e, e) for e in encoder.split("+"))
+
+
 def row_label(encoder: str, decoder: str, baseline: bool = False) -> str:
     """``"EfficientNet-Lite0 + soft (baseline)"``."""
-    label = f"{ENCODER_LABELS.get(encoder, encoder)} + {decoder_label(decoder)}"
+    label = f"{encoder_label(encoder)} + {decoder_label(decoder)}"
     return label + (" (baseline)" if baseline else "")
 
 

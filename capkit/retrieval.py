@@ -124,6 +124,15 @@ def scst_references(prep: Prepared, images: list[str], ref_ids: list, k: int) ->
     return out
 
 
+def scst_reward(prep: Prepared, k: int = 0) -> tuple:
+    """What the self-critical reward reads: the training images, each one's references as CIDEr-D vectors (with
+    ``k`` > 0 the first references of its k nearest training images too: :func:`scst_references`), and the
+    :class:`capkit.metrics.CiderD` statistics (document frequencies of the training references alone)."""
+    images, ref_ids = scst_data(prep)
+    cider = metrics.CiderD(ref_ids)
+    return images, [cider.refs(r) for r in scst_references(prep, images, ref_ids, k)], cider
+
+
 def mbr_bank(prep: Prepared) -> dict:
     """What MBR decoding of new images reads (``mbr.pt`` of a text run tested by MBR; capkit.runs): each
     training record's references as vocabulary ids (``references``: CIDEr-D's document frequencies come from

@@ -24,6 +24,7 @@ import torch.nn as nn
 
 from capkit import data as D
 from capkit import encoders, inference, metrics, models, multilabel, retrieval, store, targets, text
+from capkit.detok import Detokenizer
 from capkit.settings import TrainConfig
 
 
@@ -35,7 +36,7 @@ class Run:
     config: TrainConfig
     model: nn.Module  # any decoder of the registry (capkit.models.DECODERS)
     vocab: text.Vocab
-    detok: text.Detokenizer | None
+    detok: Detokenizer | None
     metrics: dict
 
     def readable(self, tokens: list[str]) -> str:
@@ -255,7 +256,7 @@ def load_run(path, device: str = "cpu", which: str = "best") -> Run:
     model = models.decoder_spec(config.decoder).load(ckpt["decoder_config"])
     model.load_state_dict(ckpt["model"])
     model.to(device).eval()
-    detok = text.Detokenizer.load(path / "detokenizer.json") if (path / "detokenizer.json").exists() else None
+    detok = Detokenizer.load(path / "detokenizer.json") if (path / "detokenizer.json").exists() else None
     m = json.loads((path / "metrics.json").read_text()) if (path / "metrics.json").exists() else {}
     return Run(path, config, model, text.Vocab.from_dict(ckpt["vocab"]), detok, m)
 

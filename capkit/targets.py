@@ -16,7 +16,7 @@ Which records a run of a target learns from: :func:`keep` (the others are counte
 ``python -m capkit.targets DATASET DATA_DIR [TARGET ...]`` prints the targets a dataset has training records for
 (the Makefile skips the runs of the others).
 
-This module imports ``data``, ``metrics`` and ``text``.
+This module imports ``data``, ``detok``, ``metrics`` and ``text``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from capkit import data as D
 from capkit import metrics, text
+from capkit.detok import detokenize
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ class TextTarget(Target):
         return list(record.texts)
 
     def readable(self, tokens, detok=None, tokenizer=None) -> str:
-        return detok(tokens) if detok is not None else text.detokenize(tokens, tokenizer)
+        return detok(tokens) if detok is not None else detokenize(tokens, tokenizer)
 
     def token_form(self, config) -> str:
         return config.tokenizer

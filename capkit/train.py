@@ -13,6 +13,9 @@ Run folder ``run_dir/<run_name>/``: ``config.json``, ``vocab.json``, ``detokeniz
 Every file is written through :mod:`capkit.store` (a temporary file and a rename): a killed run
 leaves the previous complete version, and ``train`` with the same config resumes from ``last.pt``.
 Reading a finished run back (to caption images) is :mod:`capkit.runs`.
+
+This module imports ``build``, ``checkpoints``, ``dist``, ``evaluation``, ``loops``, ``prepare``, ``retrieval``,
+``settings`` and ``viz`` (the curves).
 """
 
 from __future__ import annotations
@@ -20,44 +23,21 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from capkit import data as D
-from capkit import dist, encoders, metrics, models, settings, store, targets, word_vectors
-from capkit.checkpoints import State, check_resumable, checkpoint, copy_run, read_checkpoint
+from capkit import checkpoints, dist, settings, viz
+from capkit.build import build_model, distributed, load_word_vectors
+from capkit.checkpoints import State, check_resumable, read_checkpoint
 from capkit.evaluation import best_epoch, test, val_score
 from capkit.loops import adam, scst_epoch, teacher_forced_loss, train_epoch
 from capkit.prepare import Prepared, prepare, resolve_device, set_seed
-from capkit.retrieval import scst_data, scst_references
-from capkit.settings import TrainConfig, parse_args  # noqa: F401  (parse_args: the command line's)
+from capkit.retrieval import scst_reward
+from capkit.settings import TrainConfig
 
 
 # called as hook(state, config) after every epoch, once its checkpoint and history are written
 EPOCH_HOOKS: list = []
-
-
-# ----------------------------------------------------------------------------- model and checkpoints
-
-
-def build_model(config: TrainConfig, vocab_size: int) -> torch.nn.Module:
-    """The run's decoder (``config.decoder``, from the registry), untrained, with the run's sizes."""
-    return models.decoder_spec(config.decoder).build(
-        options=config.decoder_options.get(config.decoder), vocab_size=vocab_size,
-        encoder_dim=encoders.ENCODERS[config.encoder].dim, embed_dim=config.embed_dim,
-        attention_dim=config.attention_dim, decoder_dim=config.decoder_dim, dropout=config.dropout, gate=config.gate)
-
-
-def distributed(model: torch.nn.Module, device: torch.device):
-    """``model`` itself in one process; under torchrun its :class:`capkit.models.Objective` wrapped in
-    DistributedDataParallel (which also makes every rank start from rank 0's weights)."""
-    if not dist.active():
-        return model
-    from torch.nn.parallel import DistributedDataParallel
-
-    devices = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(models.Objective(model), device_ids=devices)
 
 
 # ----------------------------------------------------------------------------- training
@@ -125,16 +105,14 @@ def start(prep: Prepared, progress: bool = True) -> Session:
     device = resolve_device(config.device)
     set_seed(config.seed)
     model = build_model(config, len(prep.vocab)).to(device)
-    if config.word_vectors:
-        matrix, vec_report = word_vectors.load_word_vectors(config.word_vectors, prep.vocab, dim=config.embed_dim,
-                                                            seed=config.seed)
-        model.load_embeddings(matrix, freeze=config.freeze_embeddings)
+    vec_report = load_word_vectors(model, config, prep.vocab)
+    if vec_report is not None:
         prep.info["word_vectors"] = vec_report
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = adam(params, config.lr)
     state = State()
-    if main and not (out / "last.pt").exists() and config.start_from:
-        copy_run(D.project_path(config.start_from), out)
+    if main:
+        checkpoints.start_from(config)
     ckpt = read_checkpoint(out / "last.pt", device)  # under torchrun: rank 0's, on every rank
     if ckpt is not None:  # resume
         check_resumable(ckpt, config, prep.vocab, out)
@@ -146,11 +124,7 @@ def start(prep: Prepared, progress: bool = True) -> Session:
             print(f"resuming {config.run_name} after epoch {state.epoch}"
                   + (f" and {state.scst_epoch} self-critical epochs" if state.scst_epoch else ""))
     if main:
-        store.write_json(out / "config.json", config.to_dict())
-        prep.vocab.save(out / "vocab.json", tokenizer=targets.target(config.target).token_form(config),
-                        source_split="train", target=config.target)
-        if prep.detok is not None:
-            prep.detok.save(out / "detokenizer.json")
+        checkpoints.write_run_files(prep)
     return Session(prep, model, distributed(model, device), optimizer, params, state, device, progress and main,
                    prep.pairs("train"), prep.pairs("val"))
 
@@ -184,10 +158,7 @@ def start_self_critical(run: Session) -> tuple:
         if best is not None:
             run.model.load_state_dict(best["model"])
         run.optimizer = adam(run.params, config.scst_lr)
-    images, ref_ids = scst_data(run.prep)
-    cider = metrics.CiderD(ref_ids)  # document frequencies: the training references, never the neighbours'
-    ref_vecs = [cider.refs(r) for r in scst_references(run.prep, images, ref_ids, config.scst_neighbours)]
-    return images, ref_vecs, cider
+    return scst_reward(run.prep, config.scst_neighbours)
 
 
 def self_critical_epoch(run: Session, images, ref_vecs, cider) -> None:
@@ -216,17 +187,13 @@ def end_epoch(run: Session, row: dict, label: str, summary: str) -> None:
     state.best_epoch, state.best_score = best_epoch(state.history, config.target)
     improved = state.best_epoch == row["epoch"]
     if dist.is_main():
-        ckpt = checkpoint(run.model, run.optimizer, config, run.prep.vocab, state)
-        if improved:
-            store.save_checkpoint(ckpt, config.path / "best.pt")
-        store.save_checkpoint(ckpt, config.path / "last.pt")
-        store.write_json(config.path / "history.json", state.history)
+        checkpoints.save_epoch(run.model, run.optimizer, config, run.prep.vocab, state, improved)
     dist.barrier()  # the ranks leave the epoch together, its checkpoint written
     for hook in EPOCH_HOOKS:  # (callers' observers: progress reports, tests that stop a run at a known point)
         hook(state, config)
     run.done += 1
     if run.progress:
-        name = targets.target(config.target).selection_label
+        name = run.prep.target.selection_label
         print(f"{label}: {summary}  val {name} {row['val_score']:.4f}{'  *' if improved else ''}  "
               f"({row['seconds']:.1f} s)")
 
@@ -238,33 +205,8 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     prep = prepare(config, progress)
     model, _ = fit(prep, progress)
     if dist.is_main():
-        plot_history(config.path)
+        viz.plot_history(config.path)
     return test(model, prep)
-
-
-def plot_history(run_path, save: bool = True):
-    """Loss and validation-score curves of a run (``curves.png``)."""
-    import matplotlib.pyplot as plt
-    import pandas as pd
-
-    run_path = Path(run_path)
-    h = pd.DataFrame(json.loads((run_path / "history.json").read_text()))
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
-    a.plot(h.epoch, h.train_ce, "o-", label="train")
-    a.plot(h.epoch, h.val_loss, "o-", label="val (teacher-forced)")
-    a.set_xlabel("epoch"), a.set_ylabel("cross-entropy per token"), a.legend()
-    name = next(n for n in ("val_cider", "val_bleu1", "val_f1") if n in h)
-    label = {"val_cider": "val CIDEr-D", "val_bleu1": "val BLEU-1", "val_f1": "val F1"}[name]
-    b.plot(h.epoch, h[name], "o-", color="C2")
-    if "phase" in h and (h.phase == "scst").any():  # self-critical epochs follow the cross-entropy ones
-        b.axvline(h.epoch[h.phase == "xe"].max() + 0.5, color="grey", ls=":", label="self-critical from here")
-        b.legend()
-    b.set_xlabel("epoch"), b.set_ylabel(label + " (greedy, free-running)")
-    fig.suptitle(run_path.name)
-    fig.tight_layout()
-    if save:
-        fig.savefig(run_path / "curves.png", dpi=110)
-    return fig
 
 
 # ----------------------------------------------------------------------------- command line (and torchrun)

@@ -9,6 +9,7 @@ dropped from figure text only.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import textwrap
@@ -522,4 +523,29 @@ def prediction_grid(items, cols: int = 4, width: int = 26):
         if x.get("category"):
             ax.text(2, 10, x["category"], fontsize=7, color="w", bbox=dict(fc="k", alpha=0.5, lw=0))
     fig.tight_layout()
+    return fig
+
+
+def plot_history(run_path, save: bool = True):
+    """Loss and validation-score curves of a run (``curves.png``)."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    run_path = Path(run_path)
+    h = pd.DataFrame(json.loads((run_path / "history.json").read_text()))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
+    a.plot(h.epoch, h.train_ce, "o-", label="train")
+    a.plot(h.epoch, h.val_loss, "o-", label="val (teacher-forced)")
+    a.set_xlabel("epoch"), a.set_ylabel("cross-entropy per token"), a.legend()
+    name = next(n for n in ("val_cider", "val_bleu1", "val_f1") if n in h)
+    label = {"val_cider": "val CIDEr-D", "val_bleu1": "val BLEU-1", "val_f1": "val F1"}[name]
+    b.plot(h.epoch, h[name], "o-", color="C2")
+    if "phase" in h and (h.phase == "scst").any():  # self-critical epochs follow the cross-entropy ones
+        b.axvline(h.epoch[h.phase == "xe"].max() + 0.5, color="grey", ls=":", label="self-critical from here")
+        b.legend()
+    b.set_xlabel("epoch"), b.set_ylabel(label + " (greedy, free-running)")
+    fig.suptitle(run_path.name)
+    fig.tight_layout()
+    if save:
+        fig.savefig(run_path / "curves.png", dpi=110)
     return fig

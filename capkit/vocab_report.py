@@ -3,7 +3,7 @@ DataFrames): a tokenized corpus per split, parts of speech, frequent tokens, the
 minimum frequency, out-of-vocabulary tokens, detokenizer round trips, two tokenizers side by side, spacing scores
 and the token cache's speed-up.
 
-This module imports ``data`` and ``text``.
+This module imports ``data``, ``detok`` and ``text``.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from itertools import chain
 from pathlib import Path
 
 from capkit.data import SPLITS, normalize_hashtags
-from capkit.text import (DROP_WHEN_READING, TokenizerUnavailable, TokenizeStats, Vocab, detokenize, get_tokenizer,
-                         glue_flags, oov_rate, resolve_tokenizer, split_token, tokenize_all)
+from capkit.detok import DROP_WHEN_READING, detokenize, glue_flags
+from capkit.text import (TokenizerUnavailable, TokenizeStats, Vocab, get_tokenizer, oov_rate, resolve_tokenizer,
+                         split_token, tokenize_all)
 
 
 @dataclass

@@ -29,14 +29,14 @@ SCRIPT = r"""
 import sys
 import torch
 torch.set_num_threads(1)
-from capkit import dist, loops, models, prepare, train
+from capkit import build, dist, loops, models, prepare, train
 
 def run(name):
     torch.manual_seed(0)
     spec = models.decoder_spec(name)  # (train imported the decoders that live in files of their own)
     model = spec.build(vocab_size=40, encoder_dim=24, embed_dim=16, attention_dim=16, decoder_dim=20, dropout=0.0,
                        hidden_dim=20)
-    net = train.distributed(model, torch.device("cpu"))
+    net = build.distributed(model, torch.device("cpu"))
     optimizer = loops.adam(model.parameters(), 1e-2)
     g = torch.Generator().manual_seed(1)
     feats = {f"im{i}": torch.randn(9, 24, generator=g) for i in range(15)}
@@ -176,17 +176,17 @@ def test_killed_distributed_run_resumes(sample_dir, tmp_path):
 
 
 def test_command_line_flags_follow_the_config_fields():
-    from capkit import settings, train
+    from capkit import settings
 
-    config, progress = train.parse_args(["--encoder", "efficientnet_lite0_deep", "--smoke", "true", "--epochs", "3",
+    config, progress = settings.parse_args(["--encoder", "efficientnet_lite0_deep", "--smoke", "true", "--epochs", "3",
                                          "--lr", "1e-3", "--max_vocab", "none", "--mbr-temperature", "0.3",
                                          "--run-name", "x", "--quiet"])
     assert (config.encoder, config.smoke, config.epochs, config.lr) == ("efficientnet_lite0_deep", True, 3, 1e-3)
     assert config.max_vocab is None and config.mbr_temperature == 0.3 and config.run_name == "x" and not progress
-    assert train.parse_args(["--max_vocab", "500", "--freeze_embeddings", "false"])[0].max_vocab == 500
-    defaults, progress = train.parse_args([])
+    assert settings.parse_args(["--max_vocab", "500", "--freeze_embeddings", "false"])[0].max_vocab == 500
+    defaults, progress = settings.parse_args([])
     assert defaults == settings.preset("default") and progress
-    study, _ = train.parse_args(["--preset", "study", "--epochs", "2"])
+    study, _ = settings.parse_args(["--preset", "study", "--epochs", "2"])
     assert study == settings.preset("study", epochs=2) and study.overrides == {"epochs": 2}
     with pytest.raises(SystemExit):
-        train.parse_args(["--smoke", "maybe"])
+        settings.parse_args(["--smoke", "maybe"])

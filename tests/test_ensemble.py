@@ -110,3 +110,64 @@ def test_a_loaded_run_with_mbr_beam_captions_as_its_test_did(members, cache_dir)
     lines = run.predictions()[:16]  # the test's first MBR batch: 64 // 4 images on the CPU, one sampling stream
     caps = run.caption_many([line["image"] for line in lines], batch_size=16, cache_dir=cache_dir)
     assert [c["tokens"] for c in caps] == [line["prediction_tokens"] for line in lines]
+
+
+@pytest.fixture(scope="module")
+def other_encoder(tmp_path_factory, sample_dir, cache_dir, members):
+    """A smoke soft run on another encoder with the same 14x14 grid (EfficientNet-Lite2's stage 5), beside the
+    members."""
+    config = train.TrainConfig(data_dir=str(sample_dir), run_dir=str(members[0].parent), cache_dir=str(cache_dir),
+                               smoke=True, epochs=2, batch_size=8, encoder="efficientnet_lite2", decoder="soft",
+                               target="text", mbr_beam=2)
+    train.train(config, progress=False)
+    return config.path
+
+
+def test_members_on_two_encoders_each_read_their_own_features(members, other_encoder, one_thread):
+    a, b = runs.load_run(members[0]), runs.load_run(other_encoder)
+    slices = ensemble.feature_slices([a.config, b.config])
+    da, db = a.model.config.encoder_dim, b.model.config.encoder_dim
+    assert slices == [(0, da), (da, da + db)]
+    fa, fb = torch.randn(2, 196, da), torch.randn(2, 196, db)
+    pair = Ensemble([a.model, b.model], slices).eval()
+    with torch.inference_mode():
+        sa, sb, sp = a.model.init_state(fa), b.model.init_state(fb), pair.init_state(torch.cat([fa, fb], -1))
+        tokens = torch.full((2,), text.START_ID)
+        lp_a, al_a, _ = a.model.step(tokens, sa)
+        lp_b, al_b, _ = b.model.step(tokens, sb)
+        lp, alpha, _ = pair.step(tokens, sp)
+    assert torch.allclose(lp.exp(), (lp_a.exp() + lp_b.exp()) / 2, atol=1e-6)
+    assert torch.allclose(alpha, (al_a + al_b) / 2, atol=1e-6)
+
+
+def test_an_ensemble_across_encoders_is_an_extra_row(members, other_encoder, one_thread):
+    m = ensemble.test_ensemble([members[0], other_encoder])
+    folder = members[0].parent / "efficientnet_lite0+efficientnet_lite2-soft+soft-text"
+    assert (folder / "predictions.jsonl").exists() and m["encoder"] == "efficientnet_lite0+efficientnet_lite2"
+    assert [x["encoder"] for x in m["members"]] == ["efficientnet_lite0", "efficientnet_lite2"]
+    # the joined features: the second encoder's regions follow the first's, for the same photo
+    prep = train.prepare(runs.load_run(members[0]).config, progress=False)
+    configs = [runs.load_run(p).config for p in (members[0], other_encoder)]
+    ensemble.join_features(prep, configs)
+    image = prep.records["test"][0].image
+    lite2 = train.prepare(configs[1], progress=False).features([image])
+    assert torch.equal(prep.features([image])[..., 112:], lite2)
+    check = results.check_runs(members[0].parent).set_index("run")
+    assert check.loc[folder.name, "differing"] == "none"
+    label = "EfficientNet-Lite0 & EfficientNet-Lite2 + ensemble of soft"
+    table = benchmarks.real_photo_table(members[0].parent, "sample")
+    assert label in table.index and table.loc[label, "protocol"].count("224 px") == 2
+    # not a cell of the study's grid: its row is an extra one, under its folder's name
+    study = results.study_table(results.collect(members[0].parent), "text")
+    assert not any(i.startswith("EfficientNet-Lite0 & EfficientNet-Lite2 + soft") for i in study.index)
+    assert f"{label} [{folder.name}]" in study.index
+
+
+def test_members_must_share_the_grid(members, tmp_path):
+    odd = tmp_path / "odd-grid"
+    odd.mkdir()
+    ckpt = store.load_checkpoint(members[1] / "best.pt")
+    ckpt["config"]["encoder"] = "efficientnet_lite0_multi7"  # 7x7 against the members' 14x14
+    store.save_checkpoint(ckpt, odd / "best.pt")
+    with pytest.raises(ValueError, match=r"odd-grid: its encoder efficientnet_lite0_multi7 has a 7x7 grid"):
+        ensemble.test_ensemble([members[0], odd])

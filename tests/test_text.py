@@ -12,6 +12,7 @@ import unicodedata
 import pytest
 import torch
 
+from capkit import detok as DT
 from capkit import text as T
 from capkit import vocab_report as R
 from capkit import word_vectors as W
@@ -236,11 +237,11 @@ def test_kiwi_loses_no_character(kiwi):
 
 def test_kiwi_round_trip_to_readable_text(kiwi):
     for src, expected in KIWI_SENTENCES:
-        assert T.detokenize(kiwi(src)) == (expected or src), src
+        assert DT.detokenize(kiwi(src)) == (expected or src), src
     # a fitted Detokenizer learns the compounds Kiwi cuts apart (불꽃 + 축제) from training texts
     src = "광안리 불꽃축제 보러 왔는데 사람 진짜 많다ㅋㅋㅋ"
-    assert T.detokenize(kiwi(src)) != src
-    det = T.Detokenizer.fit(FIT_TEXTS, [kiwi(t) for t in FIT_TEXTS], min_count=1)
+    assert DT.detokenize(kiwi(src)) != src
+    det = DT.Detokenizer.fit(FIT_TEXTS, [kiwi(t) for t in FIT_TEXTS], min_count=1)
     assert det(kiwi(src)) == src
 
 
@@ -266,7 +267,7 @@ def test_compare_tokenizers_side_by_side(kiwi):
 
 
 def test_round_trip_with_rules(okt_tokens):
-    outputs = [T.detokenize(tokens) for tokens in okt_tokens]
+    outputs = [DT.detokenize(tokens) for tokens in okt_tokens]
     expected = [exp or src for src, exp in SENTENCES]
     for i in RULES_MUST_PASS:
         assert outputs[i] == expected[i]
@@ -277,25 +278,25 @@ def test_round_trip_with_rules(okt_tokens):
 
 def test_round_trip_with_a_fitted_detokenizer(okt, okt_tokens):
     expected = [exp or src for src, exp in SENTENCES]
-    rules = [T.detokenize(tokens) for tokens in okt_tokens]
+    rules = [DT.detokenize(tokens) for tokens in okt_tokens]
     # learned from other texts: compounds that Okt cuts (광안 + 리, 오랜 + 만, 다 + 들) come back whole
-    det = T.Detokenizer.fit(FIT_TEXTS, [okt(t) for t in FIT_TEXTS], min_count=1)
+    det = DT.Detokenizer.fit(FIT_TEXTS, [okt(t) for t in FIT_TEXTS], min_count=1)
     learned = [det(tokens) for tokens in okt_tokens]
     for i, piece in [(10, "오랜만에"), (12, "전주한옥마을"), (15, "감천문화마을"), (25, "광안리 불꽃축제"), (26, " 다들 "),
                      (35, "인생샷")]:
         assert piece in expected[i] and piece in learned[i] and piece not in rules[i], (rules[i], learned[i])
     assert round_trip_scores(learned, expected)[0] > round_trip_scores(rules, expected)[0]
     # learned from the sentences themselves, it gives back each one's own spacing (spacing errors included)
-    own = T.Detokenizer.fit([src for src, _ in SENTENCES], okt_tokens, min_count=1)
+    own = DT.Detokenizer.fit([src for src, _ in SENTENCES], okt_tokens, min_count=1)
     for i, tokens in enumerate(okt_tokens):
         if i not in SPACING_ERRORS:
             assert own(tokens) == expected[i]
 
 
 def test_detokenizer_save_load(tmp_path, okt, okt_tokens):
-    det = T.Detokenizer.fit(FIT_TEXTS, [okt(t) for t in FIT_TEXTS])
+    det = DT.Detokenizer.fit(FIT_TEXTS, [okt(t) for t in FIT_TEXTS])
     det.save(tmp_path / "detok.json")
-    again = T.Detokenizer.load(tmp_path / "detok.json")
+    again = DT.Detokenizer.load(tmp_path / "detok.json")
     assert again.to_dict() == det.to_dict()
     assert [again(t) for t in okt_tokens] == [det(t) for t in okt_tokens]
 
@@ -303,17 +304,17 @@ def test_detokenizer_save_load(tmp_path, okt, okt_tokens):
 def test_glue_flags_follow_the_original_spacing():
     text = "이것도 되나욬ㅋㅋㅋㅋㅋ 완전 좋아요"
     surfaces = ["이", "것", "도", "되나요", "ㅋㅋㅋ", "완전", "좋아요"]
-    assert T.glue_flags(text, surfaces) == [None, True, True, None, True, False, False]
+    assert DT.glue_flags(text, surfaces) == [None, True, True, None, True, False, False]
 
 
 def test_detokenize_specials_surface_forms_and_whitespace():
     tokens = ["<start>", "바다/Noun", "가/Josa", "<unk>", "예뻐요/Adjective", "ㅋㅋ/KoreanParticle", "<end>", "<pad>"]
-    assert T.detokenize(tokens) == "바다가 <unk> 예뻐요ㅋㅋ"
-    assert T.detokenize(["친구", "랑", "카페", "왔어요", "!", "☕"]) == "친구랑 카페 왔어요! ☕"
-    assert T.detokenize(["a", "dog", "."], tokenizer="whitespace") == "a dog ."
-    assert T.detokenize(['"/Punctuation', "최고/Noun", '"/Punctuation', "(/Punctuation", "서울/Noun",
+    assert DT.detokenize(tokens) == "바다가 <unk> 예뻐요ㅋㅋ"
+    assert DT.detokenize(["친구", "랑", "카페", "왔어요", "!", "☕"]) == "친구랑 카페 왔어요! ☕"
+    assert DT.detokenize(["a", "dog", "."], tokenizer="whitespace") == "a dog ."
+    assert DT.detokenize(['"/Punctuation', "최고/Noun", '"/Punctuation', "(/Punctuation", "서울/Noun",
                          ")/Punctuation"]) == '"최고" (서울)'
-    assert T.detokenize([]) == ""
+    assert DT.detokenize([]) == ""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -508,7 +509,7 @@ def test_roundtrip_examples_and_spacing_scores():
     def spaced(toks):
         return " ".join(T.split_token(t)[0] for t in toks)
 
-    scores = R.spacing_scores(texts, tokens, {"rules": T.detokenize, "spaced": spaced})
+    scores = R.spacing_scores(texts, tokens, {"rules": DT.detokenize, "spaced": spaced})
     assert scores.loc["rules", ["identical", "boundary_accuracy"]].tolist() == [1.0, 1.0]
     assert scores.loc["spaced", "boundaries"] == 4 and scores.loc["spaced", "boundary_accuracy"] == 0.5
     assert scores.loc["spaced", "identical"] == 0.0

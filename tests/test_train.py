@@ -7,7 +7,7 @@ import pickle
 import pytest
 import torch
 
-from capkit import checkpoints, decode, evaluation, prepare, retrieval, runs, store, train
+from capkit import build, checkpoints, decode, evaluation, prepare, retrieval, runs, store, train
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +137,7 @@ def test_validation_decodes_free_running(prep, tmp_path, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(decode, "greedy", spy)
-    model = train.build_model(prep.config, len(prep.vocab))
+    model = build.build_model(prep.config, len(prep.vocab))
     score = evaluation.val_score(model, prep)
     assert sum(calls) == len(prep.records["val"]) and 0 <= score["score"] <= 1
 

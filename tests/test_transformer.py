@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from capkit import settings, train
+from capkit import build, settings, train
 from capkit.transformer import TransformerConfig, TransformerDecoder
 
 
@@ -47,7 +47,7 @@ def test_the_cache_grows_one_position_a_step_and_beams_keep_their_images(one_thr
 def test_options_come_from_the_run_settings(tmp_path):
     config = settings.preset("default", decoder="transformer", decoder_options={"transformer": {"layers": 3,
                                                                                                "d_model": 32}})
-    model = train.build_model(config, vocab_size=50)
+    model = build.build_model(config, vocab_size=50)
     assert len(model.layers) == 3 and model.config.d_model == 32
     with pytest.raises(ValueError, match="d_model.*multiple of heads"):
         TransformerConfig(vocab_size=5, encoder_dim=3, d_model=30, heads=4)
