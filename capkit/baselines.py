@@ -82,7 +82,7 @@ from capkit import data as D
 from capkit import loops, metrics, multilabel, retrieval, sample, settings, store, targets
 from capkit.encoders import ENCODER_LABELS
 from capkit.prepare import Prepared, prepare, reference_tokens
-from capkit.runs import read_json, read_predictions, run_folders
+from capkit.folders import read_json, read_predictions, run_folders
 
 BASELINE_LABELS = {
     "most_frequent": "Baseline: {k} most frequent training hashtags",

@@ -6,7 +6,7 @@ image, as ``metrics.json`` stores them (``05_results`` shows the table). Publish
 on the same split and references, with their own encoders, photo sizes and decoding: comparable in kind, not a
 controlled replication.
 
-This module imports ``encoders`` and ``results``.
+This module imports ``baselines``, ``encoders``, ``folders`` and ``results``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import math
 
 import pandas as pd
 
-from capkit import baselines, encoders, results
+from capkit import baselines, encoders, folders, results
 
 COLUMNS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D")
 
@@ -49,7 +49,7 @@ def protocol(encoder: str, search: str = "") -> str:
     if "+" in encoder:
         return " & ".join(protocol(e) for e in encoder.split("+")) + (f"; {search}" if search else "")
     spec = encoders.ENCODERS.get(encoder)
-    label = results.ENCODER_LABELS.get(encoder, encoder)
+    label = encoders.ENCODER_LABELS.get(encoder, encoder)
     if spec is None:
         return label + (f"; {search}" if search else "")
     return (f"{label}, ImageNet, frozen, {spec.image_size} px, {spec.grid * spec.grid} regions"
@@ -61,8 +61,8 @@ def real_photo_table(run_dir, dataset: str) -> pd.DataFrame:
     neighbours' consensus), and per published row of ``dataset``: ``protocol`` and the COLUMNS (NaN where a source
     did not report one); our rows best CIDEr-D first."""
     rows = []
-    for path in results.run_folders(run_dir):
-        m = results.read_json(path / "metrics.json")
+    for path in folders.run_folders(run_dir):
+        m = folders.read_json(path / "metrics.json")
         if not m or m.get("target") != "text":
             continue
         rows.append({"row": results.row_label(m["encoder"], m["decoder"]) + (" + self-critical"

@@ -28,7 +28,7 @@ from capkit import data as D
 from capkit import metrics, models, targets
 from capkit.baselines import BASELINE_LABELS, ORACLE_BEST_PREFIX, ORACLE_LABEL, ORACLE_PREFIX
 from capkit.encoders import ENCODER_LABELS
-from capkit.runs import read_json, read_predictions, run_folders
+from capkit.folders import read_json, read_predictions, run_folders
 
 ENCODER_ORDER = tuple(ENCODER_LABELS)  # the study's encoders first, then ours
 # the grid `make run` trains: stages 5 + 7 at 14x14 (the dilated network) learned best and its attention points at

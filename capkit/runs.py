@@ -261,29 +261,6 @@ def load_run(path, device: str = "cpu", which: str = "best") -> Run:
     return Run(path, config, model, text.Vocab.from_dict(ckpt["vocab"]), detok, m)
 
 
-def read_json(path) -> dict | None:
-    """A run folder's JSON file (``config.json``, ``metrics.json``, ...), or None when it is not there."""
-    path = Path(path)
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
-
-
-def read_predictions(run_path) -> list[dict]:
-    """The lines of ``<run>/predictions.jsonl``."""
-    return D.read_jsonl(Path(run_path) / "predictions.jsonl")
-
-
-def run_folders(run_dir) -> list[Path]:
-    """Folders of ``run_dir`` that hold a run: a ``config.json`` or a ``metrics.json``."""
-    root = D.project_path(run_dir)
-    return sorted({p.parent for pattern in ("*/config.json", "*/metrics.json") for p in root.glob(pattern)})
-
-
-def list_runs(run_dir) -> list[Path]:
-    """Run folders (those holding a best.pt) under ``run_dir``."""
-    root = D.project_path(run_dir)
-    return sorted(p.parent for p in root.glob("*/best.pt"))
-
-
 # ----------------------------------------------------------------------------- the pointing game on a run
 
 

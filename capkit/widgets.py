@@ -26,7 +26,7 @@ from pathlib import Path
 import ipywidgets as W
 
 from capkit import data as D
-from capkit import runs, viz
+from capkit import folders, runs, viz
 
 MAX_UPLOAD_BYTES = 40 * 2**20  # larger uploads are refused before decoding
 KEEP_SIDE = 1024  # uploaded images are kept at most this large (the model sees 224 or 256 pixels)
@@ -114,7 +114,7 @@ class AttentionViewer:
     def __init__(self, run_dir="runs/default", beam_size: int = 3, run: str | None = None, image: int = 0,
                  display_size: int = 360, device: str = "cpu"):
         self.run_dir, self.display_size, self.device = run_dir, display_size, device
-        self.paths = {p.name: p for p in runs.list_runs(run_dir)}
+        self.paths = {p.name: p for p in folders.list_runs(run_dir)}
         self._runs: dict[str, runs.Run] = {}
         self._captions: dict[tuple, dict] = {}
         self.run: runs.Run | None = None
