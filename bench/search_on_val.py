@@ -1,7 +1,8 @@
 """Choose a trained text run's test search on the validation split only: greedy, beam search of several widths and
 minimum Bayes-risk decoding with and without the nearest images' references as evidence and beam 5's caption as a
 candidate, each scored with pycocoevalcap (BLEU-1..4, METEOR, ROUGE-L, CIDEr-D) against all references of the
-validation images, and timed. Several run folders: their ensemble (capkit.ensemble), searched the same ways.
+validation images, and timed. Several run folders: their ensemble (capkit.ensemble; on one encoder or several),
+searched the same ways.
 
     python bench/search_on_val.py RUN_FOLDER [RUN_FOLDER ...] [--out runs/search.json] [--limit N]
 
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from capkit import inference, metrics, runs, settings, store
+from capkit import ensemble, inference, metrics, runs, settings, store
 from capkit.ensemble import Ensemble
 from capkit.prepare import prepare
 
@@ -43,8 +44,13 @@ def main(argv=None) -> dict:
     if config.target != "text":
         raise SystemExit(f"{path}: a text run is needed (target {config.target!r})")
     prep = prepare(config, progress=False)
-    models = [runs.load_run(p).model.eval() for p in paths]
-    model = models[0] if len(models) == 1 else Ensemble(models).eval()
+    loaded = [runs.load_run(p) for p in paths]
+    if len(loaded) > 1:  # (members on several encoders read their encoders' features joined)
+        ensemble.check_members(loaded)
+        ensemble.join_features(prep, [r.config for r in loaded])
+    models = [r.model.eval() for r in loaded]
+    slices = ensemble.feature_slices([r.config for r in loaded])
+    model = models[0] if len(models) == 1 else Ensemble(models, slices).eval()
     refs = prep.tokens["val"][: args.limit]
     rows = []
     for label, search, beam, neighbours, mbr_beam in SEARCHES:
