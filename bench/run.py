@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reference  # noqa: E402
 
 from capkit import data as D  # noqa: E402
-from capkit import build, decode, encoders, inference, loops, models, text, train, vocab_report  # noqa: E402
+from capkit import build, decode, encoders, features, inference, loops, models, text, train, vocab_report  # noqa: E402
 from capkit.prepare import batches, resolve_device  # noqa: E402
 
 STUDY = dict(encoder_dim=1024, grid=14, embed_dim=300, attention_dim=512, decoder_dim=512, batch=32, max_tokens=30,
@@ -260,7 +260,7 @@ def bench_epoch(records, token_lists, size: dict, device, cache_dir: Path, encod
            "vocab": len(vocab), "batch": size["batch"], "feature_shape": [spec.grid ** 2, spec.dim]}
 
     t0 = time.perf_counter()  # capkit: the frozen CNN once, into the float16 cache (paid once per encoder)
-    store = encoders.extract_features(encoder, images, cache_dir, weights="random", device=str(device),
+    store = features.extract_features(encoder, images, cache_dir, weights="random", device=str(device),
                                       batch_size=size["batch"], progress=False, encoder=enc)
     out["capkit_feature_extraction_s"] = time.perf_counter() - t0
     store.to_memory()  # as train.prepare does

@@ -21,6 +21,7 @@ import pandas as pd
 
 from capkit import runs, train, viz
 from capkit.evaluation import test
+from capkit.pointing import grounding
 from capkit.prepare import prepare
 
 
@@ -42,7 +43,7 @@ def pointing(run, records, object_words: dict, cache_dir, beam_size: int = 3) ->
     """The pointing game of a text run on ``records`` (None when they carry no boxes)."""
     if not any(r.boxes for r in records):
         return None
-    summary, _ = runs.grounding(run, records, object_words, beam_size=beam_size, cache_dir=cache_dir)
+    summary, _ = grounding(run, records, object_words, beam_size=beam_size, cache_dir=cache_dir)
     return summary
 
 

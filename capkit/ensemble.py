@@ -23,7 +23,7 @@ member's output layer).
 
     python -m capkit.ensemble RUN_FOLDER RUN_FOLDER [...] [--name NAME]
 
-This module imports ``encoders``, ``evaluation``, ``prepare``, ``runs``, ``settings`` and ``store``.
+This module imports ``encoders``, ``evaluation``, ``features``, ``prepare``, ``runs``, ``settings`` and ``store``.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ import torch
 import torch.nn as nn
 
 from capkit import encoders, evaluation, runs, settings, store
+from capkit.features import extract_features
 from capkit.prepare import prepare, resolve_device
 
 # settings the members must share (the data, the tokens: one vocabulary, one test)
@@ -156,7 +157,7 @@ def join_features(prep, configs: list[settings.TrainConfig], progress: bool = Fa
     weights = {c.encoder: c.encoder_weights for c in configs}
     stores = [prep.store]
     for name in names[1:]:
-        store_ = encoders.extract_features(name, images, prep.config.cache_dir, weights=weights[name],
+        store_ = extract_features(name, images, prep.config.cache_dir, weights=weights[name],
                                            device=str(resolve_device(prep.config.device)), progress=progress)
         store_.to_memory()
         stores.append(store_)
@@ -182,7 +183,8 @@ def test_ensemble(paths: list, name: str = "", progress: bool = False) -> dict:
     val = evaluation.val_score(model, prep)
     evaluation.test(model, prep)  # (writes metrics.json, completed below)
     member_info = [{"run": m.path.name, "encoder": m.config.encoder, "decoder": m.config.decoder,
-                    "best_epoch": m.metrics.get("best_epoch"), "val_cider": (m.metrics.get("val") or {}).get("val_cider")} for m in members]
+                    "best_epoch": m.metrics.get("best_epoch"),
+                    "val_cider": (m.metrics.get("val") or {}).get("val_cider")} for m in members]
     extra = {"encoder": "+".join(encoder_names(configs)), "decoder": "+".join(c.decoder for c in configs),
              "members": member_info,
              "val": {"val_cider": val["cider"], "val_bleu1": val["bleu1"]}, "best_epoch": None,

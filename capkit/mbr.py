@@ -15,21 +15,21 @@ Temperature below 1 draws closer to the mode: with tau = 1 the samples of an imp
 agree on anything.
 
 Retrieved evidence (``evidence``): the model's estimate of the risk can also read the references of the image's
-nearest training images (capkit.train picks them: ``mbr_neighbours``), as extra pseudo-references that are never
+nearest training images (capkit.retrieval picks them: ``mbr_neighbours``), as extra pseudo-references that are never
 chosen, so the caption is still one the model wrote:
 
     y* = argmax_{y in S}  1/(N-1+M) [ sum_{y' in S, y' != y} CIDEr-D(y, {y'}) + sum_{r in R} CIDEr-D(y, {r}) ]
 
-with R the M retrieved references.
-
-Beam search's caption as a candidate (``extra``, ``TrainConfig.mbr_beam``): S gains the caption b of a beam search,
-chosen like any sample when the samples and the evidence agree with it most (and voting for the others):
-
-    S' = S + {b},   y* = argmax_{y in S'}  mean over S' - {y} and R of CIDEr-D(y, {.}) It is how Devlin et al. (2015) re-rank a model's captions by their neighbours'
+with R the M retrieved references. It is how Devlin et al. (2015) re-rank a model's captions by their neighbours'
 consensus, with the model's own samples voting too. Measured on the embedded data (efficientnet_lite2_multi +
 soft, 8 epochs, seed 1; samples at tau 0.5, M the first references of the nearest images): validation CIDEr-D
 0.388 / 0.393 / 0.399 / 0.412 and test 0.339 / 0.355 / 0.363 / 0.381 for M = 0 / 10 / 20 / 40 (the neighbours'
 consensus alone, results' baseline: 0.331).
+
+Beam search's caption as a candidate (``extra``, ``TrainConfig.mbr_beam``): S gains the caption b of a beam search,
+chosen like any sample when the samples and the evidence agree with it most (and voting for the others):
+
+    S' = S + {b},   y* = argmax_{y in S'}  mean over S' - {y} and R of CIDEr-D(y, {.})
 
 Hashtags (``mbr_tags``): the study's metric is F1 over sets, so the decision is a set, not a sequence: draw N tag
 sequences at temperature 1 (the model's own distribution), rank tags by the share of draws that contain them

@@ -3,7 +3,7 @@ the batches training reads; the run's device and seed.
 
 ``prepare(config)`` is the first step of every run (``03_train``, ``python -m capkit.train``, the baselines).
 
-This module imports ``data``, ``detok``, ``dist``, ``encoders``, ``settings``, ``targets`` and ``text``.
+This module imports ``data``, ``detok``, ``dist``, ``features``, ``settings``, ``targets`` and ``text``.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import numpy as np
 import torch
 
 from capkit import data as D
-from capkit import dist, encoders, targets, text
+from capkit import dist, targets, text
 from capkit.detok import Detokenizer
+from capkit.features import FeatureStore, extract_features
 from capkit.settings import TrainConfig
 
 
@@ -46,7 +47,7 @@ class Prepared:
     tokens: dict  # split -> list of reference token lists per record (text: all texts; hashtags: one list)
     vocab: text.Vocab
     detok: Detokenizer | None
-    store: encoders.FeatureStore
+    store: FeatureStore
     report: D.LoadReport
     info: dict = field(default_factory=dict)
     cache: dict = field(default_factory=dict)  # what later steps build once from it (retrieval.bank)
@@ -77,7 +78,7 @@ def prepare(config: TrainConfig, progress: bool = True) -> Prepared:
 
     Under torchrun every rank prepares: rank 0 tokenizes first, filling the token cache, while the others wait,
     then they read it; the ranks extract the features together, each encoding its share of the images
-    (``encoders.extract_features(sharded=True)``) when all ranks are on one machine, otherwise rank 0 first."""
+    (``capkit.features.extract_features(sharded=True)``) when all ranks are on one machine, otherwise rank 0 first."""
     set_seed(config.seed)
     records, report = D.load(config.dataset, config.data_dir, seed=config.seed)
     records = targets.keep(records, config.target, report)
@@ -104,7 +105,7 @@ def prepare(config: TrainConfig, progress: bool = True) -> Prepared:
     images = [r.image for s in D.SPLITS for r in by_split[s]]
     sharded = dist.one_machine()  # every rank writes its rows into the cache's files: they must see the same files
     with dist.main_first() if not sharded else contextlib.nullcontext():
-        store = encoders.extract_features(config.encoder, images, config.cache_dir, weights=config.encoder_weights,
+        store = extract_features(config.encoder, images, config.cache_dir, weights=config.encoder_weights,
                                           device=str(resolve_device(config.device)), progress=progress,
                                           sharded=sharded)
     store.to_memory()  # epochs read RAM, not the memory map, when the features fit

@@ -1,11 +1,10 @@
-"""Run folders read back: a trained run ready to caption images, the runs of a folder, and what is measured on a
-run after training (the pointing game of its attention).
+"""A run folder read back: a trained run ready to caption images (which folders hold runs: :mod:`capkit.folders`;
+the pointing game of a run's attention: :mod:`capkit.pointing`).
 
 ``load_run(path)`` rebuilds the run's decoder from ``best.pt`` through the decoder registry
 (:func:`capkit.models.decoder_spec`: ``spec.load(checkpoint["decoder_config"])``), with its vocabulary,
-detokenizer, settings and ``metrics.json``; :class:`Run` captions paths or PIL images with beam search
-(the attention map of every word kept). :func:`grounding` plays the pointing game on records with object
-boxes (the embedded dataset); :func:`stored_grounding` keeps its result in the run's ``metrics.json``.
+detokenizer, settings and ``metrics.json``; :class:`Run` captions paths or PIL images the way its test decoded
+(beam search, MBR or the set rule; the attention map of every word kept).
 
 This module sits after ``train`` in the flow (it reads what a run wrote; the run's target says how to read it);
 the figures of ``capkit.viz`` draw what it measures.
@@ -13,7 +12,6 @@ the figures of ``capkit.viz`` draw what it measures.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ import torch.nn as nn
 from capkit import data as D
 from capkit import encoders, inference, metrics, models, multilabel, retrieval, store, targets, text
 from capkit.detok import Detokenizer
+from capkit.features import extract_features
 from capkit.settings import TrainConfig
 
 
@@ -78,7 +77,7 @@ class Run:
         """:meth:`caption` for many images (paths or PIL images), encoded and decoded in batches.
 
         With ``cache_dir`` (and paths) the features go through the on-disk feature cache
-        (:func:`capkit.encoders.extract_features`, float16 as in training), so runs that share an encoder
+        (:func:`capkit.features.extract_features`, float16 as in training), so runs that share an encoder
         encode the images once.
         """
         device = next(self.model.parameters()).device
@@ -88,7 +87,7 @@ class Run:
         cached = None
         if cache_dir is not None and images and all(isinstance(im, (str, Path)) for im in images):
             # the network is built only when the cache (or an entry holding these images) lacks them
-            cached = encoders.extract_features(self.config.encoder, images, cache_dir, self.config.encoder_weights,
+            cached = extract_features(self.config.encoder, images, cache_dir, self.config.encoder_weights,
                                               device=str(device), progress=False,
                                               encoder=self.__dict__.get("_encoder"))
         if cached is not None and need_pooled and cached.global_dim is None:
@@ -259,56 +258,3 @@ def load_run(path, device: str = "cpu", which: str = "best") -> Run:
     detok = Detokenizer.load(path / "detokenizer.json") if (path / "detokenizer.json").exists() else None
     m = json.loads((path / "metrics.json").read_text()) if (path / "metrics.json").exists() else {}
     return Run(path, config, model, text.Vocab.from_dict(ckpt["vocab"]), detok, m)
-
-
-# ----------------------------------------------------------------------------- the pointing game on a run
-
-
-def grounding(run: Run, records, object_words: dict, beam_size: int = 3, batch_size: int = 32,
-              cache_dir=None) -> tuple[dict, list]:
-    """The pointing game for one text run on records with object boxes (the embedded dataset).
-
-    Every record's image is captioned afresh (beam search, the attention maps kept); each generated word whose
-    surface form is one of ``object_words[label]`` for a label boxed in that image is scored by
-    :func:`capkit.metrics.pointing_game`. Returns the summary (for ``metrics.json``) and one row per word.
-    """
-    records = [r for r in records if r.boxes]
-    captions = run.caption_many([r.image for r in records], beam_size=beam_size, batch_size=batch_size,
-                                cache_dir=cache_dir)
-    rows, alphas, boxes = [], [], []
-    for rec, cap in zip(records, captions):
-        for i, label, label_boxes in metrics.object_mentions(cap["words"], rec.boxes, object_words):
-            x, y = metrics.attention_peak(cap["alphas"][i], cap["grid"])
-            rows.append({"run": run.name, "key": rec.key, "word": cap["words"][i], "position": i, "label": label,
-                         "peak_x": round(x, 4), "peak_y": round(y, 4), "hit": metrics.in_boxes((x, y), label_boxes),
-                         "chance": metrics.boxes_area(label_boxes)})
-            alphas.append(cap["alphas"][i])
-            boxes.append(label_boxes)
-    grid = captions[0]["grid"] if captions else 14
-    game = metrics.pointing_game(alphas, boxes, grid)
-    per_label = {}
-    for label in sorted({r["label"] for r in rows}):
-        mine = [r for r in rows if r["label"] == label]
-        per_label[label] = {"n": len(mine), "accuracy": sum(r["hit"] for r in mine) / len(mine),
-                            "chance": float(np.mean([r["chance"] for r in mine]))}
-    summary = {"n_words": game["n"], "hits": game["hits"], "accuracy": game["accuracy"], "chance": game["chance"],
-               "n_images": len(records), "images_with_mentions": len({r["key"] for r in rows}),
-               "beam_size": beam_size, "grid": grid, "per_label": per_label,
-               "method": "pointing game: argmax cell centre of the word's attention map inside a box of the object "
-                         "it names; chance = the boxes' area share, averaged over the same words"}
-    return summary, rows
-
-
-def stored_grounding(run: Run, records, object_words: dict, beam_size: int = 3, cache_dir=None) -> tuple[dict, list]:
-    """:func:`grounding`, written into the run's ``metrics.json`` (``grounding`` and its word rows,
-    ``grounding_words``) with what it was measured on: the run's test fingerprint (its weights), the beam size and
-    the records. A rerun on the same run and records reads it back instead of decoding again."""
-    keys = hashlib.sha256("\n".join(sorted(r.key for r in records)).encode()).hexdigest()[:16]
-    measured_on = {"fingerprint": run.metrics.get("fingerprint"), "beam_size": beam_size, "records": keys}
-    stored = run.metrics.get("grounding") or {}
-    if measured_on["fingerprint"] and stored.get("measured_on") == measured_on and "grounding_words" in run.metrics:
-        return stored, run.metrics["grounding_words"]
-    summary, rows = grounding(run, records, object_words, beam_size=beam_size, cache_dir=cache_dir)
-    summary = {**summary, "measured_on": measured_on}
-    run.update_metrics(grounding=summary, grounding_words=rows)
-    return summary, rows

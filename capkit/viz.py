@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from capkit import metrics
+from capkit import pointing
 from capkit.data import BadImage, open_image, project_path
 
 WORK_SIDE = 128  # attention maps are smoothed at most this large, then resized (attention_overlay)
@@ -300,7 +300,7 @@ def fit_image(image, max_side: int):
 
 def peak_point(alpha) -> tuple[float, float]:
     """Where a square attention map peaks, (x, y) in 0..1: the point the pointing game checks."""
-    return metrics.attention_peak(alpha, int(round(math.sqrt(np.asarray(alpha).size))))
+    return pointing.attention_peak(alpha, int(round(math.sqrt(np.asarray(alpha).size))))
 
 
 def overlay_image(image, alpha, max_side: int = 360, opacity: float = 0.5, peak: bool = True):

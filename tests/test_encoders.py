@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from capkit import encoders as E
+from capkit import features as FT
 from capkit import fused
 
 
@@ -66,11 +67,11 @@ def test_encoder_grid_shapes(name):
 
 
 def test_variants_differ_in_their_cut_and_cache_key():
-    keys = {E.cache_key(n, "pretrained", ["a.jpg"], s) for n, s in E.ENCODERS.items()}
+    keys = {FT.cache_key(n, "pretrained", ["a.jpg"], s) for n, s in E.ENCODERS.items()}
     cuts = {s.cut_id() for s in E.ENCODERS.values()}
     assert len(keys) == len(cuts) == len(E.ENCODERS)
     deep = E.ENCODERS["efficientnet_lite0_deep"]
-    assert E.cache_key("x", "pretrained", [], deep) != E.cache_key(
+    assert FT.cache_key("x", "pretrained", [], deep) != FT.cache_key(
         "x", "pretrained", [], dataclasses.replace(deep, output_stride=32))  # the cut alone changes the key
     with pytest.raises(ValueError, match="unknown encoder"):
         E.Encoder("nope")
@@ -208,10 +209,10 @@ def photos(tmp_path):
 def test_feature_cache_runs_the_cnn_once(tmp_path, photos):
     enc = CountingEncoder("efficientnet_lite0")
     CountingEncoder.calls = 0
-    store = E.extract_features("efficientnet_lite0", photos, tmp_path / "cache", batch_size=2, encoder=enc,
+    store = FT.extract_features("efficientnet_lite0", photos, tmp_path / "cache", batch_size=2, encoder=enc,
                                progress=False)
     assert CountingEncoder.calls == 5 + E.CHECK_IMAGES and store.feats.dtype == np.float16 and len(store) == 5
-    again = E.extract_features("efficientnet_lite0", list(reversed(photos)), tmp_path / "cache", encoder=enc,
+    again = FT.extract_features("efficientnet_lite0", list(reversed(photos)), tmp_path / "cache", encoder=enc,
                                progress=False)
     assert CountingEncoder.calls == 5 + E.CHECK_IMAGES and again.path == store.path  # cached: no CNN
     with torch.inference_mode():
@@ -225,10 +226,10 @@ def test_global_vectors_survive_the_cache(tmp_path, photos):
     """The global vectors are written beside the grid in the same pass and read back identically (float32)."""
     enc = CountingEncoder("efficientnet_lite0_deep")
     CountingEncoder.calls = 0
-    store = E.extract_features("efficientnet_lite0_deep", photos, tmp_path, batch_size=2, encoder=enc,
+    store = FT.extract_features("efficientnet_lite0_deep", photos, tmp_path, batch_size=2, encoder=enc,
                                progress=False)
     assert CountingEncoder.calls == 5 + E.CHECK_IMAGES  # one pass gives both arrays
-    assert E.pooled_path(store.path).exists() and store.global_dim == 1280
+    assert FT.pooled_path(store.path).exists() and store.global_dim == 1280
     vecs = store.global_pooled(photos)
     assert vecs.dtype == np.float32 and vecs.shape == (5, 1280)
     with torch.inference_mode():
@@ -237,33 +238,33 @@ def test_global_vectors_survive_the_cache(tmp_path, photos):
     assert torch.allclose(store[photos[:2]], grid, atol=2e-2, rtol=1e-2)
     assert not vecs[4].any()  # the broken image
     CountingEncoder.calls = 0
-    again = E.extract_features("efficientnet_lite0_deep", list(reversed(photos)), tmp_path, encoder=enc,
+    again = FT.extract_features("efficientnet_lite0_deep", list(reversed(photos)), tmp_path, encoder=enc,
                                progress=False)
     assert CountingEncoder.calls == 0 and again.path == store.path  # read back, no CNN
     assert np.array_equal(again.global_pooled(photos), vecs) and np.array_equal(again.global_pooled(), vecs[
         np.argsort(photos)])  # rows in the cache's (sorted) order
-    other = E.extract_features("efficientnet_lite0", photos, tmp_path, encoder=CountingEncoder("efficientnet_lite0"),
+    other = FT.extract_features("efficientnet_lite0", photos, tmp_path, encoder=CountingEncoder("efficientnet_lite0"),
                                progress=False)
     assert other.path != store.path and other.global_dim == 1280 and other.feats.shape[2] == 112
     # a cache written before the global vectors existed: no vectors, the grid still reads
-    E.pooled_path(other.path).unlink()
-    old = E.FeatureStore(other.path)
+    FT.pooled_path(other.path).unlink()
+    old = FT.FeatureStore(other.path)
     assert old.global_pooled(photos) is None and old.global_dim is None and old.pooled(photos).shape == (5, 112)
 
 
 def test_feature_cache_key_changes_with_images_and_resumes(tmp_path, photos):
     enc = CountingEncoder("efficientnet_lite0")
-    a = E.extract_features("efficientnet_lite0", photos[:2], tmp_path, encoder=enc, progress=False)
-    b = E.extract_features("efficientnet_lite0", photos[:3], tmp_path, encoder=enc, progress=False)
+    a = FT.extract_features("efficientnet_lite0", photos[:2], tmp_path, encoder=enc, progress=False)
+    b = FT.extract_features("efficientnet_lite0", photos[:3], tmp_path, encoder=enc, progress=False)
     assert a.path != b.path
     # a run killed after its first batch: the partial files say 2 of 4 done, extraction continues from there
     key_imgs = sorted(photos[:4])
-    key = E.cache_key("efficientnet_lite0", "pretrained", key_imgs, E.ENCODERS["efficientnet_lite0"])
+    key = FT.cache_key("efficientnet_lite0", "pretrained", key_imgs, E.ENCODERS["efficientnet_lite0"])
     final = tmp_path / "features" / f"efficientnet_lite0-{key}.f16"
     part = np.memmap(final.with_suffix(".f16.partial"), dtype=np.float16, mode="w+", shape=(4, 196, 112))
     part[:2] = 7.0
     part.flush()
-    gpart = np.memmap(str(E.pooled_path(final)) + ".partial", dtype=np.float32, mode="w+", shape=(4, 1280))
+    gpart = np.memmap(str(FT.pooled_path(final)) + ".partial", dtype=np.float32, mode="w+", shape=(4, 1280))
     gpart[:2] = 3.0
     gpart.flush()
     del part, gpart
@@ -271,7 +272,7 @@ def test_feature_cache_key_changes_with_images_and_resumes(tmp_path, photos):
             "pooled_shape": [4, 1280], "images": key_imgs, "done": 2, "failed": {}}
     final.with_suffix(".json.partial").write_text(json.dumps(meta))
     CountingEncoder.calls = 0
-    store = E.extract_features("efficientnet_lite0", photos[:4], tmp_path, batch_size=2, encoder=enc, progress=False)
+    store = FT.extract_features("efficientnet_lite0", photos[:4], tmp_path, batch_size=2, encoder=enc, progress=False)
     assert CountingEncoder.calls == 2 + E.CHECK_IMAGES  # only the two missing images
     assert float(store[key_imgs[:2]].min()) == 7.0 and float(store[key_imgs[2:]].abs().max()) > 0
     assert (store.global_pooled(key_imgs[:2]) == 3.0).all() and store.global_pooled(key_imgs[2:]).any()
@@ -283,18 +284,18 @@ def test_a_subset_is_read_from_the_entry_that_holds_it(tmp_path, photos):
     long as none of that entry's images changed since it was written."""
     enc = CountingEncoder("efficientnet_lite0")
     CountingEncoder.calls = 0
-    whole = E.extract_features("efficientnet_lite0", photos[:4], tmp_path, batch_size=2, encoder=enc, progress=False)
-    part = E.extract_features("efficientnet_lite0", [photos[2], photos[0]], tmp_path, encoder=enc, progress=False)
+    whole = FT.extract_features("efficientnet_lite0", photos[:4], tmp_path, batch_size=2, encoder=enc, progress=False)
+    part = FT.extract_features("efficientnet_lite0", [photos[2], photos[0]], tmp_path, encoder=enc, progress=False)
     assert CountingEncoder.calls == 4 + E.CHECK_IMAGES and part.path == whole.path
     assert torch.equal(part[[photos[0]]], whole[[photos[0]]])
-    deep = E.extract_features("efficientnet_lite0_deep", [photos[0]], tmp_path,
+    deep = FT.extract_features("efficientnet_lite0_deep", [photos[0]], tmp_path,
                               encoder=CountingEncoder("efficientnet_lite0_deep"), progress=False)
     assert deep.path != whole.path and deep.feats.shape[2] == 320  # another cut is never borrowed
     Image.fromarray(skdata.camera()).save(photos[1])  # one image of the entry rewritten since
     CountingEncoder.calls = 0
-    fresh = E.extract_features("efficientnet_lite0", [photos[0]], tmp_path, encoder=enc, progress=False)
+    fresh = FT.extract_features("efficientnet_lite0", [photos[0]], tmp_path, encoder=enc, progress=False)
     assert CountingEncoder.calls == 1 + 1 and fresh.path != whole.path  # (one image: checked once)
-    assert E.covering_entry(tmp_path / "features", "efficientnet_lite0", "pretrained", [photos[3]],
+    assert FT.covering_entry(tmp_path / "features", "efficientnet_lite0", "pretrained", [photos[3]],
                             E.ENCODERS["efficientnet_lite0"]) is None
 
 
@@ -353,7 +354,7 @@ def test_random_resnets_stay_in_float16_range(photos):
     enc = E.Encoder("resnet101", weights="random").eval()
     with torch.inference_mode():
         out = enc(torch.stack([E.image_tensor(p, 256) for p in photos[:2]]))
-    assert out.shape == (2, 196, 1024) and torch.isfinite(out).all() and out.abs().max() < E.F16_MAX
+    assert out.shape == (2, 196, 1024) and torch.isfinite(out).all() and out.abs().max() < FT.F16_MAX
 
 
 def test_features_beyond_float16_are_refused(tmp_path, photos):
@@ -363,5 +364,5 @@ def test_features_beyond_float16_are_refused(tmp_path, photos):
             return grid * 1e6, vec
 
     with pytest.raises(ValueError, match="beyond float16"):
-        E.extract_features("efficientnet_lite0", photos[:2], tmp_path, encoder=Loud("efficientnet_lite0"),
+        FT.extract_features("efficientnet_lite0", photos[:2], tmp_path, encoder=Loud("efficientnet_lite0"),
                            progress=False)

@@ -1,11 +1,11 @@
-"""The pointing game (capkit.metrics) on hand-checked cases, and its use by capkit.runs.grounding."""
+"""The pointing game (capkit.pointing) on hand-checked cases, and its use by capkit.pointing.grounding."""
 
 import math
 
 import numpy as np
 import pytest
 
-from capkit import metrics, runs, viz
+from capkit import pointing, viz
 
 
 def one_hot(grid, row, col):
@@ -15,16 +15,16 @@ def one_hot(grid, row, col):
 
 
 def test_attention_peak_is_the_cell_centre_row_major():
-    assert metrics.attention_peak([0, 0, 1, 0], 2) == (0.25, 0.75)  # index 2 = row 1, column 0
-    assert metrics.attention_peak([0, 0.2, 0.1, 0.1], 2) == (0.75, 0.25)
-    x, y = metrics.attention_peak(one_hot(14, 3, 5), 14)
+    assert pointing.attention_peak([0, 0, 1, 0], 2) == (0.25, 0.75)  # index 2 = row 1, column 0
+    assert pointing.attention_peak([0, 0.2, 0.1, 0.1], 2) == (0.75, 0.25)
+    x, y = pointing.attention_peak(one_hot(14, 3, 5), 14)
     assert (x, y) == pytest.approx((5.5 / 14, 3.5 / 14))
-    assert metrics.attention_peak(np.ones(196), 14) == pytest.approx((0.5 / 14, 0.5 / 14))  # ties: first cell
+    assert pointing.attention_peak(np.ones(196), 14) == pytest.approx((0.5 / 14, 0.5 / 14))  # ties: first cell
 
 
 def test_attention_peak_checks_the_grid():
     with pytest.raises(ValueError, match="14x14"):
-        metrics.attention_peak(np.ones(49), 14)
+        pointing.attention_peak(np.ones(49), 14)
 
 
 def test_peak_and_overlay_agree_on_where_the_map_points():
@@ -32,7 +32,7 @@ def test_peak_and_overlay_agree_on_where_the_map_points():
     alpha = one_hot(14, 2, 11)
     heat = viz.attention_overlay(alpha, (280, 140))  # size = (w, h) -> array [h, w]
     y, x = np.unravel_index(heat.argmax(), heat.shape)
-    px, py = metrics.attention_peak(alpha, 14)
+    px, py = pointing.attention_peak(alpha, 14)
     assert abs(x - px * 280) <= 10 and abs(y - py * 140) <= 5
 
 
@@ -48,11 +48,11 @@ def test_overlay_of_a_large_photo_matches_the_small_one():
 
 
 def test_in_boxes_edges_count():
-    assert metrics.in_boxes((0.5, 0.5), [[0.5, 0.5, 0.6, 0.6]])
-    assert metrics.in_boxes((0.6, 0.6), [[0.5, 0.5, 0.6, 0.6]])
-    assert not metrics.in_boxes((0.61, 0.5), [[0.5, 0.5, 0.6, 0.6]])
-    assert metrics.in_boxes((0.05, 0.9), [[0.5, 0.5, 0.6, 0.6], [0, 0.8, 0.1, 1]])
-    assert not metrics.in_boxes((0.5, 0.5), [])
+    assert pointing.in_boxes((0.5, 0.5), [[0.5, 0.5, 0.6, 0.6]])
+    assert pointing.in_boxes((0.6, 0.6), [[0.5, 0.5, 0.6, 0.6]])
+    assert not pointing.in_boxes((0.61, 0.5), [[0.5, 0.5, 0.6, 0.6]])
+    assert pointing.in_boxes((0.05, 0.9), [[0.5, 0.5, 0.6, 0.6], [0, 0.8, 0.1, 1]])
+    assert not pointing.in_boxes((0.5, 0.5), [])
 
 
 @pytest.mark.parametrize("boxes, area", [
@@ -65,7 +65,7 @@ def test_in_boxes_edges_count():
     ([], 0.0),
 ])
 def test_boxes_area(boxes, area):
-    assert metrics.boxes_area(boxes) == pytest.approx(area)
+    assert pointing.boxes_area(boxes) == pytest.approx(area)
 
 
 def test_pointing_game_by_hand():
@@ -76,17 +76,17 @@ def test_pointing_game_by_hand():
         [0.1, 0.1, 0.1, 0.7],  # peak (0.75, 0.75): outside -> miss
         [0.1, 0.6, 0.2, 0.1],  # peak (0.75, 0.25): inside the second bird box -> hit
     ]
-    g = metrics.pointing_game(alphas, [dog, dog, birds], grid=2)
+    g = pointing.pointing_game(alphas, [dog, dog, birds], grid=2)
     assert g["n"] == 3 and g["hits"] == 2 and g["hit"] == [True, False, True]
     assert g["accuracy"] == pytest.approx(2 / 3)
     assert g["chance"] == pytest.approx((0.25 + 0.25 + 0.10) / 3)
 
 
 def test_pointing_game_empty_and_mismatched():
-    g = metrics.pointing_game([], [], grid=14)
+    g = pointing.pointing_game([], [], grid=14)
     assert g["n"] == 0 and g["hits"] == 0 and math.isnan(g["accuracy"]) and math.isnan(g["chance"])
     with pytest.raises(ValueError):
-        metrics.pointing_game([one_hot(14, 0, 0)], [], grid=14)
+        pointing.pointing_game([one_hot(14, 0, 0)], [], grid=14)
 
 
 def test_object_mentions():
@@ -95,15 +95,15 @@ def test_object_mentions():
              {"label": "bird", "word": "갈매기", "box": [0.5, 0, 0.6, 0.1]},
              {"label": "dog", "word": "강아지", "box": [0.7, 0.7, 0.9, 0.9]}]
     words_for = {"dog": ("강아지", "반려견"), "bird": ("갈매기", "새"), "boat": ("보트", "배")}
-    got = metrics.object_mentions(words, boxes, words_for)
+    got = pointing.object_mentions(words, boxes, words_for)
     two_dogs = [[0, 0, 0.2, 0.2], [0.7, 0.7, 0.9, 0.9]]
     # the bird is named by a synonym; "배" names a boat, but no boat is drawn here
     assert got == [(1, "dog", two_dogs), (3, "bird", [[0.5, 0, 0.6, 0.1]]), (5, "dog", two_dogs)]
-    assert metrics.object_mentions(words, [], words_for) == []
+    assert pointing.object_mentions(words, [], words_for) == []
 
 
 class FakeRun:
-    """What runs.grounding needs from a Run: a name and caption_many."""
+    """What pointing.grounding needs from a Run: a name and caption_many."""
 
     name = "fake-soft-text"
 
@@ -129,7 +129,7 @@ def test_grounding_collects_object_words_from_generated_text():
         "b": {"words": ["예쁜", "고양이"], "alphas": np.array([one_hot(2, 1, 1), one_hot(2, 0, 1)]), "grid": 2},
         "c": {"words": ["강아지"], "alphas": np.array([one_hot(2, 0, 0)]), "grid": 2},
     }
-    summary, rows = runs.grounding(FakeRun(caps), recs, words_for)
+    summary, rows = pointing.grounding(FakeRun(caps), recs, words_for)
     # a: 강아지 hits its box; 고양이 names no drawn object there. b: 고양이 looks at (0.75, 0.25): a miss.
     assert [(r["key"], r["word"], r["position"], r["hit"]) for r in rows] == [("a", "강아지", 0, True),
                                                                              ("b", "고양이", 1, False)]
@@ -140,7 +140,7 @@ def test_grounding_collects_object_words_from_generated_text():
 
 
 class StoringRun(FakeRun):
-    """A FakeRun with metrics.json's dict and its update (what runs.stored_grounding adds), counting decodings."""
+    """A FakeRun with metrics.json's dict and its update (what pointing.stored_grounding adds), counting decodings."""
 
     def __init__(self, captions, fingerprint):
         super().__init__(captions)
@@ -160,10 +160,10 @@ def test_stored_grounding_is_read_back_for_the_same_weights_and_records():
     recs = [Rec("a", [{"label": "dog", "box": [0, 0, 0.5, 0.5]}])]
     caps = {"a": {"words": ["강아지"], "alphas": np.array([one_hot(2, 0, 0)]), "grid": 2}}
     run = StoringRun(caps, {"best_epoch": 3})
-    first = runs.stored_grounding(run, recs, words_for)
-    again = runs.stored_grounding(run, recs, words_for)
+    first = pointing.stored_grounding(run, recs, words_for)
+    again = pointing.stored_grounding(run, recs, words_for)
     assert run.decoded == 1 and again == first and first[0]["accuracy"] == 1.0
-    runs.stored_grounding(run, recs, words_for, beam_size=1)  # another beam: measured again
+    pointing.stored_grounding(run, recs, words_for, beam_size=1)  # another beam: measured again
     run.metrics["fingerprint"] = {"best_epoch": 4}  # other weights: measured again
-    runs.stored_grounding(run, recs, words_for, beam_size=1)
+    pointing.stored_grounding(run, recs, words_for, beam_size=1)
     assert run.decoded == 3

@@ -43,12 +43,12 @@ def extract_in_child(barrier, images, cache_dir, out):
     """Child: random Lite0 weights seeded alike in every process, so whoever writes, the features are the same."""
     import torch
 
-    from capkit import encoders as E
+    from capkit import features as FT
 
     torch.set_num_threads(1)
     barrier.wait(timeout=300)
     torch.manual_seed(0)
-    store = E.extract_features(ENCODER, images, cache_dir, weights="random", batch_size=2, progress=False)
+    store = FT.extract_features(ENCODER, images, cache_dir, weights="random", batch_size=2, progress=False)
     save_store(store, out)
 
 
@@ -57,8 +57,9 @@ def poll_in_child(barrier, images, cache_dir, out):
     import time
 
     from capkit import encoders as E
+    from capkit import features as FT
 
-    key = E.cache_key(ENCODER, "random", sorted(images), E.ENCODERS[ENCODER])
+    key = FT.cache_key(ENCODER, "random", sorted(images), E.ENCODERS[ENCODER])
     final = Path(cache_dir) / "features" / f"{ENCODER}-{key}.f16"
     barrier.wait(timeout=300)
     deadline = time.monotonic() + 240
@@ -66,7 +67,7 @@ def poll_in_child(barrier, images, cache_dir, out):
         if time.monotonic() > deadline:
             raise TimeoutError(f"{final} never appeared")
         time.sleep(0.002)
-    save_store(E.FeatureStore(final), out)
+    save_store(FT.FeatureStore(final), out)
 
 
 def save_store(store, out):
