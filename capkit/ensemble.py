@@ -140,6 +140,11 @@ def check_members(members: list[runs.Run]) -> None:
                                  f"decode the same features into the same vocabulary")
         if run.vocab.itos != first.vocab.itos:
             raise ValueError(f"{run.path}: its vocabulary differs from {first.path}'s")
+        same = [r for r in members if r.config.encoder == run.config.encoder]
+        if any(r.config.encoder_weights != run.config.encoder_weights for r in same):
+            raise ValueError(f"{run.path}: encoder_weights is {run.config.encoder_weights!r}, but another member on "
+                             f"{run.config.encoder} has {same[0].config.encoder_weights!r}: one encoder, one set of "
+                             f"features")
         grids = [encoders.ENCODERS[r.config.encoder].grid for r in (first, run)]
         if grids[0] != grids[1]:
             raise ValueError(f"{run.path}: its encoder {run.config.encoder} has a {grids[1]}x{grids[1]} grid, "

@@ -171,3 +171,8 @@ def test_members_must_share_the_grid(members, tmp_path):
     store.save_checkpoint(ckpt, odd / "best.pt")
     with pytest.raises(ValueError, match=r"odd-grid: its encoder efficientnet_lite0_multi7 has a 7x7 grid"):
         ensemble.test_ensemble([members[0], odd])
+    ckpt["config"]["encoder"] = runs.load_run(members[0]).config.encoder
+    ckpt["config"]["encoder_weights"] = "random"  # the same encoder with other weights: other features
+    store.save_checkpoint(ckpt, odd / "best.pt")
+    with pytest.raises(ValueError, match=r"odd-grid: encoder_weights is 'random'"):
+        ensemble.test_ensemble([members[0], odd])
