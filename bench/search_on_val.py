@@ -19,7 +19,6 @@ from pathlib import Path
 import torch
 
 from capkit import ensemble, inference, metrics, runs, settings, store
-from capkit.ensemble import Ensemble
 from capkit.prepare import prepare
 
 SEARCHES = [  # (label, search, beam_size, mbr_neighbours, mbr_beam)
@@ -45,12 +44,9 @@ def main(argv=None) -> dict:
         raise SystemExit(f"{path}: a text run is needed (target {config.target!r})")
     prep = prepare(config, progress=False)
     loaded = [runs.load_run(p) for p in paths]
-    if len(loaded) > 1:  # (members on several encoders read their encoders' features joined)
+    if len(loaded) > 1:
         ensemble.check_members(loaded)
-        ensemble.join_features(prep, [r.config for r in loaded])
-    models = [r.model.eval() for r in loaded]
-    slices = ensemble.feature_slices([r.config for r in loaded])
-    model = models[0] if len(models) == 1 else Ensemble(models, slices).eval()
+    model = loaded[0].model.eval() if len(loaded) == 1 else ensemble.mixture(loaded, prep)
     refs = prep.tokens["val"][: args.limit]
     rows = []
     for label, search, beam, neighbours, mbr_beam in SEARCHES:

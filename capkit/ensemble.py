@@ -169,6 +169,14 @@ def join_features(prep, configs: list[settings.TrainConfig], progress: bool = Fa
     prep.store = JoinedFeatures(stores)
 
 
+def mixture(members: list[runs.Run], prep, progress: bool = False) -> Ensemble:
+    """The members (checked: :func:`check_members`) as one :class:`Ensemble` over ``prep``'s features, joined
+    first when they are on several encoders (:func:`join_features`)."""
+    configs = [m.config for m in members]
+    join_features(prep, configs, progress)
+    return Ensemble([m.model for m in members], feature_slices(configs)).eval()
+
+
 def test_ensemble(paths: list, name: str = "", progress: bool = False) -> dict:
     """Test the ensemble of the run folders ``paths`` on their test split, searched as the first member's test
     was (``config.search``, its samples, beam and neighbours); returns and writes ``metrics.json`` (with the
@@ -183,8 +191,7 @@ def test_ensemble(paths: list, name: str = "", progress: bool = False) -> dict:
     prep = prepare(config, progress=progress)
     if prep.vocab.itos != members[0].vocab.itos:
         raise ValueError(f"{members[0].path}: the vocabulary built from the data now differs from the run's")
-    join_features(prep, configs, progress)
-    model = Ensemble([m.model for m in members], feature_slices(configs)).eval()
+    model = mixture(members, prep, progress)
     val = evaluation.val_score(model, prep)
     evaluation.test(model, prep)  # (writes metrics.json, completed below)
     member_info = [{"run": m.path.name, "encoder": m.config.encoder, "decoder": m.config.decoder,
