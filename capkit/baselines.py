@@ -210,7 +210,7 @@ def consensus_predictions(prep: Prepared, split: str = "test") -> dict:
 
 def _oracle_manifest(prep: Prepared, split: str) -> Path | None:
     config = prep.config
-    manifest = D.project_path(config.data_dir) / "manifest.jsonl"
+    manifest = store.project_path(config.data_dir) / "manifest.jsonl"
     if config.dataset != "sample" or not prep.records[split] or not manifest.is_file():
         return None
     return manifest
@@ -401,7 +401,7 @@ def baselines(prep: Prepared, split: str = "test", k="val", meteor=None) -> dict
 
 
 def baselines_path(run_dir, encoder: str, target: str) -> Path:
-    return D.project_path(run_dir) / "baselines" / f"{encoder}-{target}.json"
+    return store.project_path(run_dir) / "baselines" / f"{encoder}-{target}.json"
 
 
 def baseline_config(config: settings.TrainConfig) -> dict:
@@ -469,7 +469,7 @@ def load_baselines(run_dir) -> pd.DataFrame:
     A baseline that does not depend on the encoder (most frequent, random) is kept once per target.
     """
     rows = []
-    for path in sorted((D.project_path(run_dir) / "baselines").glob("*.json")):
+    for path in sorted((store.project_path(run_dir) / "baselines").glob("*.json")):
         d = read_json(path)
         for name, b in d["baselines"].items():
             rows.append({"label": b["label"], "baseline": name, "encoder": d["encoder"], "target": d["target"],

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from capkit import encoders, runs, store
-from capkit.data import BadImage, open_image
+from capkit.images import BadImage, open_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 

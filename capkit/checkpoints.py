@@ -5,7 +5,7 @@ torchrun: rank 0's, sent to every rank), copying a run folder's checkpoints to s
 (``start_from``), and the check that a run folder holds this very run before it is resumed (:class:`RunExists`
 otherwise: nothing is ever overwritten).
 
-This module imports ``data`` (``project_path``), ``dist``, ``settings``, ``store`` and ``text``.
+This module imports ``dist``, ``settings``, ``store`` and ``text``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 
 from capkit import dist, store, text
-from capkit.data import project_path
 from capkit.settings import RESUMABLE_CHANGES, TrainConfig
 
 
@@ -76,7 +75,7 @@ def start_from(config: TrainConfig) -> None:
     """A new run folder (no ``last.pt``) with ``config.start_from`` set continues that run: its files are copied
     in (:func:`copy_run`)."""
     if config.start_from and not (config.path / "last.pt").exists():
-        copy_run(project_path(config.start_from), config.path)
+        copy_run(store.project_path(config.start_from), config.path)
 
 
 def copy_run(src: Path, dst: Path) -> None:

@@ -1,5 +1,6 @@
 """Records: one type for every source, loading a source by name (``SOURCES``: the manifest loader here, the
-others in :mod:`capkit.sources` and :mod:`capkit.flickr8k`), image opening, the skip report, splits.
+others in :mod:`capkit.sources` and :mod:`capkit.flickr8k`), the image check, the skip report, splits (opening an
+image: :mod:`capkit.images`; reading JSON files and project paths: :mod:`capkit.store`, both also here).
 
 Every loader returns ``(records, report)``. A record that cannot be used (missing or broken
 image, no text and no hashtags, an advertising post, ...) is skipped and counted in the
@@ -37,15 +38,14 @@ import shutil
 import unicodedata
 import urllib.parse
 import urllib.request
-import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from PIL import Image, ImageOps, UnidentifiedImageError
-
 from capkit import store
+from capkit.images import BAD_IMAGE_REASONS, BadImage, image_issue, open_image
+from capkit.store import DataError, decode_text, project_path, read_jsonl
 
 SPLITS = ("train", "val", "test")
 # dataset name -> "module:function" of its loader (data_dir, LoadReport) -> records; a new source is one entry
@@ -55,22 +55,7 @@ SOURCES = {"sample": "capkit.data:load_manifest", "manifest": "capkit.data:load_
            "flickr8k": "capkit.flickr8k:load_flickr8k"}
 DATASETS = tuple(SOURCES)
 SPLIT_RATIOS = (0.7, 0.1, 0.2)  # as KTS
-MAX_PIXELS = 60_000_000  # larger images are refused as decompression bombs
 AD_WORDS = ("광고", "문의", "연락", "상담")  # the study's advertising filter
-BAD_IMAGE_REASONS = ("missing_image", "empty_image", "truncated_image", "corrupt_image", "decompression_bomb")
-ROOT = Path(__file__).resolve().parent.parent
-
-
-class DataError(ValueError):
-    """A data file is structurally wrong; the message names the file and the record."""
-
-
-class BadImage(Exception):
-    """An image that cannot be used; ``reason`` is the skip-report key."""
-
-    def __init__(self, reason: str, path, detail: str = ""):
-        super().__init__(f"{reason}: {path}" + (f" ({detail})" if detail else ""))
-        self.reason, self.path, self.detail = reason, str(path), detail
 
 
 @dataclass
@@ -147,69 +132,6 @@ class LoadReport:
         return "\n".join(lines)
 
 
-# ----------------------------------------------------------------------------- paths, files
-
-
-def project_path(path) -> Path:
-    """Resolve a path; a relative one from anywhere inside this repository means the repository root's.
-
-    Notebooks run with ``notebooks/`` as working directory in JupyterLab and with the repository root
-    under ``make`` and papermill; ``runs/default`` must name the same folder in both (and JupyterLab
-    must never start a second ``notebooks/runs/``). Outside the repository (capkit used as a library
-    from another folder) relative paths keep their usual meaning.
-    """
-    p = Path(path).expanduser()
-    if p.is_absolute():
-        return p.resolve()
-    cwd = Path.cwd().resolve()
-    if (ROOT / "pyproject.toml").exists() and (cwd == ROOT or ROOT in cwd.parents):
-        return (ROOT / p).resolve()
-    return (cwd / p).resolve()
-
-
-def decode_text(raw: bytes, name="<bytes>") -> str:
-    """Decode UTF-8 (with or without BOM) or UTF-16 LE/BE (with or without BOM)."""
-    if raw.startswith(b"\xef\xbb\xbf"):
-        return raw[3:].decode("utf-8")
-    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return raw.decode("utf-16")
-    head = raw[:200]
-    if len(head) >= 4 and head[1::2].count(0) > len(head) // 4:  # ASCII-range chars, high byte 0
-        return raw.decode("utf-16-le")
-    if len(head) >= 4 and head[0::2].count(0) > len(head) // 4:
-        return raw.decode("utf-16-be")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{name}: not UTF-8 or UTF-16 text ({e})") from None
-
-
-def read_json(path):
-    """Read a JSON file in any of the encodings above; a parse error names the file and line."""
-    path = Path(path)
-    text = decode_text(path.read_bytes(), path)
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not valid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
-
-
-def read_jsonl(path) -> list:
-    """Read JSON Lines; a bad line names the file and the line number."""
-    path = Path(path)
-    rows = []
-    for n, line in enumerate(decode_text(path.read_bytes(), path).splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: record at line {n} is not valid JSON: {e.msg}") from None
-        if not isinstance(rows[-1], dict):
-            raise DataError(f"{path}: record at line {n} is not a JSON object")
-    return rows
-
-
 # ----------------------------------------------------------------------------- text fields
 
 HASHTAG_RE = re.compile(r"#([^\s#]+)")
@@ -253,75 +175,6 @@ def is_korean(tag: str) -> bool:
 
 
 # ----------------------------------------------------------------------------- images
-
-
-def open_image(path, max_pixels: int = MAX_PIXELS, draft: tuple | None = None) -> Image.Image:
-    """Open an image as RGB with its EXIF orientation applied, or raise :class:`BadImage`.
-
-    Grayscale, CMYK, 16-bit, palette and transparent images are converted (transparency on
-    white). ``draft=(w, h)`` lets JPEG decode at a reduced scale (fast checks, thumbnails).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise BadImage("missing_image", path)
-    if path.stat().st_size == 0:
-        raise BadImage("empty_image", path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            img = Image.open(path)
-            if img.width * img.height > max_pixels:
-                raise BadImage("decompression_bomb", path, f"{img.width}x{img.height} pixels")
-            if draft:
-                img.draft("RGB", draft)
-            img.load()
-        except BadImage:
-            raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise BadImage("decompression_bomb", path, str(e)) from None
-        except UnidentifiedImageError:
-            raise BadImage("corrupt_image", path, "not a readable image") from None
-        except OSError as e:
-            reason = "truncated_image" if "truncated" in str(e) else "corrupt_image"
-            raise BadImage(reason, path, str(e)) from None
-        except (SyntaxError, ValueError, EOFError, IndexError) as e:
-            raise BadImage("corrupt_image", path, str(e)) from None
-    return to_rgb(img)
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    """EXIF-rotate and convert any mode to RGB."""
-    try:
-        img = ImageOps.exif_transpose(img)
-    except Exception:  # a broken EXIF block must not lose an otherwise good image
-        pass
-    if img.mode == "RGB":
-        return img
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        import numpy as np
-
-        a = np.asarray(img, dtype="float64")
-        hi = a.max() or 1.0
-        img = Image.fromarray((a * (255.0 / hi)).clip(0, 255).astype("uint8"), "L")
-    if img.mode == "P":
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA"):
-        rgba = img.convert("RGBA")
-        bg = Image.new("RGB", rgba.size, (255, 255, 255))
-        bg.paste(rgba, mask=rgba.getchannel("A"))
-        return bg
-    return img.convert("RGB")
-
-
-def image_issue(path) -> str | None:
-    """Which normalisation a usable image needed (for the report), or None."""
-    try:
-        with Image.open(path) as img:
-            if img.getexif().get(0x0112, 1) not in (1, None):
-                return "exif_rotated"
-            return None if img.mode == "RGB" else f"mode_{img.mode}"
-    except Exception:
-        return None
 
 
 def check_images(records: list[Record], report: LoadReport, workers: int = 4) -> list[Record]:

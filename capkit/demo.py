@@ -14,7 +14,7 @@ import argparse
 import time
 from pathlib import Path
 
-from capkit import data as D
+from capkit import images
 from capkit import runs, settings, store, train, viz
 
 DATA_DIR = "data/sample"
@@ -40,9 +40,9 @@ def main(argv=None) -> Path:
     ap.add_argument("--smoke", action="store_true", help="tiny models trained for one epoch (tests)")
     args = ap.parse_args(argv)
     started = time.perf_counter()
-    out = D.project_path(args.run_dir)
+    out = store.project_path(args.run_dir)
     out.mkdir(parents=True, exist_ok=True)
-    data_dir = D.project_path(args.data_dir)
+    data_dir = store.project_path(args.data_dir)
     if not (data_dir / "manifest.jsonl").exists():
         from capkit import sample
 
@@ -62,7 +62,7 @@ def main(argv=None) -> Path:
     for line in lines:
         print(f"\n{Path(line['image']).name}\n  text:     {line['text']}\n  hashtags: "
               + " ".join("#" + h for h in line["hashtags"]))
-    fig = viz.caption_figure(D.open_image(photos[0]), texts[0], hashtags=lines[0]["hashtags"])
+    fig = viz.caption_figure(images.open_image(photos[0]), texts[0], hashtags=lines[0]["hashtags"])
     figure = viz.save(fig, out / "figures", "demo_attention.png")
     print(f"\nmake demo finished in {time.perf_counter() - started:.0f} s")
     print(f"  captions and hashtags: {out / 'captions.jsonl'}")

@@ -50,7 +50,7 @@ import torch
 import torch.nn as nn
 
 from capkit import fused
-from capkit.data import open_image, to_rgb
+from capkit.images import open_image, to_rgb
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -15,7 +15,6 @@ import time
 
 import torch
 
-from capkit import data as D
 from capkit import dist, models, store
 from capkit.inference import predict, set_rule
 from capkit.prepare import Prepared
@@ -79,7 +78,7 @@ def shared_results(config: TrainConfig, fingerprint: dict, n: int) -> dict | Non
     :func:`predict` gives them), ``"rule"`` (a set decoder's output rule, or None)``}``."""
     if not config.start_from:
         return None
-    src = D.project_path(config.start_from)
+    src = store.project_path(config.start_from)
     try:
         stored = json.loads((src / "metrics.json").read_text())
         if stored.get("fingerprint") != fingerprint:

@@ -25,7 +25,8 @@ import torch
 from filelock import FileLock, Timeout
 
 from capkit import dist, store
-from capkit.data import BadImage, project_path
+from capkit.images import BadImage
+from capkit.store import project_path
 from capkit.encoders import ENCODERS, Encoder, EncoderSpec, InferenceEncoder, image_tensor
 
 F16_MAX = float(np.finfo(np.float16).max)  # the cache's largest value

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from capkit import data as D
+from capkit import store
 from capkit import metrics, models, targets
 from capkit.baselines import BASELINE_LABELS, ORACLE_BEST_PREFIX, ORACLE_LABEL, ORACLE_PREFIX
 from capkit.encoders import ENCODER_LABELS
@@ -296,7 +296,7 @@ def prediction_examples(run_dir, text_run: str | None, hashtag_run: str | None, 
                         seed: int = 0) -> list[dict]:
     """``n`` test images (drawn with ``seed``, one category after another) with reference and
     generated text (from ``text_run``) and true and predicted hashtags (from ``hashtag_run``)."""
-    root = D.project_path(run_dir)
+    root = store.project_path(run_dir)
     by_key: dict[str, dict] = {}
     for run, kind in ((text_run, "text"), (hashtag_run, "hashtag")):
         if not run or not (root / run / "predictions.jsonl").exists():
@@ -422,7 +422,7 @@ def markdown_table(table: pd.DataFrame, digits: int = 4, bold_best: bool = True,
 
 def save_table(table: pd.DataFrame, run_dir, name: str, note: str = "", digits: int = 4) -> tuple[Path, Path]:
     """Write ``run_dir/<name>.csv`` and ``run_dir/<name>.md`` (the Markdown with ``note`` below it)."""
-    root = D.project_path(run_dir)
+    root = store.project_path(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     csv, md = root / f"{name}.csv", root / f"{name}.md"
     table.to_csv(csv, float_format=f"%.{digits + 2}g")

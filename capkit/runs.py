@@ -20,7 +20,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from capkit import data as D
 from capkit import encoders, inference, metrics, models, multilabel, retrieval, store, targets, text
 from capkit.detok import Detokenizer
 from capkit.features import extract_features
@@ -239,7 +238,7 @@ class Run:
     def predictions(self) -> list[dict]:
         """The test predictions the run wrote (``predictions.jsonl``), one dict per test image."""
         path = self.path / "predictions.jsonl"
-        return D.read_jsonl(path) if path.exists() else []
+        return store.read_jsonl(path) if path.exists() else []
 
     def update_metrics(self, **items) -> dict:
         """Set top-level keys of ``metrics.json`` (read, merge, write to a temporary file, rename); returns it."""
@@ -249,7 +248,7 @@ class Run:
 
 def load_run(path, device: str = "cpu", which: str = "best") -> Run:
     """Load ``<run>/best.pt`` (or ``last.pt``) back into a model for decoding."""
-    path = D.project_path(path)
+    path = store.project_path(path)
     ckpt = store.load_checkpoint(path / f"{which}.pt", map_location=device)
     config = TrainConfig.from_dict(ckpt["config"])
     model = models.decoder_spec(config.decoder).load(ckpt["decoder_config"])

@@ -29,7 +29,7 @@ import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from capkit import data as D
+from capkit import store
 from capkit import encoders, models, targets
 
 # settings that may differ when a run is resumed (more epochs, another machine or folder layout)
@@ -138,7 +138,7 @@ class TrainConfig:
 
     @property
     def path(self) -> Path:
-        return D.project_path(self.run_dir) / self.run_name
+        return store.project_path(self.run_dir) / self.run_name
 
     @property
     def mbr_n(self) -> int:

@@ -3,7 +3,7 @@ the Korean Tourist Spot release (``kts``), crawled Instagram posts (``instagram`
 Karpathy's split files (``karpathy``). What every loader shares (the record, the skip report, text fields,
 splits) is :mod:`capkit.data`'s; Flickr8k has a file of its own (:mod:`capkit.flickr8k`).
 
-This module imports ``data``.
+This module imports ``data`` (records, the skip report) and ``store`` (JSON files read back).
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import re
 from pathlib import Path
 
 from capkit.data import (AD_WORDS, HASHTAG_RE, DataError, LoadReport, Record, clean_text, is_korean, is_url,
-                         make_record, normalize_hashtags, read_json, read_jsonl, require_fields)
+                         make_record, normalize_hashtags, require_fields)
+from capkit.store import read_json, read_jsonl
 
 KTS_SPLIT_DIRS = ("train", "valid", "test")  # the split folders, named as splits by normalize_split (valid: val)
 

@@ -1,4 +1,4 @@
-"""Atomic writes: every file capkit writes appears whole or not at all.
+"""Files: every file capkit writes appears whole or not at all; every file it reads back names itself when bad.
 
 A writer writes a temporary file in the destination's folder (a name of its own:
 ``.<name>.tmp<pid>.<random>``, so two processes, or two threads, never share one) and renames it over the
@@ -13,6 +13,9 @@ and at most a stray temporary file, and a reader never sees half a file.
   :func:`write_jsonl` (one compact line per object).
 - :func:`save_checkpoint` (``torch.save``, fsynced before the rename) and :func:`load_checkpoint` (``weights_only``:
   tensors and plain containers, never code; :class:`CheckpointError` otherwise).
+- Reading back: :func:`decode_text` (UTF-8 or UTF-16, with or without a BOM), :func:`read_json` and
+  :func:`read_jsonl` (a parse error is a :class:`DataError` naming the file and line); :func:`project_path` (a
+  relative path inside the repository means the repository root's, from ``notebooks/`` too).
 
 This module imports no other capkit module (torch only to save or load a checkpoint).
 """
@@ -28,6 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 CKPT_FORMAT = "capkit-checkpoint-1"
+ROOT = Path(__file__).resolve().parent.parent  # the repository (capkit/..)
 
 
 class CheckpointError(RuntimeError):
@@ -144,3 +148,70 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT:
         raise CheckpointError(f"{path}: not a {CKPT_FORMAT} file")
     return ckpt
+
+
+# ----------------------------------------------------------------------------- reading back, paths
+
+
+class DataError(ValueError):
+    """A data file is structurally wrong; the message names the file and the record."""
+
+
+def project_path(path) -> Path:
+    """Resolve a path; a relative one from anywhere inside this repository means the repository root's.
+
+    Notebooks run with ``notebooks/`` as working directory in JupyterLab and with the repository root
+    under ``make`` and papermill; ``runs/default`` must name the same folder in both (and JupyterLab
+    must never start a second ``notebooks/runs/``). Outside the repository (capkit used as a library
+    from another folder) relative paths keep their usual meaning.
+    """
+    p = Path(path).expanduser()
+    if p.is_absolute():
+        return p.resolve()
+    cwd = Path.cwd().resolve()
+    if (ROOT / "pyproject.toml").exists() and (cwd == ROOT or ROOT in cwd.parents):
+        return (ROOT / p).resolve()
+    return (cwd / p).resolve()
+
+
+def decode_text(raw: bytes, name="<bytes>") -> str:
+    """Decode UTF-8 (with or without BOM) or UTF-16 LE/BE (with or without BOM)."""
+    if raw.startswith(b"\xef\xbb\xbf"):
+        return raw[3:].decode("utf-8")
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return raw.decode("utf-16")
+    head = raw[:200]
+    if len(head) >= 4 and head[1::2].count(0) > len(head) // 4:  # ASCII-range chars, high byte 0
+        return raw.decode("utf-16-le")
+    if len(head) >= 4 and head[0::2].count(0) > len(head) // 4:
+        return raw.decode("utf-16-be")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{name}: not UTF-8 or UTF-16 text ({e})") from None
+
+
+def read_json(path):
+    """Read a JSON file in any of the encodings above; a parse error names the file and line."""
+    path = Path(path)
+    text = decode_text(path.read_bytes(), path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+
+
+def read_jsonl(path) -> list:
+    """Read JSON Lines; a bad line names the file and the line number."""
+    path = Path(path)
+    rows = []
+    for n, line in enumerate(decode_text(path.read_bytes(), path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: record at line {n} is not valid JSON: {e.msg}") from None
+        if not isinstance(rows[-1], dict):
+            raise DataError(f"{path}: record at line {n} is not a JSON object")
+    return rows

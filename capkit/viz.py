@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from capkit import pointing
-from capkit.data import BadImage, open_image, project_path
+from capkit.images import BadImage, open_image
+from capkit.store import project_path
 
 WORK_SIDE = 128  # attention maps are smoothed at most this large, then resized (attention_overlay)
 EMOJI_RE = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\uFE0F\u200D\u2B50\u2764]+")

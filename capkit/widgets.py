@@ -25,7 +25,7 @@ from pathlib import Path
 
 import ipywidgets as W
 
-from capkit import data as D
+from capkit import images, store
 from capkit import folders, runs, viz
 
 MAX_UPLOAD_BYTES = 40 * 2**20  # larger uploads are refused before decoding
@@ -48,12 +48,12 @@ def read_upload(content: bytes, name: str = "upload", max_bytes: int = MAX_UPLOA
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(content)
-        img = D.open_image(tmp, draft=(KEEP_SIDE, KEEP_SIDE))
+        img = images.open_image(tmp, draft=(KEEP_SIDE, KEEP_SIDE))
         return viz.fit_image(img, KEEP_SIDE)
-    except D.BadImage as e:
+    except images.BadImage as e:
         if e.reason == "decompression_bomb":
             raise UploadRejected(f"{name}: refused as a possible decompression bomb ({e.detail}; the limit is "
-                                 f"{D.MAX_PIXELS / 1e6:.0f} million pixels)") from None
+                                 f"{images.MAX_PIXELS / 1e6:.0f} million pixels)") from None
         raise UploadRejected(f"{name}: not a usable image ({e.reason.replace('_', ' ')}"
                              f"{': ' + e.detail[:120] if e.detail else ''})") from None
     except MemoryError:
@@ -164,7 +164,7 @@ class AttentionViewer:
         self.upload.observe(self._guard(self._on_upload), names="value")
 
         if not self.paths:
-            self.say(f"no trained runs under {html.escape(str(D.project_path(run_dir)))} (train one with 03_train)")
+            self.say(f"no trained runs under {html.escape(str(store.project_path(run_dir)))} (train one with 03_train)")
             return
         texts = [n for n in self.paths if n.endswith("-text")]
         self._guard(lambda _: self.select_run(run if run in self.paths else (texts or list(self.paths))[0]))(None)
@@ -223,8 +223,8 @@ class AttentionViewer:
     def _open_test_image(self, index: int) -> None:
         line = self._predictions[index]
         try:
-            image = D.open_image(line["image"], draft=(KEEP_SIDE, KEEP_SIDE))
-        except D.BadImage as e:
+            image = images.open_image(line["image"], draft=(KEEP_SIDE, KEEP_SIDE))
+        except images.BadImage as e:
             self.say(f"cannot open {html.escape(line['image'])}: {e.reason}", error=True)
             return
         self.image, self.image_id, self.reference = viz.fit_image(image, KEEP_SIDE), ("test", line["image"]), line

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from capkit.runs import load_run
-from capkit.data import ROOT
+from capkit.store import ROOT
 from test_widgets import HASHTAG_RUN, TEXT_RUN, smoke_run_dir
 
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from capkit import data as D
-from capkit import sources, targets
+from capkit import images, sources, store, targets
 
 from caption_data import coco_2017, karpathy
 
@@ -31,21 +31,21 @@ def test_read_json_any_encoding(tmp_path, encoding):
     obj = [{"img_name": "a.jpg", "text": "바다가 예뻐요 😍", "hashtag": ["#바다"]}]
     p = tmp_path / "x.json"
     p.write_bytes(json.dumps(obj, ensure_ascii=False).encode(encoding))
-    assert D.read_json(p) == obj
+    assert store.read_json(p) == obj
 
 
 def test_not_json_names_file_and_line(tmp_path):
     p = tmp_path / "bad.json"
     p.write_text('[{"img_name": "a.jpg",\n "text": }]')
     with pytest.raises(D.DataError, match=r"bad\.json.*line 2"):
-        D.read_json(p)
+        store.read_json(p)
 
 
 def test_jsonl_bad_line_names_record(tmp_path):
     p = tmp_path / "manifest.jsonl"
     p.write_text('{"image": "a.jpg", "text": "하나"}\n{"image": "b.jpg", "text": \n')
     with pytest.raises(D.DataError, match=r"manifest\.jsonl: record at line 2"):
-        D.read_jsonl(p)
+        store.read_jsonl(p)
 
 
 # ----------------------------------------------------------------------------- KTS
@@ -410,11 +410,11 @@ def test_bad_inputs_are_skipped_and_counted(tmp_path):
 def test_usable_images_are_normalised(tmp_path):
     d = bad_image_folder(tmp_path)
     for name in ("gray.png", "cmyk.jpg", "rgba.png", "palette.gif", "gray16.png", "rotated.jpg"):
-        img = D.open_image(d / name)
+        img = images.open_image(d / name)
         assert img.mode == "RGB", name
-    assert D.open_image(d / "rotated.jpg").size == (48, 64)  # EXIF orientation applied
-    assert D.open_image(d / "rgba.png").getpixel((5, 5)) == (255, 255, 255)  # transparent -> white
-    g16 = np.asarray(D.open_image(d / "gray16.png"))
+    assert images.open_image(d / "rotated.jpg").size == (48, 64)  # EXIF orientation applied
+    assert images.open_image(d / "rgba.png").getpixel((5, 5)) == (255, 255, 255)  # transparent -> white
+    g16 = np.asarray(images.open_image(d / "gray16.png"))
     assert g16.max() == 255 and g16.min() == 0
 
 
@@ -423,8 +423,8 @@ def test_usable_images_are_normalised(tmp_path):
                                          ("bomb.png", "decompression_bomb")])
 def test_open_image_reasons(tmp_path, name, reason):
     d = bad_image_folder(tmp_path)
-    with pytest.raises(D.BadImage) as e:
-        D.open_image(d / name)
+    with pytest.raises(images.BadImage) as e:
+        images.open_image(d / name)
     assert e.value.reason == reason and name in str(e.value)
 
 
@@ -453,11 +453,11 @@ def test_subsample_is_deterministic_and_per_split(tmp_path):
 
 def test_relative_paths_mean_the_repository_root_from_inside_it(tmp_path, monkeypatch):
     """JupyterLab runs notebooks in notebooks/, make and papermill in the root: 'runs/default' is one folder."""
-    root = D.ROOT
+    root = store.ROOT
     monkeypatch.chdir(root / "notebooks")
-    assert D.project_path("runs/default") == root / "runs" / "default"
+    assert store.project_path("runs/default") == root / "runs" / "default"
     monkeypatch.chdir(root)
-    assert D.project_path("runs/default") == root / "runs" / "default"
+    assert store.project_path("runs/default") == root / "runs" / "default"
     monkeypatch.chdir(tmp_path)  # capkit used as a library elsewhere: the usual meaning
-    assert D.project_path("runs/default") == tmp_path.resolve() / "runs" / "default"
-    assert D.project_path(tmp_path / "x") == (tmp_path / "x").resolve()
+    assert store.project_path("runs/default") == tmp_path.resolve() / "runs" / "default"
+    assert store.project_path(tmp_path / "x") == (tmp_path / "x").resolve()

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from capkit import benchmarks, decode, ensemble, results, runs, store, text, train
-from capkit.data import ROOT
+from capkit.store import ROOT
 from capkit.ensemble import Ensemble
 
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 from capkit import data as D
 from capkit import settings, targets
-from capkit.data import ROOT
+from capkit.store import ROOT
 
 
 def records():

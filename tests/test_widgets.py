@@ -159,7 +159,7 @@ def test_upload_rgba_png_through_the_file_upload_widget(viewer):
     upload(viewer, png(rgba), "transparent.png", "image/png")
     assert not viewer.error, viewer.message.value
     assert viewer.reference is None and viewer.image.mode == "RGB" and viewer.image.size == (300, 200)
-    assert viewer.image.getpixel((10, 10)) == (255, 255, 255)  # transparency on white, as data.open_image
+    assert viewer.image.getpixel((10, 10)) == (255, 255, 255)  # transparency on white, as images.open_image
     assert viewer.image_picker.value is None and "uploaded transparent.png" in viewer.message.value
     assert viewer.caption is not None and viewer.overlay.value[:4] == b"\x89PNG"
 
