@@ -4,7 +4,8 @@ import ...``, ``import capkit.x`` and ``from .x import ...`` of ``capkit/*.py`` 
     python bench/layers.py            # a table: layer, module, lines, the capkit modules it imports
 
 A module's layer is the length of its longest import chain (0: it imports no capkit module); a cycle is an error.
-Imports inside functions (lazy ones) are left out, as they run later than the module's own.
+Imports inside functions (lazy ones) are left out, as they run later than the module's own, and so are those under
+``if TYPE_CHECKING:``, which name types for annotations and never run.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ MBR decoding, retrieval baselines by the final pooled vector) runs on a manifest
    (``sample.oracle_draws``), written to ``<out>/data/manifest.jsonl`` with the photos' absolute paths;
 3. ``03_train`` runs through papermill with the README's parameters, timed from start to end (feature extraction,
    training, test decoding);
-4. the baselines (``baselines.baselines``) are scored on the same test split, and everything is written to
+4. the baselines (``baseline_rows.baselines``) are scored on the same test split, and everything is written to
    ``<out>/rehearsal.json``.
 
 The texts are the writer's Korean, split on spaces: a stand-in for the shape and the cost, not for real captions,
@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from capkit import baselines, metrics, store, train  # noqa: E402
+from capkit import baseline_rows, metrics, store, train  # noqa: E402
 from capkit.prepare import prepare  # noqa: E402
 from capkit.sample import dataset, oracle  # noqa: E402
 
@@ -83,7 +83,7 @@ def main(argv=None) -> dict:
     config = train.TrainConfig.from_dict(json.loads((folder / "config.json").read_text(encoding="utf-8")))
     prep = prepare(config, progress=False)
     with metrics.meteor_scorer() as jar:
-        base = baselines.baselines(prep, meteor=jar)
+        base = baseline_rows.baselines(prep, meteor=jar)
     report = {
         "params": params, "photos": sum(len(v) for v in prep.records.values()), "size": size, "refs": args.refs,
         "made_seconds": made, "notebook_seconds": seconds, "train_seconds": run["train_seconds"],

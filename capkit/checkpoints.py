@@ -2,10 +2,10 @@
 what a checkpoint holds (weights, optimiser, settings, vocabulary, state, RNG), writing one after each epoch with
 the history, the run's ``config.json`` / ``vocab.json`` / ``detokenizer.json``, reading a checkpoint (under
 torchrun: rank 0's, sent to every rank), copying a run folder's checkpoints to start another run
-(``start_from``), and the check that a run folder holds this very run before it is resumed (:class:`RunExists`
-otherwise: nothing is ever overwritten).
+(``start_from``), the check that a run folder holds this very run before it is resumed (:class:`RunExists`
+otherwise: nothing is ever overwritten), and a trained run's model read back for decoding (:func:`load_trained`).
 
-This module imports ``dist``, ``settings``, ``store`` and ``text``.
+This module imports ``detok``, ``dist``, ``models``, ``settings``, ``store`` and ``text``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from capkit import dist, store, text
+from capkit import dist, models, store, text
+from capkit.detok import Detokenizer
 from capkit.settings import RESUMABLE_CHANGES, TrainConfig
 
 
@@ -103,3 +104,16 @@ def check_resumable(ckpt: dict, config: TrainConfig, vocab: text.Vocab, out: Pat
     if changed:
         raise RunExists(f"{out} holds a run made with other settings ({'; '.join(changed)}); nothing was "
                         f"overwritten. Give this run another run_name, or delete that folder to start it afresh.")
+
+
+def load_trained(path: Path, device: str = "cpu", which: str = "best"):
+    """A run folder's model back for decoding: ``(config, model, vocab, detok)`` from ``<path>/best.pt`` (or
+    ``last.pt``), the decoder rebuilt through the registry (``spec.load(checkpoint["decoder_config"])``), in eval
+    mode on ``device``; ``detok`` is None for a run without ``detokenizer.json``."""
+    ckpt = store.load_checkpoint(path / f"{which}.pt", map_location=device)
+    config = TrainConfig.from_dict(ckpt["config"])
+    model = models.decoder_spec(config.decoder).load(ckpt["decoder_config"])
+    model.load_state_dict(ckpt["model"])
+    model.to(device).eval()
+    detok = Detokenizer.load(path / "detokenizer.json") if (path / "detokenizer.json").exists() else None
+    return config, model, text.Vocab.from_dict(ckpt["vocab"]), detok

@@ -23,7 +23,7 @@ member's output layer).
 
     python -m capkit.ensemble RUN_FOLDER RUN_FOLDER [...] [--name NAME]
 
-This module imports ``encoders``, ``evaluation``, ``features``, ``prepare``, ``runs``, ``settings`` and ``store``.
+This module imports ``encoders``, ``evaluation``, ``features``, ``prepare``, ``runs`` and ``store``.
 """
 
 from __future__ import annotations
@@ -33,13 +33,17 @@ import dataclasses
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 
-from capkit import encoders, evaluation, runs, settings, store
+from capkit import encoders, evaluation, runs, store
 from capkit.features import extract_features
 from capkit.prepare import prepare, resolve_device
+
+if TYPE_CHECKING:  # annotations only
+    from capkit.settings import TrainConfig
 
 # settings the members must share (the data, the tokens: one vocabulary, one test)
 SHARED = ("dataset", "data_dir", "target", "tokenizer", "min_freq", "max_vocab", "max_len", "seed", "smoke")
@@ -105,17 +109,17 @@ class JoinedFeatures:
         return getattr(self.__dict__["stores"][0], name)
 
 
-def encoder_names(configs: list[settings.TrainConfig]) -> list[str]:
+def encoder_names(configs: list[TrainConfig]) -> list[str]:
     """The members' encoders, each once, in the members' order."""
     return list(dict.fromkeys(c.encoder for c in configs))
 
 
-def ensemble_name(configs: list[settings.TrainConfig]) -> str:
+def ensemble_name(configs: list[TrainConfig]) -> str:
     """``efficientnet_lite2_multi7-soft+lookback-text``: the encoder(s), the members' decoders, the target."""
     return f"{'+'.join(encoder_names(configs))}-{'+'.join(c.decoder for c in configs)}-{configs[0].target}"
 
 
-def feature_slices(configs: list[settings.TrainConfig]) -> list[tuple[int, int]] | None:
+def feature_slices(configs: list[TrainConfig]) -> list[tuple[int, int]] | None:
     """Each member's channels in the joined features of :func:`encoder_names` (None: one encoder for all)."""
     names = encoder_names(configs)
     if len(names) == 1:
@@ -152,7 +156,7 @@ def check_members(members: list[runs.Run]) -> None:
                              f"maps are averaged over one grid")
 
 
-def join_features(prep, configs: list[settings.TrainConfig], progress: bool = False) -> None:
+def join_features(prep, configs: list[TrainConfig], progress: bool = False) -> None:
     """Members on several encoders: ``prep``'s features become the encoders' joined (:class:`JoinedFeatures`;
     the other encoders' features extracted into the cache, or read from it)."""
     names = encoder_names(configs)

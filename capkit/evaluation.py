@@ -2,8 +2,7 @@
 ``predictions.jsonl`` and ``metrics.json``; the fingerprint that says when stored results are still this model's;
 the best epoch of a history; readable text.
 
-This module imports ``dist``, ``inference``, ``models``, ``prepare``, ``retrieval``, ``settings``, ``store`` and
-``targets``.
+This module imports ``dist``, ``inference``, ``prepare``, ``retrieval``, ``store`` and ``targets``.
 """
 
 from __future__ import annotations
@@ -12,15 +11,18 @@ import hashlib
 import json
 import math
 import time
+from typing import TYPE_CHECKING
 
 import torch
 
-from capkit import dist, models, store
+from capkit import dist, store
 from capkit.inference import predict, set_rule
 from capkit.prepare import Prepared
 from capkit.retrieval import MBR_FILE, NEIGHBOURS_FILE, bank, mbr_bank
-from capkit.settings import TrainConfig
 from capkit.targets import target
+
+if TYPE_CHECKING:  # annotations only
+    from capkit.settings import TrainConfig
 
 
 def best_epoch(history: list[dict], target_name: str) -> tuple[int, float]:
@@ -64,7 +66,7 @@ def test_fingerprint(prep: Prepared, beam: int, split: str, model: torch.nn.Modu
                **({"mbr_neighbours": config.mbr_neighbours} if consensus else {}),
                **({"mbr_beam": config.mbr_beam} if consensus and config.mbr_beam else {})}
               if config.search == "mbr" else {"search": "beam"})
-    if models.decoder_spec(config.decoder).search == "set":
+    if config.decodes_sets:
         # (the rule follows from the weights and the validation split)
         search = {"search": "set", "set_neighbours": config.set_neighbours}
     return {"weights": weights_digest(model), "seed": config.seed, "beam_size": beam, "split": split,
@@ -115,7 +117,7 @@ def test(model, prep: Prepared, beam_size: int | None = None, split: str = "test
     if source:  # the run it started from decoded these very weights the same way (rank 0 scores them)
         rule, hyps = (shared["rule"], shared["hyps"]) if shared else (None, None)
     else:
-        rule = set_rule(model, prep) if models.decoder_spec(config.decoder).search == "set" else None
+        rule = set_rule(model, prep) if config.decodes_sets else None
         hyps = predict(model, prep, split, beam_size=beam, search=config.search, rule=rule)
     decode_s = time.perf_counter() - t0
     if not dist.is_main():

@@ -7,7 +7,7 @@ covers the images asked for is reused; each entry has one writer at a time (a lo
 one cache, and an entry is complete only once its description is written (a killed extraction is redone). Under
 torchrun on one machine the ranks encode their shares into one entry (:func:`extract_sharded`).
 
-This module imports ``data``, ``dist``, ``encoders`` and ``store``.
+This module imports ``dist``, ``encoders``, ``images`` and ``store``.
 """
 
 from __future__ import annotations

@@ -1,17 +1,20 @@
 """Inference: one dispatch for every decoder and search. ``predict`` decodes the records of a split (beam search,
 greedy, MBR for sequence decoders; the validation-chosen rule for set decoders), batched, under torchrun too.
 
-This module imports ``decode``, ``dist``, ``mbr``, ``metrics``, ``models``, ``multilabel``, ``prepare``,
-``retrieval``, ``targets`` and ``text``.
+Images already encoded decode through :mod:`capkit.decoding` (the same dispatch a loaded run uses).
+
+This module imports ``dist``, ``multilabel``, ``prepare``, ``retrieval``, ``decoding`` and ``targets``.
 """
 
 from __future__ import annotations
 
 import torch
 
-from capkit import decode, dist, mbr, metrics, models, multilabel, text
+from capkit import dist, multilabel
 from capkit.prepare import Prepared
-from capkit.retrieval import bank, bank_votes, blend_votes, mbr_evidence, reference_ids, retrieval_vectors, scst_data
+from capkit.retrieval import (VOTE_SIZES, bank, bank_votes, blend_votes, mbr_evidence, reference_ids,
+                              retrieval_vectors, training_cider)
+from capkit.decoding import choose_tags, decode_features
 from capkit.targets import target
 
 
@@ -40,14 +43,14 @@ def predict(model, prep: Prepared, split: str, beam_size: int = 1, limit: int | 
     model.eval()
     device = next(model.parameters()).device
     batch_size = batch_size or decode_batch(device)
-    if models.decoder_spec(prep.config.decoder).search == "set":
+    if prep.config.decodes_sets:
         return predict_set(model, prep, split, rule or set_rule(model, prep), limit, batch_size)
     recs = prep.records[split][:limit]
     mine = {}  # first record of a batch -> its results, for the batches this rank decodes
     cfg = prep.config
     if search == "mbr":
         refs = reference_ids(prep) if target(cfg.target).mbr_consensus else None  # (encoded once for both)
-        cider = metrics.CiderD(scst_data(prep, refs)[1]) if refs is not None else None
+        cider = training_cider(refs) if refs is not None else None
         evidence = (mbr_evidence(prep, split, cfg.mbr_neighbours, limit, refs)
                     if cider is not None and cfg.mbr_neighbours else None)
         gen = torch.Generator(device=device).manual_seed(cfg.seed)
@@ -63,62 +66,6 @@ def predict(model, prep: Prepared, split: str, beam_size: int = 1, limit: int | 
         hyps = decode_features(model, feats, cfg, "beam", beam_size=beam_size)
         mine[i] = [{**h, "tokens": prep.vocab.decode(h["tokens"])} for h in hyps]
     return [h for chunk in dist.gather(mine) for h in chunk]
-
-
-def decode_features(model, feats: torch.Tensor, config, search: str = "beam", beam_size: int = 1,
-                    cider: metrics.CiderD | None = None, evidence=None, generator=None) -> list[dict]:
-    """A sequence decoder's output for images already encoded, feats [B, L, D]: one dict per image with
-    ``tokens`` (vocabulary ids), ``score``, ``finished`` and ``alphas`` ([len(tokens), L], or None for MBR).
-
-    ``search="beam"``: beam search of ``beam_size`` (greedy at 1). ``search="mbr"``: minimum Bayes risk over
-    ``config.mbr_n`` samples at ``config.mbr_tau`` (texts: the CIDEr-D consensus under ``cider``'s statistics,
-    ``evidence`` per image counting in the risk; hashtags: the expected-F1 set), drawn from ``generator``. The one
-    place testing (:func:`predict`) and a loaded run (``capkit.runs``) decode through."""
-    what = target(config.target)
-    with torch.inference_mode():
-        if search == "mbr":
-            if what.mbr_consensus:
-                if cider is None:
-                    raise ValueError("MBR decoding of texts needs CIDEr-D statistics of the training references")
-                extra = None
-                if config.mbr_beam:  # the beam's caption joins the samples (drawn after it: the same samples)
-                    beams = decode_features(model, feats, config, "beam", beam_size=config.mbr_beam)
-                    extra = [[(h["tokens"], h["finished"])] for h in beams]
-                picked = mbr.mbr_decode(model, feats, cider, text.START_ID, text.END_ID, config.mbr_n,
-                                        config.mbr_tau, config.decode_len, text.UNK_ID, generator, evidence, extra)
-            else:
-                picked = mbr.mbr_tags(model, feats, text.START_ID, text.END_ID, config.mbr_n, config.mbr_tau,
-                                      config.decode_len, text.UNK_ID, generator)
-            return [{**p, "alphas": None} for p in picked]
-        if search != "beam":
-            raise ValueError(f"search must be 'beam' or 'mbr', not {search!r}")
-        if beam_size > 1:
-            hyps = decode.beam_search(model, feats, text.START_ID, text.END_ID, beam_size=beam_size,
-                                      max_len=config.decode_len, forbid_repeats=what.forbid_repeats,
-                                      unk_id=text.UNK_ID)
-        else:
-            hyps = decode.greedy(model, feats, text.START_ID, text.END_ID, max_len=config.decode_len,
-                                 forbid_repeats=what.forbid_repeats, unk_id=text.UNK_ID)
-    return [{"tokens": h.tokens, "score": float(h.score), "finished": bool(h.finished),
-             "alphas": h.alphas.float().cpu()} for h in hyps]
-
-
-def attention_of(model, feats: torch.Tensor, token_ids: list[list[int]]) -> list[torch.Tensor]:
-    """The attention maps behind given captions (ids without <start>/<end>), by teacher forcing in eval mode:
-    [len(tokens), L] per caption (an MBR pick has no maps of its own)."""
-    lengths = torch.tensor([len(t) + 1 for t in token_ids])  # <start> + the words: one map per word
-    caps = torch.zeros(len(token_ids), int(lengths.max()), dtype=torch.long)
-    for i, t in enumerate(token_ids):
-        caps[i, 0] = text.START_ID
-        caps[i, 1:len(t) + 1] = torch.tensor(t, dtype=torch.long)
-    T = caps.size(1)
-    with torch.inference_mode():
-        _, alphas, rows = model.forward_packed(feats, caps.to(feats.device), lengths.to(feats.device))
-    out = [feats.new_zeros(len(t), feats.size(1)).float().cpu() for t in token_ids]
-    for r, row in enumerate(rows.tolist()):
-        b, t = divmod(row, T - 1)
-        out[b][t] = alphas[r].float().cpu()
-    return out
 
 
 def set_scores(model, prep: Prepared, split: str, limit: int | None = None,
@@ -141,7 +88,7 @@ def set_rule(model, prep: Prepared) -> dict:
     validation split and nothing else, against its true tags (strings: tags outside the vocabulary count as
     misses, as in the scores).
 
-    With ``config.set_neighbours`` the choice also covers the neighbours' votes: k in ``multilabel.VOTE_SIZES``
+    With ``config.set_neighbours`` the choice also covers the neighbours' votes: k in ``retrieval.VOTE_SIZES``
     and weight w in 0 + ``multilabel.BLEND_WEIGHTS`` (:func:`capkit.multilabel.blend`); the rule then holds
     ``neighbours`` (k) and ``weight`` (w), w = 0 when the model alone is best (ties: the model alone, then the
     smaller k and w)."""
@@ -155,7 +102,7 @@ def set_rule(model, prep: Prepared) -> dict:
     if prep.config.set_neighbours and len(probs):
         vectors, _ = retrieval_vectors(prep)
         votes_by_k = bank_votes(bank(prep), vectors([r.image for r in prep.records["val"]]),
-                                     multilabel.VOTE_SIZES, probs.size(1))
+                                     VOTE_SIZES, probs.size(1))
         for k, votes in votes_by_k.items():
             for w in multilabel.BLEND_WEIGHTS:
                 rule = choose(multilabel.blend(probs, votes, w))
@@ -172,8 +119,5 @@ def predict_set(model, prep: Prepared, split: str, rule: dict, limit: int | None
     if rule.get("weight"):
         vectors, _ = retrieval_vectors(prep)
         probs = blend_votes(probs, rule, bank(prep), vectors([r.image for r in prep.records[split][:limit]]))
-    out = []
-    for row, ids in zip(probs, multilabel.apply_rule(probs, rule)):
-        score = float(torch.log(row[ids].clamp_min(1e-12)).sum()) if ids else 0.0
-        out.append({"tokens": [prep.vocab.itos[i] for i in ids], "score": score, "finished": True, "alphas": None})
-    return out
+    return [{"tokens": [prep.vocab.itos[i] for i in ids], "score": score, "finished": True, "alphas": None}
+            for ids, score in choose_tags(probs, rule)]

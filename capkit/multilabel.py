@@ -287,7 +287,6 @@ SPEC = DecoderSpec("set prediction", MultilabelTagger, config=MultilabelConfig, 
 # the neighbours' votes, blended in: a local estimate of the tag frequencies beside the model's own
 
 
-VOTE_SIZES = (5, 10, 20, 40, 80, 160)  # k: nearest training posts whose tags vote, tried on validation
 BLEND_WEIGHTS = (0.25, 0.5, 0.75)  # w tried on validation besides 0 (w = 1 would drop the model)
 
 

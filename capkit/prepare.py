@@ -3,7 +3,8 @@ the batches training reads; the run's device and seed.
 
 ``prepare(config)`` is the first step of every run (``03_train``, ``python -m capkit.train``, the baselines).
 
-This module imports ``data``, ``detok``, ``dist``, ``features``, ``settings``, ``targets`` and ``text``.
+This module imports ``data``, ``dist``, ``features``, ``settings``, ``targets`` and ``text`` (the run's target fits
+the detokenizer its readable output needs).
 """
 
 from __future__ import annotations
@@ -11,15 +12,18 @@ from __future__ import annotations
 import contextlib
 import random
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from capkit import data as D
 from capkit import dist, targets, text
-from capkit.detok import Detokenizer
 from capkit.features import FeatureStore, extract_features
 from capkit.settings import TrainConfig
+
+if TYPE_CHECKING:  # annotations only
+    from capkit.detok import Detokenizer
 
 
 def resolve_device(device: str) -> torch.device:
@@ -99,9 +103,7 @@ def prepare(config: TrainConfig, progress: bool = True) -> Prepared:
             stats[s] = st.as_dict() if st else None
     train_lists = [t for refs in tokens["train"] for t in refs]
     vocab = text.Vocab.build(train_lists, min_freq=config.min_freq, max_size=config.max_vocab)
-    detok = None
-    if targets.target(config.target).needs_detokenizer(config):
-        detok = Detokenizer.fit([t for r in by_split["train"] for t in r.texts], train_lists)
+    detok = targets.target(config.target).detokenizer(config, by_split["train"], train_lists)
     images = [r.image for s in D.SPLITS for r in by_split[s]]
     sharded = dist.one_machine()  # every rank writes its rows into the cache's files: they must see the same files
     with dist.main_first() if not sharded else contextlib.nullcontext():

@@ -9,10 +9,11 @@ definitions (``metrics.study_text_scores``), hashtag columns F1 / Precision / Re
 sets). Our grid uses EfficientNet-Lite0 / Lite2 where the study used ResNet-101 / ResNeXt-101
 WSL; a run that was not trained stays in the table as an empty ("missing") row.
 
-Baselines and the oracle rows are :mod:`capkit.baselines`'; the tables read them (``load_baselines``) beside the runs.
+Baselines and the oracle rows are :mod:`capkit.baseline_rows`' (their files: :mod:`capkit.baselines`); the tables
+read them (``baselines.load_baselines``) beside the runs.
 
-This module sits after ``baselines`` and ``runs`` in the flow and imports them, ``metrics``, ``models`` (the
-decoders' labels), ``store`` and ``targets``.
+This module imports ``baseline_rows`` (the rows' labels), ``encoders`` and ``models`` (the encoders' and decoders'
+labels), ``folders`` (the runs' files), ``metrics``, ``store`` and ``targets``.
 """
 
 from __future__ import annotations
@@ -24,9 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from capkit import store
-from capkit import metrics, models, targets
-from capkit.baselines import BASELINE_LABELS, ORACLE_BEST_PREFIX, ORACLE_LABEL, ORACLE_PREFIX
+from capkit import metrics, models, store, targets
+from capkit.baseline_rows import BASELINE_LABELS, ORACLE_BEST_PREFIX, ORACLE_LABEL, ORACLE_PREFIX
 from capkit.encoders import ENCODER_LABELS
 from capkit.folders import read_json, read_predictions, run_folders
 

@@ -15,6 +15,7 @@ from capkit.prepare import Prepared
 
 NEIGHBOURS_FILE = "neighbours.pt"  # a set run's tag bank (tag_bank), written when its rule blends the votes in
 MBR_FILE = "mbr.pt"  # a text run's MBR bank (mbr_bank), written by its test when it decodes by MBR
+VOTE_SIZES = (5, 10, 20, 40, 80, 160)  # k: nearest training posts whose tags vote, tried on validation
 
 
 def bank(prep: Prepared) -> dict:
@@ -91,6 +92,12 @@ def reference_ids(prep: Prepared) -> list[list[list[int]]]:
     any; a word outside the vocabulary is <unk>, which the decoder never emits)."""
     n = prep.config.decode_len
     return [[prep.vocab.encode(t, max_len=n)[1:-1] for t in toks if t] for toks in prep.tokens["train"]]
+
+
+def training_cider(refs: list) -> metrics.CiderD:
+    """CIDEr-D statistics (document frequencies) of the training references as vocabulary ids
+    (:func:`reference_ids`, or an :func:`mbr_bank`'s ``references``); records without references left out."""
+    return metrics.CiderD([r for r in refs if r])
 
 
 def scst_data(prep: Prepared, refs: list | None = None) -> tuple[list[str], list[list[list[int]]]]:

@@ -2,12 +2,14 @@
 the pointing game of a run's attention: :mod:`capkit.pointing`).
 
 ``load_run(path)`` rebuilds the run's decoder from ``best.pt`` through the decoder registry
-(:func:`capkit.models.decoder_spec`: ``spec.load(checkpoint["decoder_config"])``), with its vocabulary,
-detokenizer, settings and ``metrics.json``; :class:`Run` captions paths or PIL images the way its test decoded
-(beam search, MBR or the set rule; the attention map of every word kept).
+(:func:`capkit.checkpoints.load_trained`), with its vocabulary, detokenizer, settings and ``metrics.json``;
+:class:`Run` captions paths or PIL images the way its test decoded (beam search, MBR or the set rule, through
+:mod:`capkit.decoding` as the test did; the attention map of every word kept), encoding them with the run's encoder
+or through the feature cache.
 
 This module sits after ``train`` in the flow (it reads what a run wrote; the run's target says how to read it);
-the figures of ``capkit.viz`` draw what it measures.
+the figures of ``capkit.viz`` draw what it measures. It imports ``checkpoints``, ``decoding``, ``encoders``, ``features``,
+``retrieval``, ``store`` and ``targets``.
 """
 
 from __future__ import annotations
@@ -15,15 +17,19 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from capkit import encoders, inference, metrics, models, multilabel, retrieval, store, targets, text
-from capkit.detok import Detokenizer
+from capkit import checkpoints, decoding, encoders, retrieval, store, targets
 from capkit.features import extract_features
-from capkit.settings import TrainConfig
+
+if TYPE_CHECKING:  # annotations only
+    from capkit.detok import Detokenizer
+    from capkit.settings import TrainConfig
+    from capkit.text import Vocab
 
 
 @dataclass
@@ -33,7 +39,7 @@ class Run:
     path: Path
     config: TrainConfig
     model: nn.Module  # any decoder of the registry (capkit.models.DECODERS)
-    vocab: text.Vocab
+    vocab: Vocab
     detok: Detokenizer | None
     metrics: dict
 
@@ -60,7 +66,7 @@ class Run:
     def tested_search(self) -> str:
         """How the run's test decoded: ``"set"`` (a set decoder), ``"mbr"`` or ``"beam"`` (``metrics.json``;
         before a test, the run's config)."""
-        if models.decoder_spec(self.config.decoder).search == "set":
+        if self.config.decodes_sets:
             return "set"
         return self.metrics.get("search") or self.config.search
 
@@ -133,7 +139,7 @@ class Run:
         (``cider``), loaded on first use (or decode with ``search="beam"``)."""
         bank = self._bank_file(retrieval.MBR_FILE, "the run was tested by MBR, which reads its training references")
         if "cider" not in bank:
-            bank["cider"] = metrics.CiderD([r for r in bank["references"] if r])
+            bank["cider"] = retrieval.training_cider(bank["references"])
         return bank
 
     def needs_pooled(self, search: str | None = None) -> bool:
@@ -172,7 +178,7 @@ class Run:
         if search == "set":
             return self._caption_sets(feats, pooled)
         if search != "mbr":
-            hyps = inference.decode_features(self.model, feats, self.config, "beam", beam_size=beam_size)
+            hyps = decoding.decode_features(self.model, feats, self.config, "beam", beam_size=beam_size)
             return [self._caption_dict(h, beam_size) for h in hyps]
         cider = evidence = None
         if self.target.mbr_consensus:
@@ -182,9 +188,9 @@ class Run:
                 pooled = self._query_vectors(bank, feats, pooled, "MBR reads the nearest training texts as evidence")
                 evidence = retrieval.bank_evidence(bank, pooled, self.config.mbr_neighbours)
         gen = torch.Generator(device=device).manual_seed(self.config.seed)
-        hyps = inference.decode_features(self.model, feats, self.config, "mbr", cider=cider, evidence=evidence,
+        hyps = decoding.decode_features(self.model, feats, self.config, "mbr", cider=cider, evidence=evidence,
                                          generator=gen)
-        maps = inference.attention_of(self.model, feats, [h["tokens"] for h in hyps])
+        maps = decoding.attention_of(self.model, feats, [h["tokens"] for h in hyps])
         return [self._caption_dict({**h, "alphas": a}, None) for h, a in zip(hyps, maps)]
 
     def caption(self, image, beam_size: int | None = None, search: str | None = None) -> dict:
@@ -200,11 +206,11 @@ class Run:
 
     def _caption_dict(self, h: dict, beam_size: int | None) -> dict:
         ids = h["tokens"]
-        keep = [j for j, t in enumerate(ids) if t not in (text.PAD_ID, text.START_ID)]
+        keep = decoding.word_positions(ids)
         tokens = [self.vocab.itos[ids[j]] for j in keep]
         alphas = h["alphas"][keep].float().cpu().numpy() if keep else np.zeros((0, h["alphas"].shape[-1]), np.float32)
         hashtag = self.target is targets.HASHTAG
-        out = {"tokens": tokens, "words": ["#" + t if hashtag else text.split_token(t)[0] for t in tokens],
+        out = {"tokens": tokens, "words": self.target.words(tokens),
                "alphas": alphas, "grid": encoders.ENCODERS[self.config.encoder].grid, "text": self.readable(tokens),
                "score": float(h["score"]), "finished": bool(h["finished"]), "beam_size": beam_size,
                "search": "beam" if beam_size else "mbr"}
@@ -227,12 +233,12 @@ class Run:
                                                                "posts")
             probs = retrieval.blend_votes(probs.cpu(), rule, bank, torch.as_tensor(pooled).float().cpu()).to(probs)
         out = []
-        for row, att, ids in zip(probs, attention, multilabel.apply_rule(probs, rule)):
+        for att, (ids, score) in zip(attention, decoding.choose_tags(probs, rule)):
             tokens = [self.vocab.itos[i] for i in ids]
-            out.append({"tokens": tokens, "words": ["#" + t for t in tokens],
+            out.append({"tokens": tokens, "words": self.target.words(tokens),
                         "alphas": att[ids].float().cpu().numpy(), "grid": encoders.ENCODERS[self.config.encoder].grid,
                         "text": self.readable(tokens), "hashtags": tokens, "finished": True, "beam_size": None, "search": "set",
-                        "score": float(torch.log(row[ids].clamp_min(1e-12)).sum()) if ids else 0.0})
+                        "score": score})
         return out
 
     def predictions(self) -> list[dict]:
@@ -249,11 +255,6 @@ class Run:
 def load_run(path, device: str = "cpu", which: str = "best") -> Run:
     """Load ``<run>/best.pt`` (or ``last.pt``) back into a model for decoding."""
     path = store.project_path(path)
-    ckpt = store.load_checkpoint(path / f"{which}.pt", map_location=device)
-    config = TrainConfig.from_dict(ckpt["config"])
-    model = models.decoder_spec(config.decoder).load(ckpt["decoder_config"])
-    model.load_state_dict(ckpt["model"])
-    model.to(device).eval()
-    detok = Detokenizer.load(path / "detokenizer.json") if (path / "detokenizer.json").exists() else None
+    config, model, vocab, detok = checkpoints.load_trained(path, device, which)
     m = json.loads((path / "metrics.json").read_text()) if (path / "metrics.json").exists() else {}
-    return Run(path, config, model, text.Vocab.from_dict(ckpt["vocab"]), detok, m)
+    return Run(path, config, model, vocab, detok, m)

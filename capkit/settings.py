@@ -17,7 +17,7 @@ Presets (each a complete TrainConfig: the defaults of the dataclass, changed as 
   epochs, schedule and search measured there.
 - ``demo``: a small, fast model for ``make demo`` (it really trains, for a few minutes on two cores).
 
-This module imports ``data``, ``encoders``, ``models`` and ``targets`` (to check names against their registries).
+This module imports ``encoders``, ``models`` and ``targets`` (to check names against their registries) and ``store`` (project paths).
 """
 
 from __future__ import annotations
@@ -139,6 +139,12 @@ class TrainConfig:
     @property
     def path(self) -> Path:
         return store.project_path(self.run_dir) / self.run_name
+
+    @property
+    def decodes_sets(self) -> bool:
+        """Whether the decoder outputs a set of tags under a validation-chosen rule (``DecoderSpec.search ==
+        "set"``, e.g. ``multilabel``) rather than a sequence found by a search."""
+        return models.decoder_spec(self.decoder).search == "set"
 
     @property
     def mbr_n(self) -> int:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from capkit import data as D
 from capkit import metrics, text
-from capkit.detok import detokenize
+from capkit.detok import Detokenizer, detokenize
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class Target:
     name: str
     plural: str  # what a record has of it, for messages ("texts", "hashtags")
     reference_unit: str  # what one reference is, for labels ("text", "post's hashtags")
-    pool_unit: str  # what a retrieval baseline pools ("references", "posts")  # what a record has of it, for messages ("texts", "hashtags")
+    pool_unit: str  # what a retrieval baseline pools ("references", "posts")
     selection: str  # the history key whose highest value picks the best epoch
     selection_label: str  # how the progress line names it
     missing: str  # the skip reason of a record without one
@@ -60,6 +60,13 @@ class Target:
         """Whether readable output needs a detokenizer fitted on the training texts (morpheme tokens)."""
         return False
 
+    def detokenizer(self, config, records, token_lists) -> Detokenizer | None:
+        """The detokenizer readable output needs (:meth:`needs_detokenizer`), fitted on the training ``records``'
+        texts and their reference tokens ``token_lists``; None when it needs none."""
+        if not self.needs_detokenizer(config):
+            return None
+        return Detokenizer.fit([t for r in records for t in r.texts], token_lists)
+
     def decode_len(self, config) -> int:
         raise NotImplementedError
 
@@ -68,6 +75,10 @@ class Target:
         raise NotImplementedError
 
     def readable(self, tokens: list[str], detok=None, tokenizer: str | None = None) -> str:
+        raise NotImplementedError
+
+    def words(self, tokens: list[str]) -> list[str]:
+        """What a reader sees for each token (the attention viewer's labels): a word's surface form, or ``#tag``."""
         raise NotImplementedError
 
     def token_form(self, config) -> str:
@@ -119,6 +130,9 @@ class TextTarget(Target):
     def readable(self, tokens, detok=None, tokenizer=None) -> str:
         return detok(tokens) if detok is not None else detokenize(tokens, tokenizer)
 
+    def words(self, tokens) -> list[str]:
+        return [text.split_token(t)[0] for t in tokens]
+
     def token_form(self, config) -> str:
         return config.tokenizer
 
@@ -147,6 +161,9 @@ class HashtagTarget(Target):
 
     def readable(self, tokens, detok=None, tokenizer=None) -> str:
         return " ".join("#" + t for t in tokens)
+
+    def words(self, tokens) -> list[str]:
+        return ["#" + t for t in tokens]
 
     def token_form(self, config) -> str:
         return "hashtag"

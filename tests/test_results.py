@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from capkit import baselines, metrics, results, train
+from capkit import baseline_rows, baselines, metrics, oracles, results, train
 from capkit.prepare import reference_tokens
 
 TEXT = {"study_bleu1": 0.1, "study_rouge_l": 0.2, "study_meteor": 0.3, "BLEU-1": 0.11, "BLEU-2": 0.05,
@@ -124,7 +124,7 @@ def test_baseline_rows_from_files(hand_runs):
         b = {"encoder": enc, "target": "hashtag", "split": "test", "n": 10, "config": {"smoke": False},
              "baselines": {
                  "most_frequent": {"label": "Baseline: 5 most frequent training hashtags", "test": {**TAGS, "f1": 0.7}},
-                 "nearest_neighbour": {"label": baselines.baseline_label("nearest_neighbour", enc, "hashtag"),
+                 "nearest_neighbour": {"label": baseline_rows.baseline_label("nearest_neighbour", enc, "hashtag"),
                                        "test": {**TAGS, "f1": 0.1}}}}
         (folder / f"{enc}-hashtag.json").write_text(json.dumps(b))
     base = baselines.load_baselines(hand_runs)
@@ -225,11 +225,11 @@ def prep_tags(sample_dir, cache_dir, tmp_path_factory):
 
 
 def test_nearest_neighbour_of_a_training_image_is_itself(prep_tags):
-    b = baselines.baseline_predictions(prep_tags, split="train")
+    b = baseline_rows.baseline_predictions(prep_tags, split="train")
     keys = [r.key for r in prep_tags.records["train"]]
     assert b["nearest_neighbour"]["neighbours"] == keys
     assert b["nearest_neighbour"]["tokens"] == [refs[0] for refs in prep_tags.tokens["train"]]
-    scores = baselines.baselines(prep_tags, split="train")["nearest_neighbour"]["test"]
+    scores = baseline_rows.baselines(prep_tags, split="train")["nearest_neighbour"]["test"]
     assert scores["precision"] == scores["recall"] == scores["f1"] == 1.0
 
 
@@ -239,12 +239,12 @@ def test_nearest_neighbour_uses_the_final_pooled_vectors(prep_tags, monkeypatch)
     store = prep_tags.store
     train_images = [r.image for r in prep_tags.records["train"]]
     test_images = [r.image for r in prep_tags.records["test"]]
-    b = baselines.baseline_predictions(prep_tags)["nearest_neighbour"]
+    b = baseline_rows.baseline_predictions(prep_tags)["nearest_neighbour"]
     assert b["features"] == "final pooled (1280-d)"
     nn = metrics.nearest_neighbours(store.global_pooled(train_images), store.global_pooled(test_images))
     assert b["neighbours"] == [prep_tags.records["train"][j].key for j in nn]
     monkeypatch.setattr(store, "global_feats", None)  # an older cache
-    b = baselines.baseline_predictions(prep_tags)["nearest_neighbour"]
+    b = baseline_rows.baseline_predictions(prep_tags)["nearest_neighbour"]
     assert b["features"] == "grid mean (112-d)"
     nn = metrics.nearest_neighbours(store.pooled(train_images), store.pooled(test_images))
     assert b["neighbours"] == [prep_tags.records["train"][j].key for j in nn]
@@ -256,24 +256,24 @@ def test_most_frequent_precision_by_hand(prep_tags):
     top = [t for t, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:k]]
     true = [set(refs[0]) for refs in prep_tags.tokens["test"]]
     hits = sum(len(t & set(top)) for t in true)
-    b = baselines.baselines(prep_tags, k=k)["most_frequent"]
+    b = baseline_rows.baselines(prep_tags, k=k)["most_frequent"]
     assert b["hashtags"] == top and b["k"] == k
     assert b["test"]["precision"] == pytest.approx(hits / (k * len(true)))
     assert b["test"]["recall"] == pytest.approx(hits / sum(len(t) for t in true))
     mean = np.mean([len(refs[0]) for refs in prep_tags.tokens["train"]])
-    assert baselines.baseline_predictions(prep_tags, k="mean")["most_frequent"]["k"] == max(1, round(mean))
+    assert baseline_rows.baseline_predictions(prep_tags, k="mean")["most_frequent"]["k"] == max(1, round(mean))
 
 
 def test_k_tuned_on_validation():
     train_tags = [["a", "b", "c"], ["a", "b"], ["a", "b"], ["a"], ["c", "d"]]  # a 4, b 3, c 2, d 1
-    assert baselines.tune_k(train_tags, [["a", "b"], ["a", "b"]], max_k=4) == 2
-    assert baselines.tune_k(train_tags, [["a"], ["a"]], max_k=4) == 1
-    assert baselines.tune_k(train_tags, [["a", "b", "c", "d"]], max_k=4) == 4
+    assert baseline_rows.tune_k(train_tags, [["a", "b"], ["a", "b"]], max_k=4) == 2
+    assert baseline_rows.tune_k(train_tags, [["a"], ["a"]], max_k=4) == 1
+    assert baseline_rows.tune_k(train_tags, [["a", "b", "c", "d"]], max_k=4) == 4
 
 
 def test_random_baseline_is_seeded(prep_tags):
-    a = baselines.baseline_predictions(prep_tags)["random"]
-    b = baselines.baseline_predictions(prep_tags)["random"]
+    a = baseline_rows.baseline_predictions(prep_tags)["random"]
+    b = baseline_rows.baseline_predictions(prep_tags)["random"]
     assert a["drawn"] == b["drawn"] and len(a["drawn"]) == len(prep_tags.records["test"])
     train_keys = [r.key for r in prep_tags.records["train"]]
     expected = metrics.random_texts(train_keys, len(prep_tags.records["test"]), seed=prep_tags.config.seed)
@@ -329,13 +329,13 @@ def test_write_and_reuse_baselines(prep_tags, tmp_path):
 @pytest.fixture()
 def few_text_draws(monkeypatch):
     """The oracle's best guess from 5 drawn texts per post, not 30: each draw is Okt-tokenized (cold cache here)."""
-    monkeypatch.setattr(baselines, "ORACLE_TEXT_DRAWS", 5)
+    monkeypatch.setattr(oracles, "ORACLE_TEXT_DRAWS", 5)
 
 
 def test_text_baselines_have_the_text_metric_keys(sample_dir, cache_dir, jar, few_text_draws):
     config = train.TrainConfig(data_dir=str(sample_dir), cache_dir=str(cache_dir), smoke=True, target="text")
     prep = train.prepare(config, progress=False)
-    scored = baselines.baselines(prep, split="train", meteor=jar)
+    scored = baseline_rows.baselines(prep, split="train", meteor=jar)
     keys = set(metrics.text_scores([[["a"]]], [["a"]], meteor=jar))
     assert set(scored) == {"consensus", "nearest_neighbour", "random", "oracle", "oracle_best"}
     assert all(set(b["test"]) == keys for b in scored.values())
@@ -352,13 +352,13 @@ def test_oracle_hashtags_are_the_generators_fresh_posts(prep_tags, sample_dir):
     from capkit import sample
 
     recs = prep_tags.records["test"]
-    b = baselines.baseline_predictions(prep_tags)["oracle"]
+    b = baseline_rows.baseline_predictions(prep_tags)["oracle"]
     posts = sample.oracle_posts(sample_dir, [r.key for r in recs], seed=prep_tags.config.seed)
     want = [D.normalize_hashtags(posts[r.key]["hashtags"])[: prep_tags.config.max_hashtags] for r in recs]
     assert b["tokens"] == want and b["seed"] == prep_tags.config.seed
     true = [refs[0] for refs in prep_tags.tokens["test"]]
     assert sum(o != t for o, t in zip(b["tokens"], true)) >= 0.9 * len(true)  # a fresh draw, not the answer
-    scored = baselines.baselines(prep_tags)
+    scored = baseline_rows.baselines(prep_tags)
     f1 = {name: x["test"]["f1"] for name, x in scored.items()}
     assert all(math.isfinite(v) for v in scored["oracle"]["test"].values())
     # each record's oracle tags fit that record's true tags better than any other record's (rotated)
@@ -369,7 +369,7 @@ def test_oracle_hashtags_are_the_generators_fresh_posts(prep_tags, sample_dir):
     assert scored["oracle"]["predictions"] == dict(zip([r.key for r in recs], want))
     # another seed: another draw
     other = dataclasses.replace(prep_tags, config=dataclasses.replace(prep_tags.config, seed=1))
-    assert baselines.baseline_predictions(other)["oracle"]["tokens"] != b["tokens"]
+    assert baseline_rows.baseline_predictions(other)["oracle"]["tokens"] != b["tokens"]
 
 
 def test_oracle_text_is_tokenized_like_the_references(sample_dir, cache_dir, jar, few_text_draws):
@@ -382,7 +382,7 @@ def test_oracle_text_is_tokenized_like_the_references(sample_dir, cache_dir, jar
     posts = sample.oracle_posts(sample_dir, [r.key for r in recs], seed=config.seed)
     fake = [D.Record(key=r.key, image=r.image, texts=[posts[r.key]["text"]]) for r in recs]
     want = [refs[0] for refs in reference_tokens(fake, config)[0]]
-    oracle = baselines.baselines(prep, meteor=jar)["oracle"]
+    oracle = baseline_rows.baselines(prep, meteor=jar)["oracle"]
     assert list(oracle["predictions"].values()) == want and all(want)
     assert all("/" in t for toks in want for t in toks)  # Okt word/Tag tokens, as the references
     assert all(v is None or math.isfinite(v) for v in oracle["test"].values())
@@ -391,11 +391,11 @@ def test_oracle_text_is_tokenized_like_the_references(sample_dir, cache_dir, jar
 
 def test_no_oracle_without_scenes(prep_tags, tmp_path, sample_dir):
     def names(prep):
-        return set(baselines.baseline_predictions(prep))
+        return set(baseline_rows.baseline_predictions(prep))
 
     other = dataclasses.replace(prep_tags, config=dataclasses.replace(prep_tags.config, dataset="manifest"))
     assert names(other) == {"consensus", "most_frequent", "nearest_neighbour", "random"}  # neither oracle row
-    assert baselines.oracle_best_predictions(other) is None and baselines.oracle_trained_predictions(other) is None
+    assert oracles.oracle_best_predictions(other) is None and oracles.oracle_trained_predictions(other) is None
     # the embedded dataset, but one test record's scene is gone: no oracle at all, never a partial one
     rows = [json.loads(line) for line in (sample_dir / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
     gone = prep_tags.records["test"][3].key
@@ -404,7 +404,7 @@ def test_no_oracle_without_scenes(prep_tags, tmp_path, sample_dir):
         encoding="utf-8")
     moved = dataclasses.replace(prep_tags, config=dataclasses.replace(prep_tags.config, data_dir=str(tmp_path)))
     assert names(moved) == {"consensus", "most_frequent", "nearest_neighbour", "random"}
-    assert baselines.oracle_best_predictions(moved) is None and baselines.oracle_trained_predictions(moved) is None
+    assert oracles.oracle_best_predictions(moved) is None and oracles.oracle_trained_predictions(moved) is None
     assert {"oracle", "oracle_trained", "oracle_best"} <= names(prep_tags)
 
 
@@ -416,8 +416,8 @@ def test_the_oracle_row_is_a_reference_not_a_baseline(hand_runs):
             b = {"format": baselines.BASELINES_FORMAT, "encoder": enc, "target": target, "split": "test", "n": 10,
                  "config": {"smoke": False}, "baselines": {
                      "oracle": {"label": results.ORACLE_LABEL, "test": {**scores, key: 0.9}},
-                     "random": {"label": baselines.baseline_label("random", enc, target), "test": {**scores, key: 0.05}},
-                     "nearest_neighbour": {"label": baselines.baseline_label("nearest_neighbour", enc, target),
+                     "random": {"label": baseline_rows.baseline_label("random", enc, target), "test": {**scores, key: 0.05}},
+                     "nearest_neighbour": {"label": baseline_rows.baseline_label("nearest_neighbour", enc, target),
                                            "test": {**scores, key: 0.2}}}}
             (folder / f"{enc}-{target}.json").write_text(json.dumps(b))
     base = baselines.load_baselines(hand_runs)
@@ -480,14 +480,14 @@ def test_oracle_best_hashtags_are_the_best_guess_from_the_draws(prep_tags, sampl
 
     config = prep_tags.config
     recs = prep_tags.records["test"]
-    b = baselines.baseline_predictions(prep_tags)["oracle_best"]
-    assert b["draws"] == baselines.ORACLE_TAG_DRAWS == 200 and b["seed"] == config.seed
+    b = baseline_rows.baseline_predictions(prep_tags)["oracle_best"]
+    assert b["draws"] == oracles.ORACLE_TAG_DRAWS == 200 and b["seed"] == config.seed
     draws = sample.oracle_draws(sample_dir, [r.key for r in recs], seed=config.seed, n=200)
     want = [metrics.best_guess_tags([D.normalize_hashtags(p["hashtags"])[: config.max_hashtags] for p in draws[r.key]],
                                     config.max_hashtags)[0] for r in recs]
     assert b["tokens"] == want and all(want) and all(len(t) <= config.max_hashtags for t in want)
-    assert baselines.baseline_predictions(prep_tags)["oracle_best"]["tokens"] == want  # deterministic
-    scored = baselines.baselines(prep_tags)["oracle_best"]
+    assert baseline_rows.baseline_predictions(prep_tags)["oracle_best"]["tokens"] == want  # deterministic
+    scored = baseline_rows.baselines(prep_tags)["oracle_best"]
     assert scored["label"] == "Baseline: scene oracle (generator, best guess from 200 draws)"
     assert scored["label"].startswith(results.ORACLE_BEST_PREFIX) and 0 < b["expected_f1"] < 1
     assert scored["predictions"] == dict(zip([r.key for r in recs], want))
@@ -500,12 +500,12 @@ def test_the_set_model_told_the_scene_learns_the_training_posts_tags(prep_tags, 
     from capkit import sample
 
     true = [refs[0] for refs in prep_tags.tokens["train"]]
-    baselines._ORACLE_TRAINED.clear()
-    told = baselines.oracle_trained_predictions(prep_tags, "train")
-    baselines._ORACLE_TRAINED.clear()
-    again = baselines.oracle_trained_predictions(prep_tags, "train")
+    oracles._ORACLE_TRAINED.clear()
+    told = oracles.oracle_trained_predictions(prep_tags, "train")
+    oracles._ORACLE_TRAINED.clear()
+    again = oracles.oracle_trained_predictions(prep_tags, "train")
     assert told == again and told["facts"] == len(sample.SCENE_FACTS) and 1 <= told["epoch"] <= 16
-    k = baselines.tune_k(true, [refs[0] for refs in prep_tags.tokens["val"]], prep_tags.config.max_hashtags)
+    k = baseline_rows.tune_k(true, [refs[0] for refs in prep_tags.tokens["val"]], prep_tags.config.max_hashtags)
     top = [metrics.most_frequent_hashtags(true, k)] * len(true)  # the most_frequent baseline on the training posts
     f1 = metrics.hashtag_scores(true, told["tokens"])["f1"]
     assert f1 > metrics.hashtag_scores(true, top)["f1"] + 0.08
@@ -515,13 +515,13 @@ def test_the_set_model_told_the_scene_learns_the_training_posts_tags(prep_tags, 
         got = facts(source, keys)
         return {k: got[next(iter(got))] for k in got}
 
-    baselines._ORACLE_TRAINED.clear()
+    oracles._ORACLE_TRAINED.clear()
     monkeypatch.setattr(sample, "scene_facts", one_scene)
-    blind = baselines.oracle_trained_predictions(prep_tags, "train")
+    blind = oracles.oracle_trained_predictions(prep_tags, "train")
     assert metrics.hashtag_scores(true, blind["tokens"])["f1"] < f1 - 0.08
-    baselines._ORACLE_TRAINED.clear()
+    oracles._ORACLE_TRAINED.clear()
     text = dataclasses.replace(prep_tags, config=dataclasses.replace(prep_tags.config, target="text"))
-    assert baselines.oracle_trained_predictions(text) is None
+    assert oracles.oracle_trained_predictions(text) is None
 
 
 def test_the_best_guess_scores_above_one_fresh_draw(prep_tags):
@@ -531,8 +531,8 @@ def test_the_best_guess_scores_above_one_fresh_draw(prep_tags):
     gains = []
     for seed in range(5):
         prep = dataclasses.replace(prep_tags, config=dataclasses.replace(prep_tags.config, seed=seed))
-        one = metrics.hashtag_scores(true, baselines.oracle_predictions(prep)["tokens"])["f1"]
-        best = metrics.hashtag_scores(true, baselines.oracle_best_predictions(prep)["tokens"])["f1"]
+        one = metrics.hashtag_scores(true, oracles.oracle_predictions(prep)["tokens"])["f1"]
+        best = metrics.hashtag_scores(true, oracles.oracle_best_predictions(prep)["tokens"])["f1"]
         gains.append(best - one)
     assert min(gains) > 0 and np.mean(gains) > 0.1
 
@@ -545,7 +545,7 @@ def test_oracle_best_text_is_the_consensus_of_drawn_texts(sample_dir, cache_dir,
     config = train.TrainConfig(data_dir=str(sample_dir), cache_dir=str(cache_dir), smoke=True, target="text")
     prep = train.prepare(config, progress=False)
     recs = prep.records["test"]
-    b = baselines.baseline_predictions(prep)["oracle_best"]
+    b = baseline_rows.baseline_predictions(prep)["oracle_best"]
     assert b["draws"] == 5
     draws = sample.oracle_draws(sample_dir, [r.key for r in recs], seed=config.seed, n=5)
     fake = [D.Record(key=r.key, image=r.image, texts=[D.clean_text(p["text"]) for p in draws[r.key]]) for r in recs]
@@ -556,7 +556,7 @@ def test_oracle_best_text_is_the_consensus_of_drawn_texts(sample_dir, cache_dir,
     assert b["posts"] == [f.texts[j] for f, j in zip(fake, chosen)]
     assert all("/" in t for toks in b["tokens"] for t in toks)  # Okt word/Tag tokens, as the references
     assert len(set(chosen)) > 1  # the choice depends on the draws, not a fixed index
-    assert baselines.baseline_label("oracle_best", config.encoder, "text", n=5) == \
+    assert baseline_rows.baseline_label("oracle_best", config.encoder, "text", n=5) == \
         "Baseline: scene oracle (generator, best guess from 5 draws)"
 
 
@@ -572,15 +572,15 @@ def test_gap_closed():
 def test_the_ceiling_is_the_oracles_best_guess(hand_runs):
     folder = hand_runs / "baselines"
     folder.mkdir()
-    best_label = baselines.baseline_label("oracle_best", "efficientnet_lite0_multi", "hashtag", n=200)
-    trained_label = baselines.baseline_label("oracle_trained", "efficientnet_lite0_multi", "hashtag")
+    best_label = baseline_rows.baseline_label("oracle_best", "efficientnet_lite0_multi", "hashtag", n=200)
+    trained_label = baseline_rows.baseline_label("oracle_trained", "efficientnet_lite0_multi", "hashtag")
     for enc in ("efficientnet_lite0_multi", "efficientnet_lite2_multi"):
         for target, scores, key in (("hashtag", TAGS, "f1"), ("text", TEXT, "study_bleu1")):
             b = {"format": baselines.BASELINES_FORMAT, "encoder": enc, "target": target, "split": "test", "n": 10,
                  "config": {"smoke": False}, "baselines": {
                      "oracle_best": {"label": best_label, "test": {**scores, key: 0.95}, "draws": 200},
                      "oracle": {"label": results.ORACLE_LABEL, "test": {**scores, key: 0.9}},
-                     "nearest_neighbour": {"label": baselines.baseline_label("nearest_neighbour", enc, target),
+                     "nearest_neighbour": {"label": baseline_rows.baseline_label("nearest_neighbour", enc, target),
                                            "test": {**scores, key: 0.2}}}}
             if target == "hashtag":  # the set model told the scene: hashtags only
                 b["baselines"]["oracle_trained"] = {"label": trained_label, "test": {**scores, key: 0.6}}
@@ -627,7 +627,7 @@ def _toy_prep(target, train_rows, val_rows, test_rows):
 
 
 def test_consensus_hashtags_are_the_best_guess_of_the_nearest_posts(monkeypatch):
-    monkeypatch.setattr(baselines, "CONSENSUS_POSTS", (1, 3))
+    monkeypatch.setattr(baseline_rows, "CONSENSUS_POSTS", (1, 3))
     beach, snow = [1.0, 0.0], [0.0, 1.0]
     near_beach = [0.9, 0.1]
     train_rows = [("b1", beach, [["바다", "여름"]]), ("s1", snow, [["눈", "겨울"]]), ("b2", near_beach, [["바다"]]),
@@ -636,7 +636,7 @@ def test_consensus_hashtags_are_the_best_guess_of_the_nearest_posts(monkeypatch)
     val_rows = [("v1", [0.95, 0.05], [["바다"]])]
     test_rows = [("t1", [0.99, 0.01], [["바다"]]), ("t2", [0.05, 0.95], [["겨울"]])]
     prep = _toy_prep("hashtag", train_rows, val_rows, test_rows)
-    got = baselines.consensus_predictions(prep)
+    got = baseline_rows.consensus_predictions(prep)
     assert got["tried"] == {1: pytest.approx(2 / 3), 3: pytest.approx(1.0)} and got["k"] == 3
     # t1's 3 nearest: b1, b2, b3, all with 바다 -> the best guess is that tag alone
     assert got["tokens"][0] == ["바다"]
@@ -647,7 +647,7 @@ def test_consensus_hashtags_are_the_best_guess_of_the_nearest_posts(monkeypatch)
 
 
 def test_consensus_text_is_the_reference_the_neighbours_agree_on(monkeypatch):
-    monkeypatch.setattr(baselines, "CONSENSUS_TEXTS", (1, 3))
+    monkeypatch.setattr(baseline_rows, "CONSENSUS_TEXTS", (1, 3))
     boat = "a red boat on the sea".split()
     train_rows = [("odd", [1.0, 0.0], [["a", "cat", "sleeps"], boat[:3] + ["in", "the", "sea"]]),
                   ("two", [0.9, 0.1], [boat]), ("far", [0.0, 1.0], [["snow", "on", "the", "mountain"]]),
@@ -656,7 +656,7 @@ def test_consensus_text_is_the_reference_the_neighbours_agree_on(monkeypatch):
     val_rows = [("v", [0.97, 0.03], [boat]), ("w", [0.02, 0.98], [snow]), ("x", [0.01, 0.99], [snow[:2] + ["a", "hill"]])]
     test_rows = [("t", [0.98, 0.02], [boat])]
     prep = _toy_prep("text", train_rows, val_rows, test_rows)
-    got = baselines.consensus_predictions(prep)
+    got = baseline_rows.consensus_predictions(prep)
     # one candidate: the nearest post's first reference (the cat); three: the cat, the boat "in" the sea and the
     # boat "on" the sea, of which the boat ones agree with each other
     assert set(got["tried"]) == {1, 3} and got["tried"][3] > got["tried"][1] and got["k"] == 3

@@ -10,18 +10,19 @@ The modules, in the order a post is made:
 
 - `grammar`: the scene vocabulary and the draw of one post's scene;
 - `posts`: the text and hashtags written from a scene;
-- `render`: the picture painted from a scene, with the boxes of its objects;
+- `render`: the picture painted from a scene, with the boxes of its objects (its `pen`: colours under the
+  scene's light; its `objects`: each object's drawing and where it stands);
 - `dataset`: every post made from its seeds and written into a dataset folder (`generate`, `ensure`;
   ``python -m capkit.sample OUT_DIR --seed N``);
-- `oracle`: posts written again from the true scenes of a manifest (`oracle_posts`, `oracle_draws`), and the
-  scenes as facts (`scene_facts`).
+- `oracle`: posts written again from the true scenes of a manifest (`oracle_posts`, `oracle_draws`), the
+  scenes as facts (`scene_facts`), a written post as a record (`written_record`).
 
-What this package is used for elsewhere (`data`, `results`, the notebooks) is exported here.
+What this package is used for elsewhere (`data`, `oracles`, the notebooks) is exported here.
 """
 
 from capkit.sample.dataset import ensure, generate
 from capkit.sample.grammar import CATEGORIES, OBJECT_WORDS
-from capkit.sample.oracle import SCENE_FACTS, oracle_draws, oracle_posts, scene_facts
+from capkit.sample.oracle import SCENE_FACTS, oracle_draws, oracle_posts, scene_facts, written_record
 
 __all__ = ["CATEGORIES", "OBJECT_WORDS", "SCENE_FACTS", "ensure", "generate", "oracle_draws", "oracle_posts",
-           "scene_facts"]
+           "scene_facts", "written_record"]

@@ -3,9 +3,10 @@
 `oracle_posts()` writes a post again from the true scene of each manifest row, with a fresh random draw: what a
 model that reads every scene fact right, but cannot know the writer's noise, writes when it samples like the
 writer. `oracle_draws()` gives many such posts per scene, for estimating the best guess
-(``baselines.oracle_best_predictions``). Both use `posts.write_post`, the writer of every post of the dataset.
+(``oracles.oracle_best_predictions``). Both use `posts.write_post`, the writer of every post of the dataset.
 `scene_facts()` lists each row's scene as facts (``SCENE_FACTS``): the input of a model that is told the scene
-instead of reading it from the picture (``baselines.oracle_trained_predictions``).
+instead of reading it from the picture (``oracles.oracle_trained_predictions``). `written_record()` makes a
+written post a record as the manifest loader makes one.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import random
 from pathlib import Path
 
+from capkit.data import LoadReport, Record, make_record
 from capkit.sample.grammar import CATEGORIES, OBJECT_WORDS, SEASONS, TIMES, WEATHERS
 from capkit.sample.posts import write_post
 
@@ -77,6 +79,15 @@ def scene_facts(source, keys=None) -> dict:
         out[key] = [f"category:{category}", f"time:{scene['time']}", f"season:{scene['season']}",
                     f"weather:{scene['weather']}", *(f"object:{o}" for o in dict.fromkeys(scene["objects"]))]
     return out
+
+
+def written_record(record: Record, texts: list[str], hashtags: list[str]) -> Record:
+    """What the writer wrote again for ``record`` (its key, image, category and split) as a record, its texts
+    cleaned and its hashtags normalised as ``data.load_manifest`` makes a record; one without texts or hashtags
+    when nothing usable is left."""
+    made = make_record(LoadReport(source="oracle"), f"oracle#{record.key}", key=record.key, image=record.image,
+                       texts=texts, hashtags=hashtags, category=record.category, split=record.split)
+    return made or Record(key=record.key, image=record.image, category=record.category, split=record.split)
 
 
 def _oracle_rows(source, keys) -> list:

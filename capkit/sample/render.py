@@ -3,8 +3,8 @@
 `render` paints the sky of the scene's time and weather, the category's landmark (which says where objects
 may stand: ground, water, table, sky), the objects (far first, each returning its box) and the weather over
 everything, at twice the size, then shrinks it; `finish_photo` adds a camera filter and sensor noise. Below
-them: the `Pen` (colours under the scene's light), the sky and scenery, the landmarks, the objects, their
-placing, the weather.
+them: the sky and scenery, the landmarks, the objects' placing, the weather. The `Pen` (colours under the
+scene's light) is :mod:`capkit.sample.pen`'s; the objects, :mod:`capkit.sample.objects`'.
 """
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ import math
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+
+from capkit.sample.objects import OBJECTS
+from capkit.sample.pen import GROUND, LEAF, Pen, SKY_LOW, SKY_TOP, VIVID, WEATHER_GREY, light_glow, mix
 
 
 def render(category, scene, rng, size):
@@ -48,54 +51,6 @@ def finish_photo(img, nprng):
         a = m + (a - m) * 1.2
     a = a + nprng.standard_normal(a.shape, dtype=np.float32) * 3.0
     return Image.fromarray(np.clip(a, 0, 255, out=a).astype(np.uint8))
-
-
-# ---------------------------------------------------------------------------------------------- light and colour
-SKY_TOP = {"day": (70, 130, 220), "sunset": (70, 70, 150), "night": (8, 12, 38)}
-SKY_LOW = {"day": (175, 212, 245), "sunset": (250, 160, 90), "night": (35, 45, 95)}
-WEATHER_GREY = {"clear": (None, 0), "cloudy": ((165, 170, 180), 0.55), "rain": ((110, 115, 125), 0.75),
-                "fog": ((215, 218, 222), 0.75), "snow": ((190, 194, 202), 0.7)}
-TINT = {"day": (1.0, 1.0, 1.0), "sunset": (1.0, 0.78, 0.66), "night": (0.34, 0.38, 0.56)}
-WEATHER_TINT = {"clear": 1.0, "cloudy": 0.9, "rain": 0.78, "fog": 0.95, "snow": 0.92}
-LEAF = {"spring": [(248, 188, 208), (240, 165, 192), (252, 216, 228)],
-        "summer": [(45, 125, 50), (62, 148, 62), (35, 104, 45)],
-        "autumn": [(228, 112, 35), (204, 56, 40), (236, 182, 45), (190, 90, 30)],
-        "winter": [(236, 239, 246)]}
-GROUND = {"spring": (128, 182, 96), "summer": (76, 150, 62), "autumn": (178, 146, 82), "winter": (232, 236, 243)}
-VIVID = [(220, 50, 50), (40, 90, 200), (250, 200, 40), (240, 240, 240), (40, 160, 90), (240, 120, 170),
-         (30, 30, 35), (150, 80, 190), (250, 130, 40)]
-
-
-def _mix(a, b, t):
-    return tuple(int(round(x + (y - x) * t)) for x, y in zip(a, b))
-
-
-class Pen:
-    """ImageDraw with the scene's light applied: colours are tinted unless drawn as lights (k=0)."""
-
-    def __init__(self, img, scene):
-        self.img, self.d, self.W = img, ImageDraw.Draw(img), img.width
-        self.hz, self.night, self.taken, self.category = img.width / 2, scene["time"] == "night", [], ""
-        w = WEATHER_TINT[scene["weather"]]
-        self.tint = tuple(t * w for t in TINT[scene["time"]])
-
-    def c(self, rgb, k=1.0):
-        return tuple(min(255, int(v * (1 - k + k * t))) for v, t in zip(rgb, self.tint))
-
-    def rect(self, box, rgb, k=1.0):
-        self.d.rectangle(box, fill=self.c(rgb, k))
-
-    def ell(self, box, rgb, k=1.0):
-        self.d.ellipse(box, fill=self.c(rgb, k))
-
-    def circ(self, x, y, r, rgb, k=1.0):
-        self.d.ellipse((x - r, y - r, x + r, y + r), fill=self.c(rgb, k))
-
-    def poly(self, pts, rgb, k=1.0):
-        self.d.polygon(pts, fill=self.c(rgb, k))
-
-    def line(self, pts, rgb, width, k=1.0):
-        self.d.line(pts, fill=self.c(rgb, k), width=max(1, int(width)))
 
 
 # ----------------------------------------------------------------------------------------------- sky and scenery
@@ -137,10 +92,10 @@ def draw_sky(img, scene, horizon, rng):
          "fog": 0, "snow": rng.randint(3, 6)}[scene["weather"]]
     base = {"day": (245, 247, 250), "sunset": (240, 180, 170), "night": (70, 72, 85)}[scene["time"]]
     if scene["weather"] in ("rain", "snow"):
-        base = _mix(base, (90, 95, 105), 0.5)
+        base = mix(base, (90, 95, 105), 0.5)
     for _ in range(n):
         cx, cy, s = rng.uniform(0, W), rng.uniform(0.03, 0.75) * horizon, rng.uniform(0.05, 0.1) * W
-        shade = _mix(base, (120, 125, 135), rng.uniform(0, 0.35))
+        shade = mix(base, (120, 125, 135), rng.uniform(0, 0.35))
         for _ in range(5):
             ox, oy, rr = rng.uniform(-1.6, 1.6) * s, rng.uniform(-0.4, 0.3) * s, rng.uniform(0.5, 0.9) * s
             d.ellipse((cx + ox - rr * 1.3, cy + oy - rr * 0.7, cx + ox + rr * 1.3, cy + oy + rr * 0.7), fill=shade)
@@ -181,7 +136,7 @@ def ground_band(pen, y0, season, rng, colour=None):
     pen.rect((0, y0, W, W), col)
     for _ in range(12):
         x, y = rng.uniform(0, W), rng.uniform(y0, W)
-        pen.ell((x - W * 0.04, y - W * 0.006, x + W * 0.04, y + W * 0.006), _mix(col, (0, 0, 0), 0.1))
+        pen.ell((x - W * 0.04, y - W * 0.006, x + W * 0.04, y + W * 0.006), mix(col, (0, 0, 0), 0.1))
 
 
 def side_trees(pen, scene, rng, yb, n, scale=0.35):
@@ -199,17 +154,11 @@ def treeline(pen, y, season, rng, colour_dark=0.25, scale=1.0):
     x = -W * 0.02
     while x < W * 1.02:
         r = rng.uniform(0.025, 0.045) * W * scale
-        col = _mix(rng.choice(LEAF[season]), (20, 40, 20), colour_dark)
+        col = mix(rng.choice(LEAF[season]), (20, 40, 20), colour_dark)
         if season == "winter":
             col = rng.choice([(225, 230, 238), (120, 110, 100)])
         pen.circ(x, y - r * 0.6, r, col)
         x += r * 1.2
-
-
-def light_glow(pen, x, y, r, rgb):
-    """A soft light at night (drawn untinted)."""
-    pen.circ(x, y, r * 2.2, _mix(rgb, pen.c((30, 30, 40)), 0.6), k=0)
-    pen.circ(x, y, r, rgb, k=0)
 
 
 # --- landmarks: each draws its category over the sky and returns the regions where objects may stand:
@@ -304,7 +253,7 @@ def draw_tower(pen, scene, rng):
     x = 0.0
     while x < W:  # city skyline
         bw, bh = rng.uniform(0.04, 0.09) * W, rng.uniform(0.05, 0.16) * W
-        pen.rect((x, hz - bh, x + bw, hz), _mix((105, 115, 135), (60, 65, 80), rng.random()))
+        pen.rect((x, hz - bh, x + bw, hz), mix((105, 115, 135), (60, 65, 80), rng.random()))
         if night:
             for _ in range(int(bh / W * 40)):
                 wx, wy = x + rng.uniform(0.1, 0.8) * bw, hz - rng.uniform(0.1, 0.9) * bh
@@ -312,7 +261,7 @@ def draw_tower(pen, scene, rng):
         x += bw
     cx, top = rng.uniform(0.35, 0.65) * W, hz - rng.uniform(0.16, 0.22) * W
     hill = GROUND[scene["season"]]
-    pen.ell((cx - 0.45 * W, top, cx + 0.45 * W, hz + 0.35 * W), _mix(hill, (0, 0, 0), 0.2))
+    pen.ell((cx - 0.45 * W, top, cx + 0.45 * W, hz + 0.35 * W), mix(hill, (0, 0, 0), 0.2))
     for _ in range(14):
         a = rng.uniform(math.pi * 1.05, math.pi * 1.95)
         pen.circ(cx + math.cos(a) * 0.38 * W, hz + 0.06 * W + math.sin(a) * (hz + 0.06 * W - top) * 0.85,
@@ -365,7 +314,7 @@ def draw_restaurant(pen, scene, rng):
     ty = rng.uniform(0.55, 0.62) * W
     table = rng.choice([(150, 100, 60), (225, 225, 220), (110, 75, 50)])
     pen.rect((0, ty, W, W), table)
-    pen.rect((0, ty, W, ty + 0.015 * W), _mix(table, (0, 0, 0), 0.2))
+    pen.rect((0, ty, W, ty + 0.015 * W), mix(table, (0, 0, 0), 0.2))
     taken = []
     for _ in range(rng.randint(1, 2)):  # plates of food are part of the place, not objects
         px, py, r = rng.uniform(0.15, 0.85) * W, rng.uniform(ty + 0.12 * W, 0.9 * W), rng.uniform(0.1, 0.14) * W
@@ -373,7 +322,7 @@ def draw_restaurant(pen, scene, rng):
         food = rng.choice([(235, 200, 110), (120, 60, 40), (90, 160, 70), (210, 80, 50)])
         for _ in range(6):
             fx, fy = px + rng.uniform(-0.5, 0.5) * r, py + rng.uniform(-0.25, 0.25) * r
-            pen.circ(fx, fy, r * 0.22, _mix(food, (255, 255, 255), rng.uniform(0, 0.3)))
+            pen.circ(fx, fy, r * 0.22, mix(food, (255, 255, 255), rng.uniform(0, 0.3)))
         taken.append((px - r, py - r * 0.55, px + r, py + r * 0.55))
     pen.tint = saved
     pen.taken = taken
@@ -399,13 +348,13 @@ def draw_cave(pen, scene, rng):
     rd = ImageDraw.Draw(rock)
     for _ in range(40):
         x, y, r = rng.uniform(0, W), rng.uniform(0, W), rng.uniform(0.03, 0.09) * W
-        rd.ellipse((x - r, y - r * 0.7, x + r, y + r * 0.7), fill=_mix((62, 52, 46), rng.choice(
+        rd.ellipse((x - r, y - r * 0.7, x + r, y + r * 0.7), fill=mix((62, 52, 46), rng.choice(
             [(30, 25, 22), (110, 95, 80)]), rng.uniform(0.2, 0.5)))
     for _ in range(rng.randint(2, 4)):  # coloured show lights
         x, y, r = rng.choice((rng.uniform(0, 0.2), rng.uniform(0.8, 1.0))) * W, rng.uniform(0.2, 0.9) * W, 0.12 * W
         col = rng.choice([(150, 70, 200), (60, 150, 220), (60, 190, 120), (230, 160, 60)])
-        rd.ellipse((x - r, y - r, x + r, y + r), fill=_mix((62, 52, 46), col, 0.45))
-        rd.ellipse((x - r * 0.5, y - r * 0.5, x + r * 0.5, y + r * 0.5), fill=_mix((62, 52, 46), col, 0.75))
+        rd.ellipse((x - r, y - r, x + r, y + r), fill=mix((62, 52, 46), col, 0.45))
+        rd.ellipse((x - r * 0.5, y - r * 0.5, x + r * 0.5, y + r * 0.5), fill=mix((62, 52, 46), col, 0.75))
     for i in range(rng.randint(4, 8)):  # stalactites along the top of the mouth
         x, w, h = cx + rng.uniform(-0.8, 0.8) * rx, rng.uniform(0.015, 0.03) * W, rng.uniform(0.05, 0.12) * W
         y = cy - ry * math.sqrt(max(0.0, 1 - ((x - cx) / rx) ** 2)) - 0.02 * W
@@ -424,7 +373,7 @@ def draw_island(pen, scene, rng):
     pen.rect((0, hz, W, W), (32, 95, 160))
     for i in range(8):
         y = hz + (W - hz) * i / 8
-        pen.rect((0, y, W, y + (W - hz) / 8 + 1), _mix((32, 95, 160), (40, 170, 175), i / 8))
+        pen.rect((0, y, W, y + (W - hz) / 8 + 1), mix((32, 95, 160), (40, 170, 175), i / 8))
     for n in range(3 if rng.random() < 0.6 else 1):
         ix, iw, ih = rng.uniform(0.2, 0.8) * W, rng.uniform(0.25, 0.5) * W, rng.uniform(0.1, 0.22) * W
         if n > 0:  # smaller islets
@@ -432,7 +381,7 @@ def draw_island(pen, scene, rng):
         base = hz + rng.uniform(0.01, 0.05) * W
         pts = [(ix - iw / 2, base)] + [(ix + iw / 2 * t, base - ih * (1 - t * t) ** 0.6 * rng.uniform(0.9, 1.05))
                                        for t in np.linspace(-0.9, 0.9, 10)] + [(ix + iw / 2, base)]
-        pen.poly(pts, _mix(GROUND[scene["season"]], (0, 0, 0), 0.25))
+        pen.poly(pts, mix(GROUND[scene["season"]], (0, 0, 0), 0.25))
         pen.rect((ix - iw / 2, base - 0.015 * W, ix + iw / 2, base), (120, 100, 80))
         for _ in range(int(iw / W * 25)):
             t = rng.uniform(-0.8, 0.8)
@@ -458,20 +407,20 @@ def draw_island(pen, scene, rng):
 
 def draw_lake(pen, scene, rng):
     W, hz = pen.W, pen.hz
-    hills = _mix(GROUND[scene["season"]], (40, 60, 70), 0.45)
+    hills = mix(GROUND[scene["season"]], (40, 60, 70), 0.45)
     pen.ell((-0.3 * W, hz - 0.12 * W, 0.6 * W, hz + 0.1 * W), hills)
     pen.ell((0.3 * W, hz - 0.09 * W, 1.3 * W, hz + 0.1 * W), hills)
     treeline(pen, hz, scene["season"], rng, 0.15, 1.2)
     near = rng.uniform(0.78, 0.86) * W
     sky_low = pen.c(SKY_LOW[scene["time"]]) if scene["weather"] == "clear" else pen.c((150, 155, 165))
-    water = _mix(sky_low, (30, 70, 100), 0.45)
+    water = mix(sky_low, (30, 70, 100), 0.45)
     pen.rect((0, hz, W, near), water, k=0)
     depth = int(min(near - hz, hz))
     reflect = pen.img.crop((0, int(hz) - depth, W, int(hz))).transpose(Image.Transpose.FLIP_TOP_BOTTOM)
     pen.img.paste(Image.blend(reflect, Image.new("RGB", reflect.size, water), 0.55), (0, int(hz)))
     for _ in range(16):
         x, y = rng.uniform(0, W), rng.uniform(hz + 0.01 * W, near)
-        pen.line([(x, y), (x + rng.uniform(0.05, 0.15) * W, y)], _mix(water, (255, 255, 255), 0.35), W * 0.004, k=0)
+        pen.line([(x, y), (x + rng.uniform(0.05, 0.15) * W, y)], mix(water, (255, 255, 255), 0.35), W * 0.004, k=0)
     ground_band(pen, near, scene["season"], rng)
     side_trees(pen, scene, rng, near + 0.06 * W, rng.choice((0, 1, 1, 2)), 0.45)
     return {"water": (0.1 * W, 0.9 * W, hz + 0.08 * W, near - 0.02 * W), "ground": (0.1 * W, 0.9 * W,
@@ -483,7 +432,7 @@ def draw_mountain(pen, scene, rng):
     snow = scene["season"] == "winter"
     for layer in range(2):
         base = hz + layer * 0.12 * W
-        col = (120, 135, 160) if layer == 0 else _mix(GROUND[scene["season"]], (30, 50, 40), 0.3)
+        col = (120, 135, 160) if layer == 0 else mix(GROUND[scene["season"]], (30, 50, 40), 0.3)
         peaks = [(-0.1 * W, base + 0.1 * W)]
         x = -0.1 * W
         while x < 1.1 * W:
@@ -509,7 +458,7 @@ def draw_mountain(pen, scene, rng):
               (0, W)], rock)
     for _ in range(6):
         x, y = rng.uniform(0, W), rng.uniform(ridge + 0.03 * W, W)
-        pen.ell((x - 0.05 * W, y - 0.02 * W, x + 0.05 * W, y + 0.02 * W), _mix(rock, (60, 55, 50), 0.3))
+        pen.ell((x - 0.05 * W, y - 0.02 * W, x + 0.05 * W, y + 0.02 * W), mix(rock, (60, 55, 50), 0.3))
     return {"ground": (0.08 * W, 0.92 * W, ridge + 0.06 * W, 0.98 * W), "sky": (0.08 * W, 0.92 * W, 0.07 * W,
             hz - 0.32 * W)}
 
@@ -570,7 +519,7 @@ def draw_people(pen, scene, rng):
     if rng.random() < 0.55:  # long hair falls behind the shoulders
         pen.ell((cx - r * 1.2, cy - r * 1.15, cx + r * 1.2, cy + r * 1.9), hair, k)
     pen.ell((cx - r * 2.2, cy + r * 1.15, cx + r * 2.2, cy + r * 4.0), shirt, k)
-    pen.rect((cx - r * 0.35, cy + r * 0.6, cx + r * 0.35, cy + r * 1.4), _mix(skin, (0, 0, 0), 0.08), k)
+    pen.rect((cx - r * 0.35, cy + r * 0.6, cx + r * 0.35, cy + r * 1.4), mix(skin, (0, 0, 0), 0.08), k)
     pen.ell((cx - r * 0.9, cy - r * 1.05, cx + r * 0.9, cy + r * 1.05), skin, k)
     pen.d.chord((cx - r * 1.0, cy - r * 1.2, cx + r * 1.0, cy + r * 0.3), 180, 360, fill=pen.c(hair, k))
     if scene["season"] == "winter" and rng.random() < 0.5:  # a knit beanie
@@ -594,246 +543,6 @@ LANDMARKS = {"beach": (draw_beach, (0.36, 0.48)), "palace": (draw_palace, (0.58,
              "island": (draw_island, (0.42, 0.52)), "lake": (draw_lake, (0.42, 0.52)),
              "mountain": (draw_mountain, (0.5, 0.58)), "amusement_park": (draw_amusement_park, (0.62, 0.72)),
              "people": (draw_people, (0.6, 0.7))}
-
-
-# --- objects: each draws at bottom-centre (x, yb) with height h and returns its box (x0, y0, x1, y1)
-def obj_person(pen, x, yb, h, rng, k, upper=False):
-    skin = rng.choice([(244, 214, 190), (230, 196, 165), (210, 170, 135)])
-    shirt, pants = rng.choice(VIVID), rng.choice([(50, 70, 120), (30, 30, 35), (200, 185, 150), (90, 90, 95)])
-    hair = rng.choice([(30, 25, 25), (70, 45, 30), (140, 95, 60)])
-    r = h * (0.2 if upper else 0.11)
-    hy = yb - h + r
-    w = h * (0.5 if upper else 0.2)
-    ty1 = yb if upper else yb - h * 0.42
-    pen.poly([(x - w * 0.8, hy + r * 1.1), (x + w * 0.8, hy + r * 1.1), (x + w, ty1), (x - w, ty1)], shirt, k)
-    for s in (-1, 1):
-        if not upper:
-            pen.rect((x + s * w * 0.45 - h * 0.045, ty1, x + s * w * 0.45 + h * 0.045, yb), pants, k)
-            pen.line([(x + s * w * 0.85, hy + r * 1.4), (x + s * w * 1.15, ty1 + h * 0.03)], skin, h * 0.06, k)
-    pen.circ(x, hy, r, skin, k)
-    pen.d.chord((x - r * 1.05, hy - r * 1.1, x + r * 1.05, hy + r * 0.5), 180, 360, fill=pen.c(hair, k))
-    half = max(w * 1.15, r)
-    return (x - half, yb - h, x + half, yb)
-
-
-def obj_dog(pen, x, yb, h, rng, k):
-    fur = rng.choice([(165, 110, 60), (215, 180, 130), (245, 242, 235), (120, 80, 45)])
-    dark = _mix(fur, (40, 25, 15), 0.5)
-    f = rng.choice((-1, 1))
-    w = h * 1.35
-    by0, by1 = yb - h * 0.7, yb - h * 0.3
-    pen.line([(x - f * w * 0.35, by0 + h * 0.1), (x - f * w * 0.5, by0 - h * 0.15)], fur, h * 0.08, k)
-    for lx in (-0.3, -0.15, 0.15, 0.3):
-        pen.rect((x + lx * w - h * 0.05, by1 - h * 0.05, x + lx * w + h * 0.05, yb), fur, k)
-    pen.ell((x - w * 0.38, by0, x + w * 0.38, by1), fur, k)
-    hx, hy, hr = x + f * w * 0.36, yb - h * 0.78, h * 0.22
-    pen.circ(hx, hy, hr, fur, k)
-    pen.ell((hx + f * hr * 0.5 - hr * 0.35, hy + hr * 0.05, hx + f * hr * 0.5 + hr * 0.35, hy + hr * 0.55),
-            _mix(fur, (255, 255, 255), 0.2), k)
-    pen.circ(hx + f * hr * 0.95, hy + hr * 0.2, hr * 0.18, (25, 20, 20), k)
-    pen.ell((hx - f * hr * 0.6 - hr * 0.25, hy - hr * 0.6, hx - f * hr * 0.6 + hr * 0.25, hy + hr * 0.6), dark, k)
-    pen.circ(hx + f * hr * 0.35, hy - hr * 0.25, hr * 0.12, (20, 20, 20), k)
-    return (x - w * 0.52, yb - h, x + w * 0.52, yb)
-
-
-def obj_cat(pen, x, yb, h, rng, k):
-    fur = rng.choice([(235, 145, 55), (125, 125, 130), (35, 35, 40), (240, 240, 240)])
-    w = h * 0.6
-    pen.line([(x + w * 0.35, yb - h * 0.05), (x + w * 0.75, yb - h * 0.1), (x + w * 0.8, yb - h * 0.4)],
-             fur, h * 0.07, k)
-    pen.ell((x - w * 0.45, yb - h * 0.62, x + w * 0.45, yb), fur, k)
-    hy, hr = yb - h * 0.7, h * 0.2
-    for s in (-1, 1):
-        pen.poly([(x + s * hr * 0.95, hy - hr * 0.2), (x + s * hr * 0.2, hy - hr * 0.8), (x + s * hr * 0.85,
-                  hy - hr * 1.5)], fur, k)
-    pen.circ(x, hy, hr, fur, k)
-    for s in (-1, 1):
-        pen.ell((x + s * hr * 0.4 - hr * 0.15, hy - hr * 0.2, x + s * hr * 0.4 + hr * 0.15, hy + hr * 0.1),
-                (110, 200, 90), k)
-    if fur[0] > 200 and fur[1] < 200:  # tabby stripes
-        for i in range(3):
-            y = yb - h * (0.45 - 0.12 * i)
-            pen.line([(x - w * 0.3, y), (x - w * 0.1, y + h * 0.03)], (190, 100, 30), h * 0.03, k)
-    return (x - w * 0.5, yb - h, x + w * 0.85, yb)
-
-
-def obj_boat(pen, x, yb, h, rng, k):
-    w = h * 1.7
-    hull = rng.choice([(245, 245, 245), (200, 45, 45), (40, 80, 170), (240, 200, 50)])
-    pen.poly([(x - w / 2, yb - h * 0.35), (x + w / 2, yb - h * 0.35), (x + w * 0.35, yb), (x - w * 0.35, yb)], hull, k)
-    pen.rect((x - w / 2, yb - h * 0.35, x + w / 2, yb - h * 0.29), _mix(hull, (0, 0, 0), 0.35), k)
-    if rng.random() < 0.5:  # sail boat
-        pen.line([(x, yb - h * 0.35), (x, yb - h)], (80, 70, 60), h * 0.04, k)
-        pen.poly([(x + h * 0.03, yb - h * 0.97), (x + h * 0.03, yb - h * 0.42), (x + w * 0.42, yb - h * 0.42)],
-                 (250, 250, 250), k)
-        pen.poly([(x - h * 0.03, yb - h * 0.85), (x - h * 0.03, yb - h * 0.42), (x - w * 0.3, yb - h * 0.42)],
-                 (235, 235, 240), k)
-    else:  # motor boat with a cabin
-        pen.rect((x - w * 0.25, yb - h * 0.75, x + w * 0.15, yb - h * 0.35), (240, 240, 240), k)
-        pen.rect((x - w * 0.2, yb - h * 0.68, x + w * 0.1, yb - h * 0.52), (90, 150, 200), k)
-        if pen.night:
-            light_glow(pen, x - w * 0.05, yb - h * 0.6, h * 0.06, (255, 230, 150))
-    return (x - w / 2, yb - h, x + w / 2, yb)
-
-
-def obj_bird(pen, x, yb, h, rng, k):
-    w = h * 1.7
-    cy = yb - h * 0.5
-    water = pen.category in ("beach", "island", "lake")
-    dark = [(120, 125, 135), (60, 60, 70), (150, 150, 160)] if not pen.night else [(200, 200, 205)]
-    body = rng.choice([(250, 250, 250)] if water else dark)
-    tip = (25, 25, 30) if body[0] > 100 else (200, 200, 205)
-    up = rng.uniform(-0.2, 0.2)
-    for s in (-1, 1):
-        pen.poly([(x, cy), (x + s * w * 0.25, cy - h * (0.45 + up)), (x + s * w * 0.5, cy - h * (0.25 + up)),
-                  (x + s * w * 0.3, cy - h * (0.2 + up)), (x + s * w * 0.1, cy + h * 0.15)], body, k)
-        pen.poly([(x + s * w * 0.4, cy - h * (0.3 + up)), (x + s * w * 0.5, cy - h * (0.25 + up)),
-                  (x + s * w * 0.42, cy - h * (0.2 + up))], tip, k)
-    pen.ell((x - w * 0.14, cy - h * 0.12, x + w * 0.14, cy + h * 0.2), body, k)
-    pen.poly([(x + w * 0.12, cy), (x + w * 0.2, cy + h * 0.05), (x + w * 0.12, cy + h * 0.1)], (240, 180, 40), k)
-    return (x - w / 2, yb - h, x + w / 2, yb)
-
-
-def obj_balloon(pen, x, yb, h, rng, k):
-    col = rng.choice([(230, 40, 50), (250, 120, 180), (250, 210, 40), (70, 170, 240), (150, 80, 210)])
-    bw, bh = h * 0.55, h * 0.62
-    pen.line([(x, yb - h + bh), (x + h * 0.05, yb - h * 0.2), (x, yb)], (230, 230, 230), max(1, h * 0.02), 0.5)
-    pen.ell((x - bw / 2, yb - h, x + bw / 2, yb - h + bh), col, k * 0.5)
-    pen.poly([(x, yb - h + bh * 0.95), (x - h * 0.04, yb - h + bh * 1.08), (x + h * 0.04, yb - h + bh * 1.08)], col,
-             k * 0.5)
-    pen.ell((x - bw * 0.28, yb - h + bh * 0.15, x - bw * 0.1, yb - h + bh * 0.4), (255, 255, 255), k * 0.5)
-    return (x - bw / 2, yb - h, x + bw / 2, yb)
-
-
-def obj_coffee(pen, x, yb, h, rng, k):
-    if rng.random() < 0.6:  # iced americano to go: a clear cup, dark coffee, ice, a straw
-        w = h * 0.55
-        pen.line([(x + w * 0.1, yb - h * 0.78), (x + w * 0.3, yb - h)], rng.choice([(40, 160, 80), (30, 30, 30)]),
-                 h * 0.06, k)
-        pen.poly([(x - w / 2, yb - h * 0.78), (x + w / 2, yb - h * 0.78), (x + w * 0.38, yb), (x - w * 0.38, yb)],
-                 (225, 230, 235), k)
-        pen.poly([(x - w * 0.46, yb - h * 0.66), (x + w * 0.46, yb - h * 0.66), (x + w * 0.36, yb - h * 0.03),
-                  (x - w * 0.36, yb - h * 0.03)], (75, 42, 25), k)
-        for _ in range(3):
-            ix, iy = x + rng.uniform(-0.25, 0.15) * w, yb - rng.uniform(0.35, 0.62) * h
-            pen.rect((ix, iy, ix + w * 0.18, iy + w * 0.18), (190, 170, 160), k)
-        pen.rect((x - w * 0.43, yb - h * 0.45, x + w * 0.43, yb - h * 0.3), (190, 150, 100), k)
-        pen.ell((x - w / 2, yb - h * 0.84, x + w / 2, yb - h * 0.72), (250, 250, 250), k)
-        return (x - w / 2, yb - h, x + w / 2, yb)
-    w = h * 1.1  # a latte in a mug on a saucer
-    pen.ell((x - w / 2, yb - h * 0.18, x + w / 2, yb), (245, 245, 245), k)
-    pen.d.arc((x + w * 0.12, yb - h * 0.8, x + w * 0.5, yb - h * 0.35), 270, 90, fill=pen.c((240, 240, 240), k),
-              width=max(1, int(h * 0.08)))
-    pen.rect((x - w * 0.32, yb - h * 0.85, x + w * 0.32, yb - h * 0.12), (245, 245, 245), k)
-    pen.ell((x - w * 0.32, yb - h * 0.95, x + w * 0.32, yb - h * 0.75), (195, 140, 90), k)
-    pen.ell((x - w * 0.12, yb - h * 0.9, x + w * 0.12, yb - h * 0.8), (250, 235, 215), k)
-    return (x - w / 2, yb - h, x + w / 2, yb)
-
-
-def obj_bicycle(pen, x, yb, h, rng, k):
-    w = h * 1.6
-    r = h * 0.33
-    frame = rng.choice([(220, 50, 50), (40, 150, 140), (40, 80, 200), (240, 200, 40)])
-    for s in (-1, 1):
-        pen.d.ellipse((x + s * w * 0.29 - r, yb - 2 * r, x + s * w * 0.29 + r, yb), outline=pen.c((30, 30, 30), k),
-                      width=max(1, int(h * 0.07)))
-    a, b, c, d = (x - w * 0.29, yb - r), (x, yb - r), (x - w * 0.08, yb - h * 0.72), (x + w * 0.2, yb - h * 0.78)
-    pen.line([a, b, c, a], frame, h * 0.06, k)
-    pen.line([b, d, (x + w * 0.29, yb - r)], frame, h * 0.06, k)
-    pen.line([(c[0] - w * 0.07, c[1]), (c[0] + w * 0.05, c[1])], (30, 30, 30), h * 0.07, k)
-    pen.line([(d[0] - w * 0.03, d[1] - h * 0.1), (d[0] + w * 0.06, d[1] - h * 0.1), d], (30, 30, 30), h * 0.05, k)
-    return (x - w * 0.29 - r, yb - h * 0.9, x + w * 0.29 + r, yb)
-
-
-def obj_car(pen, x, yb, h, rng, k):
-    w = h * 2.0
-    body = rng.choice([(200, 40, 40), (245, 245, 245), (40, 70, 160), (30, 30, 35), (230, 190, 40)])
-    pen.poly([(x - w * 0.28, yb - h * 0.55), (x - w * 0.18, yb - h), (x + w * 0.2, yb - h),
-              (x + w * 0.32, yb - h * 0.55)], body, k)
-    pen.poly([(x - w * 0.22, yb - h * 0.58), (x - w * 0.15, yb - h * 0.9), (x + w * 0.17, yb - h * 0.9),
-              (x + w * 0.26, yb - h * 0.58)], (150, 190, 220), k)
-    pen.rect((x - w / 2, yb - h * 0.58, x + w / 2, yb - h * 0.2), body, k)
-    for s in (-1, 1):
-        pen.circ(x + s * w * 0.3, yb - h * 0.18, h * 0.18, (25, 25, 25), k)
-        pen.circ(x + s * w * 0.3, yb - h * 0.18, h * 0.08, (170, 170, 170), k)
-    lamp = (255, 240, 170) if pen.night else (240, 230, 180)
-    pen.rect((x + w * 0.44, yb - h * 0.52, x + w / 2, yb - h * 0.42), lamp, 0 if pen.night else k)
-    return (x - w / 2, yb - h, x + w / 2, yb)
-
-
-def obj_ice_cream(pen, x, yb, h, rng, k):
-    w = h * 0.5
-    pen.poly([(x - w * 0.4, yb - h * 0.55), (x + w * 0.4, yb - h * 0.55), (x, yb)], (215, 165, 95), k)
-    pen.line([(x - w * 0.25, yb - h * 0.5), (x + w * 0.1, yb - h * 0.15)], (170, 120, 60), h * 0.02, k)
-    pen.line([(x + w * 0.25, yb - h * 0.5), (x - w * 0.1, yb - h * 0.15)], (170, 120, 60), h * 0.02, k)
-    if rng.random() < 0.5:  # soft serve swirl
-        for i, s in enumerate((0.5, 0.4, 0.28, 0.15)):
-            y = yb - h * (0.6 + 0.11 * i)
-            pen.ell((x - w * s, y - h * 0.07, x + w * s, y + h * 0.07), (252, 250, 240), k)
-    else:  # scoops
-        cols = rng.sample([(250, 170, 190), (160, 230, 200), (110, 70, 45), (252, 245, 225)], 2)
-        pen.circ(x, yb - h * 0.62, w * 0.45, cols[0], k)
-        pen.circ(x, yb - h * 0.82, w * 0.38, cols[1], k)
-    return (x - w / 2, yb - h, x + w / 2, yb)
-
-
-def obj_umbrella(pen, x, yb, h, rng, k):
-    w = h * 1.1
-    col = rng.choice([(230, 50, 60), (40, 90, 200), (250, 200, 40), (235, 235, 240), (40, 150, 90)])
-    pen.line([(x, yb - h * 0.75), (x, yb - h * 0.05)], (50, 40, 35), h * 0.04, k)
-    pen.d.arc((x - h * 0.1, yb - h * 0.12, x, yb), 0, 180, fill=pen.c((50, 40, 35), k), width=max(1, int(h * 0.04)))
-    pen.d.pieslice((x - w / 2, yb - h, x + w / 2, yb - h * 0.45), 180, 360, fill=pen.c(col, k))
-    for i in range(4):
-        sx = x - w / 2 + w * (i + 0.5) / 4
-        pen.circ(sx, yb - h * 0.725, w * 0.125, _mix(col, (0, 0, 0), 0.15) if i % 2 else col, k)
-    pen.d.pieslice((x - w / 2, yb - h, x + w / 2, yb - h * 0.45), 180, 360, fill=pen.c(col, k))
-    return (x - w / 2, yb - h, x + w / 2, yb)
-
-
-def obj_cake(pen, x, yb, h, rng, k):
-    w = h * 1.2
-    cream = rng.choice([(252, 250, 245), (250, 215, 225), (120, 75, 50)])
-    pen.ell((x - w / 2, yb - h * 0.22, x + w / 2, yb), (245, 245, 245), k)
-    pen.rect((x - w * 0.35, yb - h * 0.7, x + w * 0.35, yb - h * 0.15), cream, k)
-    pen.rect((x - w * 0.35, yb - h * 0.45, x + w * 0.35, yb - h * 0.38), (240, 150, 170), k)
-    pen.ell((x - w * 0.35, yb - h * 0.8, x + w * 0.35, yb - h * 0.6), _mix(cream, (255, 255, 255), 0.3), k)
-    for i in range(4):
-        pen.circ(x - w * 0.24 + i * w * 0.16, yb - h * 0.82, h * 0.08, (215, 30, 45), k)
-    return (x - w / 2, yb - h, x + w / 2, yb)
-
-
-def obj_snowman(pen, x, yb, h, rng, k):
-    w = h * 0.65
-    white = (248, 250, 255)
-    pen.line([(x - w * 0.2, yb - h * 0.55), (x - w * 0.55, yb - h * 0.75)], (110, 70, 40), h * 0.03, k)
-    pen.line([(x + w * 0.2, yb - h * 0.55), (x + w * 0.55, yb - h * 0.75)], (110, 70, 40), h * 0.03, k)
-    pen.circ(x, yb - h * 0.27, h * 0.27, white, k * 0.6)
-    pen.circ(x, yb - h * 0.66, h * 0.19, white, k * 0.6)
-    pen.rect((x - h * 0.17, yb - h * 0.53, x + h * 0.17, yb - h * 0.47), rng.choice(VIVID[:3]), k)
-    pen.rect((x - h * 0.14, yb - h * 0.95, x + h * 0.14, yb - h * 0.8), (25, 25, 30), k)
-    pen.rect((x - h * 0.2, yb - h * 0.83, x + h * 0.2, yb - h * 0.8), (25, 25, 30), k)
-    pen.poly([(x, yb - h * 0.66), (x + h * 0.15, yb - h * 0.64), (x, yb - h * 0.62)], (245, 130, 30), k)
-    for s in (-1, 1):
-        pen.circ(x + s * h * 0.07, yb - h * 0.72, h * 0.025, (20, 20, 20), k)
-    return (x - w * 0.55, yb - h, x + w * 0.55, yb)
-
-
-# label -> (draw, width / height, height range as a fraction of the image, region)
-OBJECTS = {
-    "person": (obj_person, 0.42, (0.25, 0.45), "ground"),
-    "dog": (obj_dog, 1.4, (0.13, 0.22), "ground"),
-    "cat": (obj_cat, 0.75, (0.15, 0.26), "ground"),
-    "boat": (obj_boat, 1.7, (0.11, 0.2), "water"),
-    "bird": (obj_bird, 1.7, (0.09, 0.15), "sky"),
-    "balloon": (obj_balloon, 0.55, (0.18, 0.3), "sky"),
-    "coffee": (obj_coffee, 0.6, (0.15, 0.28), "ground"),
-    "bicycle": (obj_bicycle, 1.8, (0.14, 0.22), "ground"),
-    "car": (obj_car, 2.0, (0.12, 0.19), "ground"),
-    "ice_cream": (obj_ice_cream, 0.5, (0.17, 0.28), "ground"),
-    "umbrella": (obj_umbrella, 1.1, (0.2, 0.32), "ground"),
-    "cake": (obj_cake, 1.2, (0.13, 0.2), "ground"),
-    "snowman": (obj_snowman, 0.65, (0.2, 0.34), "ground"),
-}
 
 
 # ------------------------------------------------------------------------------------------- placing and weather
