@@ -2,6 +2,7 @@
 import ...``, ``import capkit.x`` and ``from .x import ...`` of ``capkit/*.py`` and ``capkit/sample/*.py``.
 
     python bench/layers.py            # a table: layer, module, lines, the capkit modules it imports
+    python bench/layers.py --docs     # write that table, and each module's line count, into docs/architecture.md
 
 A module's layer is the length of its longest import chain (0: it imports no capkit module); a cycle is an error.
 Imports inside functions (lazy ones) are left out, as they run later than the module's own, and so are those under
@@ -59,11 +60,33 @@ def layers() -> list[tuple[int, str, int, list[str]]]:
     return sorted(rows)
 
 
+def table(rows) -> str:
+    lines = [f"{'layer':<6} {'module':<18} {'lines':>5}  imports from capkit"]
+    lines += [f"{layer:<6} {m:<18} {n:>5}  {'  '.join(deps) or '-'}" for layer, m, n, deps in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_docs(rows, doc: Path = ROOT.parent / "docs" / "architecture.md") -> None:
+    """Replace docs/architecture.md's layer listing with :func:`table` and the line counts of its module table
+    (rows ``| `capkit/x.py` | lines | job |``) with the files'."""
+    text = doc.read_text(encoding="utf-8")
+    start = text.index("```\nlayer  module") + 4
+    text = text[:start] + table(rows) + text[text.index("```", start):]
+    out = []
+    for line in text.split("\n"):
+        cells = line.split(" | ", 2)
+        if line.startswith("| `capkit/") and "`, `" not in cells[0]:
+            n = len((ROOT.parent / cells[0].strip("| `")).read_text(encoding="utf-8").splitlines())
+            line = f"{cells[0]} | {n} | {cells[2]}"
+        out.append(line)
+    doc.write_text("\n".join(out), encoding="utf-8")
+
+
 def main() -> None:
     rows = layers()
-    print(f"{'layer':<6} {'module':<18} {'lines':>5}  imports from capkit")
-    for layer, m, n, deps in rows:
-        print(f"{layer:<6} {m:<18} {n:>5}  {'  '.join(deps) or '-'}")
+    if "--docs" in sys.argv[1:]:
+        write_docs(rows)
+    print(table(rows), end="")
     big = max(rows, key=lambda r: r[2])
     print(f"\n{len(rows)} modules; the largest: {big[1]} ({big[2]} lines); most capkit imports: "
           f"{max(rows, key=lambda r: len(r[3]))[1]} ({max(len(r[3]) for r in rows)})", file=sys.stderr)

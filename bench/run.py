@@ -104,7 +104,7 @@ def bench_matmul(device, n: int = 2048, repeat: int = 5) -> dict:
 
 def lengths_like_data(token_lengths: list[int], batch: int, max_tokens: int, gen) -> torch.Tensor:
     """A batch of caption lengths (<start> and <end> included) drawn from the data's token counts, longest first
-    (as train.batches orders a batch)."""
+    (as prepare.batches orders a batch)."""
     pool = torch.tensor([min(n, max_tokens) + 2 for n in token_lengths if n > 0] or [max_tokens + 2])
     return pool[torch.randint(len(pool), (batch,), generator=gen)].sort(descending=True).values
 

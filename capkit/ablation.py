@@ -8,7 +8,8 @@ where the records carry object boxes (the embedded dataset), the pointing game o
 
 ``choose(table, by)`` picks the row a researcher would pick on validation only.
 
-This module sits at the end of the flow, with the notebooks: it imports train and runs.
+This module sits at the end of the flow, with the notebooks: it imports ``evaluation``, ``fit``, ``pointing``,
+``prepare``, ``runs`` and ``viz``.
 """
 
 from __future__ import annotations
@@ -16,13 +17,18 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from capkit import runs, train, viz
+from capkit import runs, viz
 from capkit.evaluation import test
+from capkit.fit import fit
 from capkit.pointing import grounding
 from capkit.prepare import prepare
+
+if TYPE_CHECKING:  # annotations only
+    from capkit.settings import TrainConfig
 
 
 def run_name(settings: dict) -> str:
@@ -47,7 +53,7 @@ def pointing(run, records, object_words: dict, cache_dir, beam_size: int = 3) ->
     return summary
 
 
-def ablate(base: train.TrainConfig, grid: dict, object_words: dict | None = None, progress: bool = True) -> pd.DataFrame:
+def ablate(base: TrainConfig, grid: dict, object_words: dict | None = None, progress: bool = True) -> pd.DataFrame:
     """Train one run per combination of ``grid`` over ``base`` and return their rows (see the module notes).
 
     The pointing game of each run is stored in its ``metrics.json`` (``pointing``, with the test fingerprint of
@@ -60,7 +66,7 @@ def ablate(base: train.TrainConfig, grid: dict, object_words: dict | None = None
         if progress:
             print(f"== {config.run_name}")
         prep = prepare(config, progress=False)
-        model, _ = train.fit(prep, progress=False)
+        model, _ = fit(prep, progress=False)
         plt.close(viz.plot_history(config.path))
         metrics = test(model, prep)
         history = json.loads((config.path / "history.json").read_text())

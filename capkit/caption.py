@@ -2,8 +2,10 @@
 
     python -m capkit.caption RUN_DIR IMAGE_OR_FOLDER... [--beam K] [--hashtags RUN_DIR] [--batch 16]
 
-Each run decodes as its test decoded (``metrics.json``: MBR with the same samples and evidence, or beam search of
-its width) unless ``--beam K`` asks for beam search of width K.
+Each run decodes as its test decoded (``metrics.json``: MBR with the same number of samples, temperature, seed and
+evidence, or beam search of its width) unless ``--beam K`` asks for beam search of width K. MBR draws a batch's
+samples from one stream seeded with the run's seed, so an image's MBR caption can depend on the batch it is decoded
+in (and differ from its test's); beam search's does not.
 
 Prints one JSON line per image on stdout, in the order given (a folder stands for its image files, sorted; its
 subfolders are not entered):

@@ -1,4 +1,5 @@
-"""Several training processes under torchrun: joining the process group, each rank's share, results gathered back.
+"""Several training processes under torchrun: joining the process group, each rank's share, results gathered back;
+each process's device (:func:`resolve_device`) and seeds (:func:`set_seed`, :func:`rank_seed`).
 
 torchrun (``torch.distributed.run``) starts one process per device and tells each, in environment variables,
 its ``RANK``, the ``WORLD_SIZE``, its ``LOCAL_RANK`` on the machine and where to meet (``MASTER_ADDR``,
@@ -7,11 +8,11 @@ one process, nothing is joined and every helper here is what one process would d
 everything, a gather returns its own results and a barrier returns at once. So code written with these helpers
 runs unchanged, and gives the same results, in one process.
 
-The rules the trainer follows with them (``capkit.train``): every rank builds the same batches and takes its
+The rules the trainer follows with them (``capkit.fit``, ``capkit.train``): every rank builds the same batches and takes its
 share of each; only rank 0 writes files; anything a rank must know that only rank 0 has (a checkpoint it read, a
 decision) is broadcast from rank 0, so the run folder need not be on a file system shared between machines.
 
-This module imports only torch.
+This module imports only torch (and numpy, to seed it).
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from __future__ import annotations
 import datetime
 import gc
 import os
+import random
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 import torch.distributed as tdist
 
@@ -137,3 +140,22 @@ def all_sum(values: list[float]) -> list[float]:
 def rank_seed(seed: int) -> int:
     """A seed of its own for each rank, from a shared one (dropout: ranks must not draw the same masks)."""
     return seed * 65_537 + rank()  # distinct for every (seed, rank) with fewer than 65,537 ranks
+
+
+# ----------------------------------------------------------------------------- this process's device and seeds
+
+
+def resolve_device(device: str) -> torch.device:
+    """"auto": CUDA when present, else the CPU. Under torchrun, "cuda" is this rank's GPU (set by dist.init)."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None and active():
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

@@ -1,7 +1,7 @@
 """The epoch loops every trainer shares: a cross-entropy epoch over (image, caption) pairs (:func:`train_epoch`,
 one :func:`train_step` a batch; under torchrun each rank's share of the batch, :func:`rank_share` /
 :func:`shared_loss`), a self-critical epoch (:func:`scst_epoch`), the validation cross-entropy
-(:func:`teacher_forced_loss`) and the optimiser (:func:`adam`). ``capkit.train.fit`` runs them for a run;
+(:func:`teacher_forced_loss`) and the optimiser (:func:`adam`). ``capkit.fit.fit`` runs them for a run;
 ``capkit.baselines``' trained oracle runs :func:`train_epoch` too.
 
 This module imports ``dist``, ``models``, ``prepare``, ``scst``, ``settings`` and ``text``.

@@ -355,7 +355,7 @@ class Objective(nn.Module):
 class SequenceDecoder(Protocol):
     """What capkit calls on a word-by-word decoder (``DecoderSpec.search == "sequence"``).
 
-    - training (capkit.train), validation loss: ``loss``; DDP (models.Objective): ``loss``, ``forward_packed``;
+    - training (capkit.fit, capkit.loops), validation loss: ``loss``; DDP (models.Objective): ``loss``, ``forward_packed``;
     - self-critical training (capkit.scst): ``forward_packed``;
     - search (capkit.decode: greedy, beam, sampling; capkit.mbr): ``init_state``, ``step``, ``reorder_state`` and
       ``config.vocab_size``;
@@ -388,7 +388,7 @@ class SequenceDecoder(Protocol):
 @runtime_checkable
 class SetDecoder(Protocol):
     """What capkit calls on a set decoder (``DecoderSpec.search == "set"``): ``loss`` (training, DDP) as for a
-    sequence decoder, ``scores(feats) -> [B, V]`` tag probabilities (capkit.train's output rule, capkit.runs) and
+    sequence decoder, ``scores(feats) -> [B, V]`` X, capkit.runs) and
     ``attention(feats) -> [B, V, L]``, each tag's map over the regions (figures)."""
 
     config: Any

@@ -58,7 +58,7 @@ and p_v >= t over a grid of t, and keeps the one with the best micro F1 (metrics
 The neighbours' votes (`neighbour_votes`, `blend`): the share v_v of an image's k nearest training posts that
 carry tag v, mixed into the model's probabilities, p'_v = (1 - w) p_v + w v_v, before the rule; k, w and the rule
 are chosen together on validation (capkit.inference.set_rule; w = 0 keeps the model alone). The search for the
-neighbours is capkit.train's (the encoder's final pooled vectors); this module only sees their indices.
+neighbours is capkit.retrieval's (the encoder's final pooled vectors); this module only sees their indices.
 """
 
 from __future__ import annotations

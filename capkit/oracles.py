@@ -12,7 +12,7 @@ Every row is None (never partial) unless each record it needs has a scene in ``<
 writer's posts become records as ``data.load_manifest`` makes them (:func:`capkit.sample.written_record`) and are
 tokenized by ``prepare.reference_tokens`` with the run's config, as the references are.
 
-This module imports ``loops``, ``metrics``, ``multilabel``, ``prepare``, ``sample``, ``settings`` and ``store``.
+This module imports ``loops``, ``metrics``, ``multilabel``, ``prepare``, ``sample`` and ``settings``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from capkit import loops, metrics, multilabel, sample, settings, store
+from capkit import loops, metrics, multilabel, sample, settings
 from capkit.prepare import Prepared, reference_tokens
 
 ORACLE_TAG_DRAWS = 200  # oracle_best: writer draws per test post, hashtags
@@ -32,7 +32,7 @@ ORACLE_TEXT_DRAWS = 30  # ... and texts (each one Okt-tokenized: ~60-80 s cold f
 
 def _oracle_manifest(prep: Prepared, split: str) -> Path | None:
     config = prep.config
-    manifest = store.project_path(config.data_dir) / "manifest.jsonl"
+    manifest = config.data_path / "manifest.jsonl"
     if config.dataset != "sample" or not prep.records[split] or not manifest.is_file():
         return None
     return manifest

@@ -1,5 +1,5 @@
 """Data preparation for a run: records per split, their reference tokens, the vocabulary, the cached features;
-the batches training reads; the run's device and seed.
+the batches training reads.
 
 ``prepare(config)`` is the first step of every run (``03_train``, ``python -m capkit.train``, the baselines).
 
@@ -10,36 +10,19 @@ the detokenizer its readable output needs).
 from __future__ import annotations
 
 import contextlib
-import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 
 from capkit import data as D
 from capkit import dist, targets, text
+from capkit.dist import resolve_device, set_seed
 from capkit.features import FeatureStore, extract_features
 from capkit.settings import TrainConfig
 
 if TYPE_CHECKING:  # annotations only
     from capkit.detok import Detokenizer
-
-
-def resolve_device(device: str) -> torch.device:
-    """"auto": CUDA when present, else the CPU. Under torchrun, "cuda" is this rank's GPU (set by dist.init)."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
-    if device.type == "cuda" and device.index is None and dist.active():
-        device = torch.device("cuda", torch.cuda.current_device())
-    return device
-
-
-def set_seed(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 @dataclass

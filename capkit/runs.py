@@ -167,9 +167,11 @@ class Run:
                          search: str | None = None) -> list[dict]:
         """Captions of images already encoded by this run's encoder (``feats`` ``[n, L, D]``, from :meth:`encoder`
         or the feature cache): one :meth:`caption` dict per row. Runs on one encoder can share the features of a
-        batch. By default the run decodes as its test did (:meth:`tested_search`: MBR with the same samples,
-        temperature and evidence, or beam search of its width; a set run's rule); ``search="beam"`` or a
-        ``beam_size`` says otherwise. ``pooled`` ``[n, P]``: the images' final pooled vectors (``encoder()(x,
+        batch. By default the run decodes as its test did (:meth:`tested_search`: MBR with the same number of
+        samples, temperature, seed and evidence, or beam search of its width; a set run's rule); ``search="beam"`` or
+        a ``beam_size`` says otherwise. MBR draws the batch's samples from one stream seeded with the run's seed per
+        call, so an image's MBR caption can depend on the rows decoded with it (the test drew one stream through all
+        its batches); beam search and the set rule give each image the same output in any batch. ``pooled`` ``[n, P]``: the images' final pooled vectors (``encoder()(x,
         pooled=True)``), which a blending set run and MBR with neighbours need (:meth:`needs_pooled`). An MBR
         caption's maps come from teacher forcing the chosen words."""
         device = next(self.model.parameters()).device

@@ -141,6 +141,11 @@ class TrainConfig:
         return store.project_path(self.run_dir) / self.run_name
 
     @property
+    def data_path(self) -> Path:
+        """The data folder (``data_dir``; a relative one is the repository root's, as every path of a run)."""
+        return store.project_path(self.data_dir)
+
+    @property
     def decodes_sets(self) -> bool:
         """Whether the decoder outputs a set of tags under a validation-chosen rule (``DecoderSpec.search ==
         "set"``, e.g. ``multilabel``) rather than a sequence found by a search."""

@@ -67,7 +67,7 @@ dist.finish()
 # runs the hook once the ranks left the epoch together): a kill at a known point, not a race against a poll
 KILLED_AFTER_EPOCH_1 = r"""
 import contextlib, os, signal, sys
-from capkit import train
+from capkit import fit, train
 
 def stop(state, config):
     if state.epoch == 1:
@@ -75,7 +75,7 @@ def stop(state, config):
             os.kill(os.getppid(), signal.SIGKILL)
         os.kill(os.getpid(), signal.SIGKILL)
 
-train.EPOCH_HOOKS.append(stop)
+fit.EPOCH_HOOKS.append(stop)
 train.main(sys.argv[1:])
 """
 

@@ -61,7 +61,8 @@ def test_an_import_cycle_is_an_error(tmp_path, monkeypatch):
 
 
 def test_the_docs_list_the_layers_the_code_has():
-    """docs/architecture.md shows bench/layers.py's table of the current code (rerun it after moving code)."""
+    """docs/architecture.md shows bench/layers.py's table of the current code and the files' line counts
+    (`python bench/layers.py --docs` writes both after code moves)."""
     out = subprocess.run([sys.executable, str(REPO / "bench" / "layers.py")], capture_output=True, text=True,
                          check=True).stdout
     doc = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")

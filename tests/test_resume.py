@@ -20,10 +20,10 @@ SCRIPT = """
 import json, os, signal, sys
 import torch
 torch.set_num_threads(1)
-from capkit import train
+from capkit import fit, train
 stop_after = int(sys.argv[2]) if len(sys.argv) > 2 else 0
 if stop_after:  # killed at a known point: right after that epoch's checkpoint is written
-    train.EPOCH_HOOKS.append(lambda state, config: state.epoch == stop_after and os.kill(os.getpid(), signal.SIGKILL))
+    fit.EPOCH_HOOKS.append(lambda state, config: state.epoch == stop_after and os.kill(os.getpid(), signal.SIGKILL))
 train.train(train.TrainConfig(**json.loads(sys.argv[1])), progress=False)
 """
 
