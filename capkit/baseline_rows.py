@@ -1,8 +1,7 @@
 """The baselines and oracle rows of the results tables, predicted and scored with the runs' metric code.
 
 The rows (:func:`baselines`: the same metric keys as a run's ``metrics.json["test"]``), all computed from the run's
-own prepared data
-(``prepare`` with the run's config, so the same test records, tokens and vocabulary caps):
+own prepared data (``prepare`` with the run's config, so the same test records, tokens and vocabulary caps):
 
 - ``most_frequent`` (hashtags): the k hashtags found in most training posts, the same list for
   every test image, in frequency order. k is tuned on the validation split (the k in
@@ -33,8 +32,8 @@ own prepared data
 - ``oracle_best`` (the embedded dataset only): the ceiling the table is read against, the best guess
   of a model that reads the scene perfectly (``oracles.oracle_best_predictions``). The writer draws many
   posts from each true scene (``sample.oracle_draws``, seeded per (seed, key, draw); by default
-  ``oracles.ORACLE_TAG_DRAWS`` = 200 for hashtags, ``oracles.ORACLE_TEXT_DRAWS`` = 30 for texts), tokenized exactly
-  as the references. Hashtags: each tag's probability is the share of draws that use it; the
+  ``oracles.ORACLE_TAG_DRAWS`` = 200 for hashtags, ``oracles.ORACLE_TEXT_DRAWS`` = 30 for texts), tokenized
+  exactly as the references. Hashtags: each tag's probability is the share of draws that use it; the
   prediction is the top-m tags by probability, m (at most ``max_hashtags``) maximising the mean F1
   of the top-m set against those same draws (``metrics.best_guess_tags``: the expected F1 against a fresh
   draw, estimated in-sample; with 200 draws, choosing m on held-out halves instead gave a test F1 of
@@ -56,7 +55,7 @@ own prepared data
   the best guess's 0.405).
 
 The oracle rows are references, not baselines to beat: tables note them "oracle" / "oracle,
-ceiling" and never bold them, and ``summary`` reads the best model against the ceiling
+ceiling" and never bold them, and ``results.summary`` reads the best model against the ceiling
 (``gap_closed``: the share of the gap from the best baseline to ``oracle_best`` it closes), and against
 ``oracle_trained`` where the table has it.
 

@@ -9,7 +9,7 @@
 - :func:`choose_tags`: a set decoder's tags under its output rule (top-k or a threshold), likeliest first.
 
 Testing a split (:mod:`capkit.inference`) and a loaded run (:mod:`capkit.runs`: the captioning command, the
-viewer) decode through these, so a run captions new images the way its test decoded.
+viewer) decode through these, so a run captions new images with its test's algorithm and settings.
 
 This module imports ``decode``, ``mbr``, ``metrics``, ``multilabel``, ``targets`` and ``text``.
 """
@@ -30,7 +30,7 @@ def decode_features(model, feats: torch.Tensor, config, search: str = "beam", be
     ``search="beam"``: beam search of ``beam_size`` (greedy at 1). ``search="mbr"``: minimum Bayes risk over
     ``config.mbr_n`` samples at ``config.mbr_tau`` (texts: the CIDEr-D consensus under ``cider``'s statistics,
     ``evidence`` per image counting in the risk; hashtags: the expected-F1 set), drawn from ``generator``. The one
-    place testing (:func:`predict`) and a loaded run (``capkit.runs``) decode through."""
+    place testing (:func:`capkit.inference.predict`) and a loaded run (``capkit.runs``) decode through."""
     what = target(config.target)
     with torch.inference_mode():
         if search == "mbr":

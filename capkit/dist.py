@@ -8,8 +8,8 @@ one process, nothing is joined and every helper here is what one process would d
 everything, a gather returns its own results and a barrier returns at once. So code written with these helpers
 runs unchanged, and gives the same results, in one process.
 
-The rules the trainer follows with them (``capkit.fit``, ``capkit.train``): every rank builds the same batches and takes its
-share of each; only rank 0 writes files; anything a rank must know that only rank 0 has (a checkpoint it read, a
+The rules the trainer follows with them (``capkit.fit``, ``capkit.train``): every rank builds the same batches and
+takes its share of each; only rank 0 writes files; anything a rank must know that only rank 0 has (a checkpoint it read, a
 decision) is broadcast from rank 0, so the run folder need not be on a file system shared between machines.
 
 This module imports only torch (and numpy, to seed it).

@@ -3,7 +3,7 @@ greedy, MBR for sequence decoders; the validation-chosen rule for set decoders),
 
 Images already encoded decode through :mod:`capkit.decoding` (the same dispatch a loaded run uses).
 
-This module imports ``dist``, ``multilabel``, ``prepare``, ``retrieval``, ``decoding`` and ``targets``.
+This module imports ``decoding``, ``dist``, ``multilabel``, ``prepare``, ``retrieval`` and ``targets``.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from __future__ import annotations
 import torch
 
 from capkit import dist, multilabel
+from capkit.decoding import choose_tags, decode_features
 from capkit.prepare import Prepared
 from capkit.retrieval import (VOTE_SIZES, bank, bank_votes, blend_votes, mbr_evidence, reference_ids,
                               retrieval_vectors, training_cider)
-from capkit.decoding import choose_tags, decode_features
 from capkit.targets import target
 
 

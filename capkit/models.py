@@ -355,7 +355,8 @@ class Objective(nn.Module):
 class SequenceDecoder(Protocol):
     """What capkit calls on a word-by-word decoder (``DecoderSpec.search == "sequence"``).
 
-    - training (capkit.fit, capkit.loops), validation loss: ``loss``; DDP (models.Objective): ``loss``, ``forward_packed``;
+    - training (capkit.fit, capkit.loops), validation loss: ``loss``; DDP (models.Objective): ``loss``,
+      ``forward_packed``;
     - self-critical training (capkit.scst): ``forward_packed``;
     - search (capkit.decode: greedy, beam, sampling; capkit.mbr): ``init_state``, ``step``, ``reorder_state`` and
       ``config.vocab_size``;

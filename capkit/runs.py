@@ -8,8 +8,8 @@ the pointing game of a run's attention: :mod:`capkit.pointing`).
 or through the feature cache.
 
 This module sits after ``train`` in the flow (it reads what a run wrote; the run's target says how to read it);
-the figures of ``capkit.viz`` draw what it measures. It imports ``checkpoints``, ``decoding``, ``encoders``, ``features``,
-``retrieval``, ``store`` and ``targets``.
+the figures of ``capkit.viz`` draw what it measures. It imports ``checkpoints``, ``decoding``, ``encoders``,
+``features``, ``retrieval``, ``store`` and ``targets``.
 """
 
 from __future__ import annotations
@@ -171,9 +171,10 @@ class Run:
         samples, temperature, seed and evidence, or beam search of its width; a set run's rule); ``search="beam"`` or
         a ``beam_size`` says otherwise. MBR draws the batch's samples from one stream seeded with the run's seed per
         call, so an image's MBR caption can depend on the rows decoded with it (the test drew one stream through all
-        its batches); beam search and the set rule give each image the same output in any batch. ``pooled`` ``[n, P]``: the images' final pooled vectors (``encoder()(x,
-        pooled=True)``), which a blending set run and MBR with neighbours need (:meth:`needs_pooled`). An MBR
-        caption's maps come from teacher forcing the chosen words."""
+        its batches); beam search and the set rule give each image the same output in any batch. ``pooled``
+        ``[n, P]``: the images' final pooled vectors (``encoder()(x, pooled=True)``), which a blending set run and
+        MBR with neighbours need (:meth:`needs_pooled`). An MBR caption's maps come from teacher forcing the chosen
+        words."""
         device = next(self.model.parameters()).device
         feats = feats.to(device)
         search, beam_size = self._search(search, beam_size)

@@ -17,7 +17,8 @@ Presets (each a complete TrainConfig: the defaults of the dataclass, changed as 
   epochs, schedule and search measured there.
 - ``demo``: a small, fast model for ``make demo`` (it really trains, for a few minutes on two cores).
 
-This module imports ``encoders``, ``models`` and ``targets`` (to check names against their registries) and ``store`` (project paths).
+This module imports ``encoders``, ``models`` and ``targets`` (to check names against their registries) and
+``store`` (project paths).
 """
 
 from __future__ import annotations
