@@ -1,12 +1,11 @@
 """Run folders on disk: which folders of a run directory hold a run, and a run folder's files read back as data
 (what the tables, the baselines and the viewer list; loading a run's model is :mod:`capkit.runs`).
 
-This module imports ``store`` (``project_path``, ``read_jsonl``).
+This module imports ``store`` (``project_path``, ``read_json``, ``read_jsonl``).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from capkit import store
@@ -15,7 +14,7 @@ from capkit import store
 def read_json(path) -> dict | None:
     """A run folder's JSON file (``config.json``, ``metrics.json``, ...), or None when it is not there."""
     path = Path(path)
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+    return store.read_json(path) if path.exists() else None
 
 
 def read_predictions(run_path) -> list[dict]:

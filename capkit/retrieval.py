@@ -136,7 +136,7 @@ def scst_reward(prep: Prepared, k: int = 0) -> tuple:
     ``k`` > 0 the first references of its k nearest training images too: :func:`scst_references`), and the
     :class:`capkit.metrics.CiderD` statistics (document frequencies of the training references alone)."""
     images, ref_ids = scst_data(prep)
-    cider = metrics.CiderD(ref_ids)
+    cider = training_cider(ref_ids)
     return images, [cider.refs(r) for r in scst_references(prep, images, ref_ids, k)], cider
 
 

@@ -9,7 +9,6 @@ dropped from figure text only.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import textwrap
@@ -22,7 +21,7 @@ import torch.nn.functional as F
 
 from capkit import pointing
 from capkit.images import BadImage, open_image
-from capkit.store import project_path
+from capkit.store import project_path, read_json
 
 WORK_SIDE = 128  # attention maps are smoothed at most this large, then resized (attention_overlay)
 EMOJI_RE = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\uFE0F\u200D\u2B50\u2764]+")
@@ -533,7 +532,7 @@ def plot_history(run_path, save: bool = True):
     import pandas as pd
 
     run_path = Path(run_path)
-    h = pd.DataFrame(json.loads((run_path / "history.json").read_text()))
+    h = pd.DataFrame(read_json(run_path / "history.json"))
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
     a.plot(h.epoch, h.train_ce, "o-", label="train")
     a.plot(h.epoch, h.val_loss, "o-", label="val (teacher-forced)")
